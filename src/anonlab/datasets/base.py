@@ -1,0 +1,36 @@
+"""The dataset registry and the ``Dataset`` base: an iterable of :class:`~anonlab.types.Sample`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from anonlab.io.images import ImageReadError  # noqa: F401  (re-exported)
+from anonlab.registry import Registry
+from anonlab.types import Sample
+
+
+class Dataset:
+    """Streams ``Sample``s (one image + ground truth each); never loads the whole set into memory.
+
+    ``__iter__`` yields samples in a stable order. An unreadable image raises :class:`ImageReadError` from
+    ``load(i)``; ``__iter__`` is built on ``refs()`` + ``load`` so the engine can record the failure and go on.
+    """
+
+    name: str = ""
+
+    def refs(self) -> list[str]:
+        """Stable identifiers (image ids) of all samples, cheap: no decoding."""
+        raise NotImplementedError
+
+    def load(self, index: int) -> Sample:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.refs())
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self.load(i)
+
+
+DATASETS: Registry[Dataset] = Registry("dataset")

@@ -1,0 +1,16 @@
+"""Detector adapters. Each module registers its entries in ``DETECTORS``; imported explicitly, in order."""
+
+from anonlab.detectors.base import DETECTORS
+from anonlab.detectors import (  # noqa: F401  (registration side effect)
+    centerface,
+    dlib_detectors,
+    haar,
+    hog_person,
+    mtcnn,
+    ultraface,
+    ultralytics_yolo,
+    yolox,
+    yunet,
+)
+
+__all__ = ["DETECTORS"]

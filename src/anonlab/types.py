@@ -1,0 +1,200 @@
+"""Core types shared by every stage: image batches, ``Detections``, ground truth, and the ``Detector`` base.
+
+Conventions (see STYLE.md §3):
+- images: ``uint8 (B, 3, H, W)`` RGB, contiguous, one device, in and out of every stage;
+- boxes: ``float32 (N, 4)`` xyxy in pixels of the image they index, ``0 <= x1 <= x2``;
+- scores ``float32 (N,)`` in [0, 1]; labels ``int64 (N,)`` indexing the detector's ``classes``;
+- a flat ``batch_idx (N,) int64`` in [0, B) says which image a box belongs to. Empty is N == 0, never None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+Kind = Literal["face", "person"]
+KINDS: tuple[str, ...] = ("face", "person")
+
+
+def check_images(images: Tensor, where: str = "images") -> None:
+    """Raise ``ValueError`` unless ``images`` is a ``uint8 (B, 3, H, W)`` tensor. Never syncs the GPU."""
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"{where} must be a uint8 (B, 3, H, W) RGB tensor, got {got}")
+
+
+@dataclass(frozen=True)
+class Detections:
+    """N detections over a batch of B images, all on one device.
+
+    boxes ``(N, 4) float32`` xyxy pixels; scores ``(N,) float32`` in [0, 1]; labels ``(N,) int64``;
+    batch_idx ``(N,) int64`` in [0, B). Empty is N == 0, never None.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    batch_idx: Tensor
+
+    def __post_init__(self) -> None:  # shape/dtype/device only: these never sync the GPU
+        n = self.boxes.shape[0] if self.boxes.ndim else -1
+        if self.boxes.dtype != torch.float32 or self.boxes.shape != (n, 4):
+            raise ValueError(f"boxes must be float32 (N, 4), got {self.boxes.dtype} {tuple(self.boxes.shape)}")
+        for name, dtype in (("scores", torch.float32), ("labels", torch.int64), ("batch_idx", torch.int64)):
+            t = getattr(self, name)
+            if t.shape != (n,) or t.dtype != dtype or t.device != self.boxes.device:
+                raise ValueError(
+                    f"{name} must be {dtype} ({n},) on {self.boxes.device}, got {t.dtype} {tuple(t.shape)} on {t.device}"
+                )
+
+    @classmethod
+    def empty(cls, device: torch.device | str = "cpu") -> Detections:
+        i = torch.empty(0, dtype=torch.int64, device=device)
+        return cls(torch.empty(0, 4, device=device), torch.empty(0, device=device), i, i.clone())
+
+    @classmethod
+    def cat(cls, parts: list[Detections], device: torch.device | str | None = None) -> Detections:
+        """Concatenate detections that already index the same batch."""
+        if not parts:
+            return cls.empty(device or "cpu")
+        return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in ("boxes", "scores", "labels", "batch_idx")))
+
+    @classmethod
+    def from_list(
+        cls,
+        boxes: list[Tensor],
+        scores: list[Tensor] | None = None,
+        labels: list[Tensor] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> Detections:
+        """Build from one ``(Ni, 4)`` box tensor per image (scores default 1, labels default 0)."""
+        if not boxes:
+            return cls.empty(device)
+        counts = torch.tensor([len(b) for b in boxes], device=device)
+        b = torch.cat([torch.as_tensor(x, dtype=torch.float32).reshape(-1, 4) for x in boxes]).to(device)
+        s = (
+            torch.cat([torch.as_tensor(x, dtype=torch.float32).reshape(-1) for x in scores]).to(device)
+            if scores is not None
+            else torch.ones(len(b), device=device)
+        )
+        lab = (
+            torch.cat([torch.as_tensor(x, dtype=torch.int64).reshape(-1) for x in labels]).to(device)
+            if labels is not None
+            else torch.zeros(len(b), dtype=torch.int64, device=device)
+        )
+        idx = torch.repeat_interleave(torch.arange(len(boxes), device=device), counts)
+        return cls(b, s, lab, idx)
+
+    def __len__(self) -> int:
+        return self.boxes.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.boxes.device
+
+    def select(self, keep: Tensor) -> Detections:
+        """Subset by a bool mask or an index tensor."""
+        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.batch_idx[keep])
+
+    def above(self, threshold: float) -> Detections:
+        return self.select(self.scores >= threshold)
+
+    def to(self, device: torch.device | str) -> Detections:
+        return Detections(*(getattr(self, f).to(device) for f in ("boxes", "scores", "labels", "batch_idx")))
+
+    def for_image(self, i: int) -> Detections:
+        return self.select(self.batch_idx == i)
+
+    def with_batch_offset(self, offset: int) -> Detections:
+        return Detections(self.boxes, self.scores, self.labels, self.batch_idx + offset)
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Annotations of one image, CPU tensors.
+
+    faces ``(F, 4) float32`` and persons ``(P, 4) float32`` xyxy pixels of the image as loaded;
+    face_ids / person_ids ``int64`` identity per box, -1 where unknown;
+    ``ignore_faces`` / ``ignore_persons`` bool per box: matched detections of these count neither as TP nor FP
+    (e.g. WIDER's invalid faces); ``pseudo_gt`` True when the boxes come from detectors, not from people.
+    """
+
+    faces: Tensor = field(default_factory=lambda: torch.empty(0, 4))
+    persons: Tensor = field(default_factory=lambda: torch.empty(0, 4))
+    face_ids: Tensor | None = None
+    person_ids: Tensor | None = None
+    ignore_faces: Tensor | None = None
+    ignore_persons: Tensor | None = None
+    pseudo_gt: bool = False
+
+    def __post_init__(self) -> None:
+        for kind in KINDS:
+            boxes = getattr(self, f"{kind}s")
+            if boxes.dtype != torch.float32 or boxes.ndim != 2 or boxes.shape[1] != 4:
+                raise ValueError(f"{kind} boxes must be float32 (N, 4), got {boxes.dtype} {tuple(boxes.shape)}")
+            n = boxes.shape[0]
+            for extra, fill, dtype in ((f"{kind}_ids", -1, torch.int64), (f"ignore_{kind}s", False, torch.bool)):
+                t = getattr(self, extra)
+                if t is None:  # fill defaults so consumers never see None
+                    object.__setattr__(self, extra, torch.full((n,), fill, dtype=dtype))
+                elif t.shape != (n,) or t.dtype != dtype:
+                    raise ValueError(f"{extra} must be {dtype} ({n},), got {t.dtype} {tuple(t.shape)}")
+
+    def boxes(self, kind: str) -> Tensor:
+        if kind not in KINDS:
+            raise ValueError(f"unknown object kind {kind!r}; valid: {', '.join(KINDS)}")
+        return getattr(self, f"{kind}s")
+
+    def ignore(self, kind: str) -> Tensor:
+        return getattr(self, f"ignore_{kind}s")
+
+    def ids(self, kind: str) -> Tensor:
+        return getattr(self, f"{kind}_ids")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset: ``image`` is ``uint8 (3, H, W)`` RGB on the CPU."""
+
+    image_id: str
+    image: Tensor
+    gt: GroundTruth
+    path: str = ""
+
+
+class Detector(nn.Module):
+    """Base of every detector adapter.
+
+    ``forward(images)`` takes ``uint8 (B, 3, H, W)`` RGB on any device and returns ``Detections`` on the same
+    device, in pixels of the input images, with every detection whose score is >= ``score_floor`` (the low
+    cut used for AP; compare with ``threshold`` for TP/FP/FN). Class attributes are readable without
+    building the model (weights are loaded in ``__init__``).
+    """
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[Kind]
+    classes: ClassVar[tuple[str, ...]] = ("face",)
+    #: e.g. {"differentiable"} (a torch graph from pixels to scores), {"cpu_only"} (runs on the host)
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: what the default threshold and score mean, one line
+    score_note: ClassVar[str] = "model confidence in [0, 1]"
+    default_threshold: ClassVar[float] = 0.5
+
+    def __init__(self, threshold: float | None = None, score_floor: float | None = None) -> None:
+        super().__init__()
+        self.threshold = float(self.default_threshold if threshold is None else threshold)
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"{self.name}: threshold must be in [0, 1], got {threshold!r}")
+        floor = min(0.05, self.threshold) if score_floor is None else float(score_floor)
+        if not 0.0 <= floor <= self.threshold:
+            raise ValueError(f"{self.name}: score_floor must be in [0, threshold={self.threshold}], got {score_floor!r}")
+        self.score_floor = floor
+
+    def forward(self, images: Tensor) -> Detections:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, threshold={self.threshold}, score_floor={self.score_floor}"

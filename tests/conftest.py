@@ -1,0 +1,45 @@
+"""Shared fixtures: devices, the ../shared data helper, and a no-network guard."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+_NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, _NO_CUDA])])
+def device(request) -> torch.device:
+    return torch.device(request.param)
+
+
+def shared_path(rel: str) -> Path:
+    """A path inside ../shared (or $ANONLAB_SHARED); skips the test, naming the path, when it is absent.
+
+    Real models and data live there and are never copied into the repo.
+    """
+    root = Path(os.environ.get("ANONLAB_SHARED", REPO.parent / "shared"))
+    p = root / rel
+    if not p.exists():
+        pytest.skip(f"{p} not found: set ANONLAB_SHARED or place shared/ beside the checkout")
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """Tests never reach the network: any non-UNIX socket connect raises."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        if self.family != socket.AF_UNIX:
+            raise RuntimeError(f"network access attempted in a test: {address!r}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    yield
