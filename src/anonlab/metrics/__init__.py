@@ -1,0 +1,1 @@
+"""Matching detections to ground truth and the metrics built on it."""
