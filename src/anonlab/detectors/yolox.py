@@ -1,1 +1,167 @@
-"""Placeholder: being written."""
+"""YOLOX-Nano (Megvii, COCO) as a batched, differentiable torch person detector.
+
+The ONNX file (``shared/models/yolox_nano.onnx``, see MANIFEST.md) is converted to torch with onnx2torch. Its
+exporter traced YOLOX's head ``torch.flatten(start_dim=2)`` as three ``Reshape(x, [1, 85, -1])`` with the batch
+size 1 baked in: a batch of 2 silently comes out as one (1, 7098, 85) tensor. :func:`unbake_batch` rewrites those
+three nodes of the converted fx graph back to ``torch.flatten(x, 2)`` (what the original code did), so any batch
+size and any input size that is a multiple of 32 run in one forward call, without a GPU sync.
+
+The network takes BGR 0..255 (not normalised), letterboxed into the top-left of ``input_size`` x ``input_size``
+with pad 114, ratio ``r = min(S/h, S/w)``. It returns (B, A, 85) raw grid predictions (A = 3549 at 416:
+52² + 26² + 13² cells for strides 8/16/32), objectness and the 80 class probabilities already sigmoid-ed.
+Decode: ``xy = (p[:2] + grid) * stride``, ``wh = exp(p[2:4]) * stride``; score = obj * P(class).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from anonlab import weights
+from anonlab.detectors._common import clip_boxes, letterbox, nms_detections, onnx_to_torch
+from anonlab.detectors.base import DETECTORS
+from anonlab.types import Detections, Detector, check_images
+
+STRIDES = (8, 16, 32)
+PERSON = 0  # COCO class index
+PAD_VALUE = 114.0
+
+
+def unbake_batch(module: nn.Module, name: str = "yolox_nano") -> nn.Module:
+    """Replace onnx2torch ``Reshape(x, [1, C, -1])`` calls in an fx ``GraphModule`` by ``torch.flatten(x, 2)``.
+
+    Only reshapes whose shape is a constant ``[1, C, -1]`` are touched (that is ``x.flatten(2)`` for x of shape
+    (1, C, H, W)); any other reshape raises, naming it, rather than being guessed at. Returns ``module``, recompiled.
+    """
+    from onnx2torch.node_converters.reshape import OnnxReshape
+
+    graph = module.graph
+    fixed = 0
+    for node in list(graph.nodes):
+        if node.op != "call_module" or not isinstance(module.get_submodule(node.target), OnnxReshape):
+            continue
+        src, shape_node = node.args
+        shape = _fx_constant(module, shape_node)
+        if shape is None or shape.ndim != 1 or len(shape) != 3 or int(shape[0]) != 1 or int(shape[2]) != -1:
+            raise RuntimeError(f"{name}: unexpected reshape {node.target} to {shape}; expected a constant [1, C, -1]")
+        with graph.inserting_after(node):
+            flat = graph.call_function(torch.flatten, (src, 2))
+        node.replace_all_uses_with(flat)
+        graph.erase_node(node)
+        fixed += 1
+    if fixed == 0:
+        raise RuntimeError(f"{name}: found no batch-1 reshape to rewrite; is this the YOLOX ONNX export?")
+    graph.eliminate_dead_code()
+    graph.lint()
+    module.recompile()
+    return module
+
+
+def _fx_constant(module: nn.Module, node) -> Tensor | None:
+    if getattr(node, "op", None) != "get_attr":
+        return None
+    obj = module
+    for part in node.target.split("."):
+        obj = getattr(obj, part)
+    return obj if isinstance(obj, Tensor) else None
+
+
+def grid_and_strides(size_hw: tuple[int, int], device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """(A, 2) float32 cell (x, y) offsets and (A, 1) strides for a network input of ``size_hw``, YOLOX order
+    (stride 8 first; within a level row-major, x fastest)."""
+    grids, strides = [], []
+    for s in STRIDES:
+        gh, gw = size_hw[0] // s, size_hw[1] // s
+        yv, xv = torch.meshgrid(torch.arange(gh, device=device), torch.arange(gw, device=device), indexing="ij")
+        grids.append(torch.stack((xv, yv), dim=-1).reshape(-1, 2))
+        strides.append(torch.full((gh * gw, 1), float(s), device=device))
+    return torch.cat(grids).float(), torch.cat(strides)
+
+
+def decode(raw: Tensor, grid: Tensor, strides: Tensor) -> Tensor:
+    """YOLOX decode of raw (B, A, 5 + C) predictions: (B, A, 5 + C) with cx, cy, w, h in network-input pixels,
+    then obj and class probabilities unchanged. Differentiable; does not modify ``raw``."""
+    xy = (raw[..., :2] + grid) * strides
+    wh = torch.exp(raw[..., 2:4]) * strides
+    return torch.cat([xy, wh, raw[..., 4:]], dim=-1)
+
+
+@DETECTORS.register("yolox_nano")
+class YOLOXNano(Detector):
+    """YOLOX-Nano person detector (COCO class 0 only), batched torch (onnx2torch), CPU or CUDA.
+
+    ``forward(images uint8 (B, 3, H, W) RGB) -> Detections`` on ``images.device``; boxes xyxy in input pixels,
+    clipped to the image; score = obj * P(person) (the person column, whatever the arg-max class); NMS at
+    ``nms_iou``. ``input_size``: square network input, a multiple of 32 (the weights were trained at 416).
+    """
+
+    kind = "person"
+    classes = ("person",)
+    capabilities = frozenset({"differentiable"})
+    default_threshold = 0.3
+    score_note = "objectness * P(person), YOLOX-Nano COCO; 0.3 as in the YOLOX demo"
+
+    def __init__(
+        self,
+        threshold: float | None = None,
+        score_floor: float | None = None,
+        input_size: int = 416,
+        nms_iou: float = 0.45,
+        weights: str | None = None,
+    ) -> None:
+        super().__init__(threshold, score_floor)
+        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 32 or input_size % 32:
+            raise ValueError(f"yolox_nano: input_size must be a positive multiple of 32 pixels, got {input_size!r}")
+        if not 0.0 < float(nms_iou) <= 1.0:
+            raise ValueError(f"yolox_nano: nms_iou must be in (0, 1], got {nms_iou!r}")
+        self.input_size, self.nms_iou = input_size, float(nms_iou)
+        self.weights_path: Path = _resolve(weights)
+        self.net = unbake_batch(onnx_to_torch(self.weights_path, self.name), self.name)
+        grid, strides = grid_and_strides((input_size, input_size))
+        self.register_buffer("grid", grid, persistent=False)
+        self.register_buffer("strides", strides, persistent=False)
+
+    def raw(self, x_bgr255: Tensor) -> Tensor:
+        """The network alone: letterboxed float (B, 3, S, S) BGR 0..255 -> raw (B, A, 85) grid predictions."""
+        return self.net(x_bgr255)
+
+    def preprocess(self, x: Tensor) -> tuple[Tensor, float]:
+        """float (B, 3, H, W) RGB in [0, 1] -> (network input (B, 3, S, S) BGR 0..255 letterboxed top-left, r)."""
+        return letterbox(x.flip(1) * 255.0, (self.input_size, self.input_size), PAD_VALUE)
+
+    def forward_float(self, x: Tensor) -> Tensor:
+        """Differentiable predictions for float RGB images.
+
+        x: float (B, 3, H, W) RGB in [0, 1], any size (letterboxed inside; gradients flow to ``x``).
+        Returns (B, A, 85) float: cx, cy, w, h in pixels of ``x``, objectness, then the 80 COCO class
+        probabilities (person = column 5). A person score is ``out[..., 4] * out[..., 5]``.
+        """
+        if not x.is_floating_point() or x.ndim != 4 or x.shape[1] != 3:
+            got = f"{x.dtype} {tuple(x.shape)}"
+            raise ValueError(f"yolox_nano: forward_float needs float (B, 3, H, W) RGB in [0, 1], got {got}")
+        net_in, r = self.preprocess(x)
+        pred = decode(self.raw(net_in), self.grid, self.strides)
+        return torch.cat([pred[..., :4] / r, pred[..., 4:]], dim=-1)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Detections:
+        check_images(images)
+        b, _, h, w = images.shape
+        if b == 0:
+            return Detections.empty(images.device)
+        pred = self.forward_float(images.float() / 255.0)  # (B, A, 85), boxes in input pixels
+        cxcy, wh = pred[..., :2], pred[..., 2:4]
+        boxes = torch.cat([cxcy - wh / 2, cxcy + wh / 2], dim=-1).reshape(-1, 4)
+        scores = (pred[..., 4] * pred[..., 5 + PERSON]).reshape(-1)
+        batch_idx = torch.arange(b, device=images.device).repeat_interleave(pred.shape[1])
+        labels = torch.zeros_like(batch_idx)
+        return nms_detections(clip_boxes(boxes, (h, w)), scores, labels, batch_idx, self.nms_iou, self.score_floor)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, input_size={self.input_size}, nms_iou={self.nms_iou}"
+
+
+def _resolve(path: str | None) -> Path:
+    return weights.resolve(weights.YOLOX_NANO, path)
