@@ -1,1 +1,109 @@
-"""Placeholder: being written."""
+"""UltraFace (Ultra-Light-Fast-Generic-Face-Detector-1MB, ``version-RFB-320.onnx``), run batched in torch.
+
+The ONNX file is opset 9, whose ``Slice`` (v1) onnx2torch cannot convert; ONNX's own version converter lifts it to
+opset 13 first, after which onnx2torch converts every node. The result equals onnxruntime on the original file
+(max abs difference ~1e-6 on scores and boxes). The batch dimension is not fixed inside the graph (its Reshapes
+read the batch size with ``Shape``/``Gather``), only the declared input shape says ``[1, 3, 240, 320]``, so the
+torch module takes any batch; the spatial size is fixed by the priors baked into the graph: 240 x 320.
+
+Pre/post-processing as in the upstream demo: RGB, plain resize (no letterbox) to 320 x 240, ``(x - 127) / 128``;
+``scores (B, 4420, 2)`` are softmaxed (column 1 = face); ``boxes (B, 4420, 4)`` are xyxy normalised to [0, 1]
+with the priors already applied. Threshold 0.7 and NMS IoU 0.3 are the upstream demo's values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from anonlab import weights as _weights
+from anonlab.detectors._common import clip_boxes, nms_detections
+from anonlab.detectors.base import DETECTORS
+from anonlab.types import Detections, Detector, check_images
+
+INPUT_HW = (240, 320)
+OPSET = 13  # the opset the graph is converted to before onnx2torch
+
+
+def load_torch(path: Path) -> nn.Module:
+    """The UltraFace ONNX graph as a frozen eval-mode torch module (opset 9 -> 13, then onnx2torch).
+
+    Raises ``RuntimeError`` naming the file if it cannot be read, upgraded or converted; there is no fallback.
+    """
+    import onnx
+    from onnx import version_converter
+    from onnx2torch import convert
+
+    try:
+        module = convert(version_converter.convert_version(onnx.load(str(path)), OPSET))
+    except Exception as e:  # noqa: BLE001 - re-raised with the file named
+        raise RuntimeError(f"ultraface: could not convert ONNX model {path} (opset -> {OPSET}) to torch: {e}") from e
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+@DETECTORS.register("ultraface")
+class UltraFace(Detector):
+    """UltraFace RFB-320 as a batched torch module.
+
+    ``forward(images)``: ``uint8 (B, 3, H, W)`` RGB on any device -> ``Detections`` on that device, in input pixels,
+    every face with score >= ``score_floor`` after NMS. Every frame is resized to 320 x 240 whatever its size or
+    aspect; ``antialias`` low-pass filters when shrinking (the upstream demo's ``cv2.resize`` does not).
+    ``weights``: path to the ONNX file (else found through ``anonlab.weights.resolve``; sha256 checked either way).
+    """
+
+    kind = "face"
+    classes = ("face",)
+    capabilities = frozenset({"differentiable"})
+    default_threshold = 0.7
+    score_note = "softmax face probability in [0, 1]; 0.7 is the upstream demo's threshold"
+
+    def __init__(
+        self, threshold: float | None = None, score_floor: float | None = None, nms_iou: float = 0.3,
+        antialias: bool = True, weights: str | None = None,
+    ) -> None:
+        super().__init__(threshold, score_floor)
+        if not 0.0 < nms_iou <= 1.0:
+            raise ValueError(f"ultraface: nms_iou must be in (0, 1], got {nms_iou!r}")
+        if not isinstance(antialias, bool):
+            raise ValueError(f"ultraface: antialias must be true or false, got {antialias!r}")
+        self.nms_iou = float(nms_iou)
+        self.antialias = antialias
+        self.weights_path = _weights.resolve(_weights.ULTRAFACE, weights)
+        self.net = load_torch(self.weights_path)
+
+    def forward_float(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Dense predictions for float ``x (B, 3, H, W)`` RGB in [0, 1], before threshold and NMS.
+
+        Returns scores ``(B, 4420)`` in [0, 1] (face probability per prior) and boxes ``(B, 4420, 4)`` float32 xyxy
+        in pixels of ``x`` (not clipped). Differentiable w.r.t. ``x``.
+        """
+        h, w = x.shape[-2:]
+        x = x * 255.0
+        if (h, w) != INPUT_HW:
+            shrink = h > INPUT_HW[0] or w > INPUT_HW[1]
+            aa = self.antialias and shrink
+            x = F.interpolate(x, size=INPUT_HW, mode="bilinear", align_corners=False, antialias=aa)
+        scores, boxes = self.net((x - 127.0) / 128.0)
+        return scores[..., 1], boxes * boxes.new_tensor([w, h, w, h])
+
+    def forward(self, images: Tensor) -> Detections:
+        check_images(images)
+        b, _, h, w = images.shape
+        if b == 0:
+            return Detections.empty(images.device)
+        with torch.no_grad():
+            scores, boxes = self.forward_float(images.float() / 255.0)
+        batch_idx = torch.arange(b, device=images.device).repeat_interleave(scores.shape[1])
+        boxes = clip_boxes(boxes.reshape(-1, 4), (h, w))
+        return nms_detections(
+            boxes, scores.reshape(-1), torch.zeros_like(batch_idx), batch_idx, self.nms_iou, self.score_floor
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, nms_iou={self.nms_iou}, antialias={self.antialias}"

@@ -1,0 +1,63 @@
+"""One conformance test over every registered detector (timm-style): contract, empty batch, 1x1, 4K."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from anonlab.detectors import DETECTORS
+from anonlab.types import Detections, Detector
+from conftest import shared_path
+from images import ZIDANE, load, package_file
+
+NEEDS_SHARED = {"yunet", "ultraface", "yolox_nano"}
+
+
+def build(name: str) -> Detector:
+    if name in NEEDS_SHARED:
+        shared_path("models")
+    if name == "yolo":  # no pretrained weights offline: an untrained model built from the shipped yaml
+        return DETECTORS.build(name, weights=str(package_file("ultralytics", "cfg", "models", "v8", "yolov8.yaml")))
+    return DETECTORS.build(name)
+
+
+@pytest.fixture(scope="module")
+def built():
+    cache: dict[str, Detector] = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = build(name)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", DETECTORS.names())
+def test_class_contract_readable_without_weights(name):
+    cls = DETECTORS.get(name)
+    assert issubclass(cls, Detector) and cls.name == name
+    assert cls.kind in ("face", "person") and cls.classes and 0.0 <= cls.default_threshold <= 1.0
+    assert cls.capabilities <= {"differentiable", "cpu_only"}
+    assert not ({"differentiable", "cpu_only"} <= cls.capabilities)
+
+
+@pytest.mark.parametrize("name", DETECTORS.names())
+def test_contract_on_real_empty_tiny_and_4k_frames(name, built, device):
+    det = built(name).to(device).eval()
+    img = load(ZIDANE).to(device)  # 720 x 1280
+    with torch.inference_mode():
+        out = det(torch.cat([img, img.flip(-1)]))
+        assert isinstance(out, Detections) and out.device == img.device
+        assert out.batch_idx.min().item() >= 0 if len(out) else True
+        assert out.batch_idx.max().item() <= 1 if len(out) else True
+        assert (out.scores >= det.score_floor - 1e-6).all() and (out.scores <= 1 + 1e-6).all()
+        b = out.boxes
+        assert (b[:, 2] >= b[:, 0]).all() and (b[:, 3] >= b[:, 1]).all()
+        assert (b[:, :2] >= -1).all() and (b[:, 2] <= 1281).all() and (b[:, 3] <= 721).all()
+        assert len(det(img[:0])) == 0
+        assert det(torch.zeros(1, 3, 1, 1, dtype=torch.uint8, device=device)).boxes.shape[1] == 4
+        big = F.interpolate(img.float(), size=(2160, 3840), mode="bilinear").round().to(torch.uint8)
+        out4k = det(big)
+        assert out4k.device == img.device and out4k.boxes.dtype == torch.float32
