@@ -38,7 +38,8 @@ def _no_network(monkeypatch):
 
     def guarded(self, address):
         if self.family != socket.AF_UNIX:
-            raise RuntimeError(f"network access attempted in a test: {address!r}")
+            # an OSError, as a real offline machine would give, so code under test takes its offline path
+            raise ConnectionRefusedError(f"network access attempted in a test: {address!r}")
         return real_connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)

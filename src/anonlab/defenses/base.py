@@ -56,14 +56,26 @@ class RegionDefense(nn.Module):
                 out[k] = list(v) if isinstance(v, tuple) else v
         return out
 
+    #: parameters left out of ``label()`` while they hold their default value (strengths always show)
+    label_quiet: ClassVar[tuple[str, ...]] = ("shape", "mask_scale", "seed", "color")
+
     def label(self) -> str:
-        """Short human-readable setting, e.g. ``gaussian_blur(sigma_rel=0.5)``; defaults of the base omitted."""
-        p = {k: v for k, v in self.params().items() if not (k == "shape" and v == "rect") and not (k == "mask_scale" and v == 1.0)}
-        inner = ",".join(f"{k}={v}" for k, v in p.items())
+        """Short human-readable setting, e.g. ``gaussian_blur(sigma_rel=0.5)``: strengths always, other
+        parameters only where they differ from their defaults (``solid(shape=ellipse,mask_scale=1.3)``)."""
+        defaults = {k: p.default for k, p in inspect.signature(type(self).__init__).parameters.items()}
+        p = {k: v for k, v in self.params().items()
+             if not (k in self.label_quiet and _same(v, defaults.get(k)))}
+        inner = ",".join(f"{k}={'-'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in p.items())
         return f"{self.name}({inner})" if inner else self.name
 
     def params_json(self) -> str:
         return json.dumps(self.params(), sort_keys=True)
+
+
+def _same(value: Any, default: Any) -> bool:
+    if isinstance(default, tuple):
+        default = list(default)
+    return value == default
 
 
 def exactly_one(name: str, **options: Any) -> tuple[str, Any]:

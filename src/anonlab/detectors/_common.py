@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -94,3 +95,13 @@ def clip_boxes(boxes: Tensor, size_hw: tuple[int, int]) -> Tensor:
     return torch.stack(
         [boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1
     )
+
+
+class quiet_onnx2torch(warnings.catch_warnings):
+    """Silence onnx2torch's known torch deprecation warning (non-tuple Slice indexing) around one forward,
+    without touching the global warning filters."""
+
+    def __enter__(self):
+        out = super().__enter__()
+        warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
+        return out

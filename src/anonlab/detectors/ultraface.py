@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from anonlab import weights as _weights
-from anonlab.detectors._common import clip_boxes, nms_detections
+from anonlab.detectors._common import clip_boxes, nms_detections, quiet_onnx2torch
 from anonlab.detectors.base import DETECTORS
 from anonlab.types import Detections, Detector, check_images
 
@@ -89,7 +89,8 @@ class UltraFace(Detector):
             shrink = h > INPUT_HW[0] or w > INPUT_HW[1]
             aa = self.antialias and shrink
             x = F.interpolate(x, size=INPUT_HW, mode="bilinear", align_corners=False, antialias=aa)
-        scores, boxes = self.net((x - 127.0) / 128.0)
+        with quiet_onnx2torch():
+            scores, boxes = self.net((x - 127.0) / 128.0)
         return scores[..., 1], boxes * boxes.new_tensor([w, h, w, h])
 
     def forward(self, images: Tensor) -> Detections:

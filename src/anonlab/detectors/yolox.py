@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from anonlab import weights
-from anonlab.detectors._common import clip_boxes, letterbox, nms_detections, onnx_to_torch
+from anonlab.detectors._common import clip_boxes, letterbox, nms_detections, onnx_to_torch, quiet_onnx2torch
 from anonlab.detectors.base import DETECTORS
 from anonlab.types import Detections, Detector, check_images
 
@@ -125,7 +125,8 @@ class YOLOXNano(Detector):
 
     def raw(self, x_bgr255: Tensor) -> Tensor:
         """The network alone: letterboxed float (B, 3, S, S) BGR 0..255 -> raw (B, A, 85) grid predictions."""
-        return self.net(x_bgr255)
+        with quiet_onnx2torch():
+            return self.net(x_bgr255)
 
     def preprocess(self, x: Tensor) -> tuple[Tensor, float]:
         """float (B, 3, H, W) RGB in [0, 1] -> (network input (B, 3, S, S) BGR 0..255 letterboxed top-left, r)."""

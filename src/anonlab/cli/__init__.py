@@ -1,0 +1,1 @@
+"""Command-line glue only: parse, compose, call the engine, exit."""

@@ -1,0 +1,121 @@
+"""``anonlab`` command: ``bench`` (Hydra), ``list``, ``weights``.
+
+Exit codes: 0 success; 1 a bug (traceback); 2 a bad configuration or input (one-line error); 3 the run
+finished but some images could not be read (listed in run.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+EXIT_OK, EXIT_BAD_CONFIG, EXIT_PARTIAL = 0, 2, 3
+_status = {"code": EXIT_OK}
+
+
+def _bench_task(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from anonlab.cli.bench import run_and_write
+    from anonlab.engine import BenchError
+
+    try:
+        code = run_and_write(cfg, HydraConfig.get().runtime.output_dir)
+    except BenchError as e:
+        if os.environ.get("ANONLAB_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        code = EXIT_BAD_CONFIG
+    _status["code"] = max(_status["code"], code)
+
+
+def bench(argv: list[str]) -> int:
+    """Hand the remaining arguments to Hydra (overrides, -m, --help, --cfg job, ...)."""
+    import hydra
+
+    from anonlab.engine import CONF_DIR
+
+    sys.argv = ["anonlab bench", *argv]
+    hydra.main(config_path=str(CONF_DIR), config_name="bench", version_base="1.3")(_bench_task)()
+    return _status["code"]
+
+
+def list_components(as_json: bool) -> int:
+    from anonlab.camera import CAMERAS
+    from anonlab.datasets import DATASETS
+    from anonlab.defenses import DEFENSES
+    from anonlab.detectors import DETECTORS
+
+    data = {
+        "detectors": [{"name": n, "kind": DETECTORS.get(n).kind,
+                       "capabilities": sorted(DETECTORS.get(n).capabilities),
+                       "default_threshold": DETECTORS.get(n).default_threshold} for n in DETECTORS.names()],
+        "defenses": [{"name": n} for n in DEFENSES.names()],
+        "datasets": [{"name": n} for n in DATASETS.names()],
+        "cameras": [{"name": n} for n in CAMERAS.names()],
+    }
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    for d in data["detectors"]:
+        print(f"detector  {d['name']:<14} {d['kind']:<7} thr={d['default_threshold']:<5} {','.join(d['capabilities'])}")
+    for group in ("defenses", "datasets", "cameras"):
+        for d in data[group]:
+            print(f"{group[:-1]:<9} {d['name']}")
+    return EXIT_OK
+
+
+def weights_cmd(args: argparse.Namespace) -> int:
+    from anonlab import weights
+
+    if args.weights_cmd == "list":
+        for spec in weights.KNOWN.values():
+            try:
+                where = str(weights.resolve(spec))
+            except (FileNotFoundError, ValueError) as e:
+                where = f"missing ({str(e).split(';')[0]})"
+            print(f"{spec.name:<12} {spec.licence:<20} {where}")
+        return EXIT_OK
+    path = weights.fetch(args.name, dest_dir=args.dest, url=args.url)
+    print(path)
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="anonlab",
+        description="Measure how well anonymization (blur, pixelation, masks, ...) defeats off-the-shelf face and "
+        "person detectors.",
+    )
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    sub.add_parser("bench", add_help=False, help="run a benchmark (Hydra overrides; `anonlab bench --help`)")
+    lp = sub.add_parser("list", help="list registered detectors, defenses, datasets, cameras")
+    lp.add_argument("--json", action="store_true", help="machine-readable output")
+    wp = sub.add_parser("weights", help="list or download model weights (downloads only when asked)")
+    wsub = wp.add_subparsers(dest="weights_cmd", required=True, metavar="ACTION")
+    wsub.add_parser("list", help="known weights and where they were found locally")
+    fp = wsub.add_parser("fetch", help="download official weights, verify the pinned sha256")
+    fp.add_argument("name", help="weights name (see `anonlab weights list`)")
+    fp.add_argument("--dest", default=None, help="target folder (default: the user cache)")
+    fp.add_argument("--url", default=None, help="override the download URL (e.g. a mirror)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        return bench(argv[1:])
+    args = parser().parse_args(argv)
+    try:
+        if args.cmd == "list":
+            return list_components(args.json)
+        return weights_cmd(args)
+    except (ValueError, FileNotFoundError, ConnectionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())
