@@ -7,6 +7,7 @@ one batch share a size (samples are bucketed by (H, W)). Detections leave the de
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -49,7 +50,10 @@ class BenchError(ValueError):
 
 def _group_config(group: str, name: str, registry) -> DictConfig:
     """Load ``conf/<group>/<name>.yaml``; an unknown name raises the registry's error listing valid names."""
-    registry.get(name)
+    try:
+        registry.get(name)
+    except ValueError as e:
+        raise BenchError(str(e)) from None
     path = CONF_DIR / group / f"{name}.yaml"
     if not path.is_file():
         raise BenchError(f"{group} {name!r} is registered but {path} is missing")
@@ -245,7 +249,7 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None) -> BenchResult:
     n_images = 0
     n_total = len(dataset)
     bar = _progress(progress, n_total * len(settings))
-    with bar:
+    with bar or contextlib.nullcontext():
         task = bar.add_task("bench", total=n_total * len(settings)) if bar else None
         for batch in iter_batches(dataset, batch_size, failures, log):
             images = torch.stack([s.image for s in batch]).to(device, non_blocking=True)
@@ -359,10 +363,9 @@ def _summary(settings, detectors, ap, totals, dataset_name, camera_name, regions
 
 
 def _progress(enabled: bool, total: int):
-    import contextlib
-
+    """A rich progress bar, or None when disabled."""
     if not enabled or total == 0:
-        return contextlib.nullcontext()
+        return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
