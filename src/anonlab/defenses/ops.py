@@ -197,13 +197,21 @@ def pixelate(images: Tensor, regions: Regions, blocks: int | None = None, block_
     pixels, anchored at the region's top-left corner. Only pixels inside the region shape contribute and change.
     """
     check_uint8_images(images)
-    b, c, h, w = images.shape
     if regions.rects.shape[0] == 0:
         return images.clone()
-    owner = regions.owner
+    # work only on the window that holds the regions: pixelation cost then scales with the faces, not the frame
+    y1, y2, x1, x2 = _crop_window(regions.rects, 0, 0, tuple(images.shape[-2:]))
+    out = images.clone()
+    shift = torch.tensor([x1, y1, x1, y1], device=images.device)
+    out[:, :, y1:y2, x1:x2] = _pixelate_window(
+        images[:, :, y1:y2, x1:x2], regions.owner[:, y1:y2, x1:x2], regions.rects - shift, blocks, block_px)
+    return out
+
+
+def _pixelate_window(images: Tensor, owner: Tensor, r: Tensor, blocks: int | None, block_px: int | None) -> Tensor:
+    b, c, h, w = images.shape
     inside = owner >= 0
     o = owner.clamp(min=0)
-    r = regions.rects
     bh, bw = (r[:, 3] - r[:, 1]).clamp(min=1), (r[:, 2] - r[:, 0]).clamp(min=1)
     if blocks is not None:
         nby = torch.full_like(bh, blocks)
@@ -250,15 +258,13 @@ def _hash32(x: Tensor) -> Tensor:
     return x ^ (x >> 16)
 
 
-def frozen_normal(shape: tuple[int, ...], seed: int, device: torch.device) -> Tensor:
-    """Standard-normal float32 field of ``shape`` from a counter-based hash: the same numbers on every device
-    and for every batch size (value depends only on (seed, position))."""
-    n = math.prod(shape)
-    idx = torch.arange(n, device=device, dtype=torch.int64)
-    u1 = (_hash32(idx * 2 + seed * 0x9E3779B1).double() + 0.5) / 4294967296.0
-    u2 = (_hash32(idx * 2 + 1 + seed * 0x9E3779B1).double() + 0.5) / 4294967296.0
-    z = torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * math.pi * u2)
-    return z.float().view(shape)
+def frozen_normal(index: Tensor, seed: int) -> Tensor:
+    """Standard-normal float32 values for integer positions ``index`` from a counter-based hash: the same
+    numbers on every device and for every batch size (a value depends only on (seed, position))."""
+    key = seed * 0x9E3779B1
+    u1 = (_hash32(index * 2 + key).double() + 0.5) / 4294967296.0
+    u2 = (_hash32(index * 2 + 1 + key).double() + 0.5) / 4294967296.0
+    return (torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * math.pi * u2)).float()
 
 
 def additive_noise(images: Tensor, regions: Regions, std: float, seed: int = 0) -> Tensor:
@@ -268,6 +274,17 @@ def additive_noise(images: Tensor, regions: Regions, std: float, seed: int = 0) 
     frame's result does not depend on its batch.
     """
     check_uint8_images(images)
-    z = frozen_normal(tuple(images.shape[1:]), seed, images.device)
-    noisy = _to_uint8(images.float() + std * z)
-    return torch.where(regions.mask, noisy, images)
+    out = images.clone()
+    if regions.rects.shape[0] == 0:
+        return out
+    h, w = images.shape[-2:]
+    y1, y2, x1, x2 = _crop_window(regions.rects, 0, 0, (h, w))
+    dev = images.device
+    c = torch.arange(3, device=dev).view(3, 1, 1)
+    ys = torch.arange(y1, y2, device=dev).view(1, -1, 1)
+    xs = torch.arange(x1, x2, device=dev).view(1, 1, -1)
+    z = frozen_normal((c * h + ys) * w + xs, seed)  # indexed by frame position: a pixel's noise is fixed
+    win = images[:, :, y1:y2, x1:x2]
+    noisy = _to_uint8(win.float() + std * z)
+    out[:, :, y1:y2, x1:x2] = torch.where(regions.mask[:, :, y1:y2, x1:x2], noisy, win)
+    return out

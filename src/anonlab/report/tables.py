@@ -60,7 +60,7 @@ def print_recall_table(summary: Sequence[dict], title: str = "Recall (%)") -> No
     table = Table(title=title, show_lines=False)
     table.add_column("setting", no_wrap=True)
     for d in detectors:
-        table.add_column(f"{d}\n{k[d]}", justify="right")
+        table.add_column(f"{d}\n{k[d]}", justify="right", no_wrap=True)
     for s in settings:
         vals = []
         for d in detectors:
@@ -68,4 +68,5 @@ def print_recall_table(summary: Sequence[dict], title: str = "Recall (%)") -> No
             color = "" if v is None or s == settings[0] else ("green" if v < 0.2 else "yellow" if v < 0.5 else "red")
             vals.append(f"[{color}]{_pct(v)}[/]" if color else _pct(v))
         table.add_row(s, *vals)
-    Console(width=max(120, 14 + 11 * len(detectors))).print(table)
+    width = max(len(s) for s in settings) + 4 + sum(max(len(d), 7) + 3 for d in detectors)
+    Console(width=max(80, width)).print(table)
