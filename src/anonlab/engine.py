@@ -27,8 +27,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from anonlab.camera import CAMERAS, Camera
-from anonlab.datasets import DATASETS, Dataset, ImageReadError
+from anonlab.camera import Camera
+from anonlab.datasets import Dataset, ImageReadError
 from anonlab.defenses import DEFENSES, RegionDefense
 from anonlab.detectors import DETECTORS
 from anonlab.metrics.detection import APAccumulator

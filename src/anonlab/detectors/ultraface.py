@@ -15,14 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from anonlab import weights as _weights
-from anonlab.detectors._common import clip_boxes, nms_detections, quiet_onnx2torch
-from anonlab.detectors.base import DETECTORS
-from anonlab.types import Detections, Detector, check_images
+from anonlab.detectors._common import quiet_onnx2torch
+from anonlab.detectors.base import DETECTORS, DenseDetector
 
 INPUT_HW = (240, 320)
 OPSET = 13  # the opset the graph is converted to before onnx2torch
@@ -48,7 +46,7 @@ def load_torch(path: Path) -> nn.Module:
 
 
 @DETECTORS.register("ultraface")
-class UltraFace(Detector):
+class UltraFace(DenseDetector):
     """UltraFace RFB-320 as a batched torch module.
 
     ``forward(images)``: ``uint8 (B, 3, H, W)`` RGB on any device -> ``Detections`` on that device, in input pixels,
@@ -92,19 +90,6 @@ class UltraFace(Detector):
         with quiet_onnx2torch():
             scores, boxes = self.net((x - 127.0) / 128.0)
         return scores[..., 1], boxes * boxes.new_tensor([w, h, w, h])
-
-    def forward(self, images: Tensor) -> Detections:
-        check_images(images)
-        b, _, h, w = images.shape
-        if b == 0:
-            return Detections.empty(images.device)
-        with torch.no_grad():
-            scores, boxes = self.forward_float(images.float() / 255.0)
-        batch_idx = torch.arange(b, device=images.device).repeat_interleave(scores.shape[1])
-        boxes = clip_boxes(boxes.reshape(-1, 4), (h, w))
-        return nms_detections(
-            boxes, scores.reshape(-1), torch.zeros_like(batch_idx), batch_idx, self.nms_iou, self.score_floor
-        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, nms_iou={self.nms_iou}, antialias={self.antialias}"

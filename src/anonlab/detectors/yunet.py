@@ -30,9 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from anonlab import weights as _weights
-from anonlab.detectors._common import clip_boxes, nms_detections, onnx_to_torch
-from anonlab.detectors.base import DETECTORS
-from anonlab.types import Detections, Detector, check_images
+from anonlab.detectors._common import onnx_to_torch
+from anonlab.detectors.base import DETECTORS, DenseDetector
 
 STRIDES = (8, 16, 32)
 DIVISOR = 32
@@ -73,7 +72,7 @@ def decode(outputs: tuple[Tensor, ...], batch: int, size_hw: tuple[int, int]) ->
 
 
 @DETECTORS.register("yunet")
-class YuNet(Detector):
+class YuNet(DenseDetector):
     """OpenCV Zoo YuNet 2023mar as a batched torch module.
 
     ``forward(images)``: ``uint8 (B, 3, H, W)`` RGB on any device -> ``Detections`` on that device, in input pixels,
@@ -115,19 +114,6 @@ class YuNet(Detector):
         x = F.pad(x, (0, pw - rw, 0, ph - rh))  # zeros bottom/right, as FaceDetectorYN pads
         scores, boxes = decode(self.net(x), b, (ph, pw))
         return scores, boxes / boxes.new_tensor([rw / w, rh / h, rw / w, rh / h])
-
-    def forward(self, images: Tensor) -> Detections:
-        check_images(images)
-        b, _, h, w = images.shape
-        if b == 0:
-            return Detections.empty(images.device)
-        with torch.no_grad():
-            scores, boxes = self.forward_float(images.float() / 255.0)
-        batch_idx = torch.arange(b, device=images.device).repeat_interleave(scores.shape[1])
-        boxes = clip_boxes(boxes.reshape(-1, 4), (h, w))
-        return nms_detections(
-            boxes, scores.reshape(-1), torch.zeros_like(batch_idx), batch_idx, self.nms_iou, self.score_floor
-        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, nms_iou={self.nms_iou}, max_side={self.max_side}"
