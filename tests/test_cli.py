@@ -149,3 +149,16 @@ def test_detector_driven_regions_and_multirun(tmp_path):
     assert {r["regions"] for r in rows} == {"detector:centerface@0.2"} or all(r["regions"].startswith("detector:centerface@") for r in rows)
     coarse = [r for r in rows if r["setting"] == "pixelate(blocks=2)" and r["detector"] == "centerface"]
     assert sum(r["tp"] for r in coarse) < sum(r["tp"] for r in rows if r["setting"] == "none" and r["detector"] == "centerface")
+
+
+def test_multirun_over_a_defense_parameter_replaces_the_sweep(tmp_path):
+    root = _folder_with_images(tmp_path)
+    out = tmp_path / "sig"
+    proc = anonlab("bench", "-m", "defense.sigma=2,8", "dataset=folder", f"dataset.root={root}",
+                   "detectors=[haar]", "pseudo_gt.face=[haar]", "pseudo_gt.person=[]", "pseudo_gt.min_votes.face=1",
+                   f"out={out}")
+    assert proc.returncode == 0, proc.stderr
+    from anonlab.store import read_results
+
+    settings = {r["setting"] for r in read_results(out).to_pylist()}
+    assert settings == {"none", "gaussian_blur(sigma=2.0)", "gaussian_blur(sigma=8.0)"}

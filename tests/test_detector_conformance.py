@@ -63,3 +63,24 @@ def test_contract_on_real_empty_tiny_and_4k_frames(name, built, device):
         big = F.interpolate(img.float(), size=(2160, 3840), mode="bilinear").round().to(torch.uint8)
         out4k = det(big)
         assert out4k.device == img.device and out4k.boxes.dtype == torch.float32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name", DETECTORS.names())
+def test_cuda_boxes_match_cpu(name, built):
+    """Above the detector's threshold, every CPU box has a CUDA box at IoU >= 0.99 and vice versa."""
+    from torchvision.ops import box_iou
+
+    det = built(name)
+    img = torch.cat([load(ZIDANE), load(ZIDANE).flip(-1)])
+    with torch.inference_mode():
+        cpu = det.to("cpu")(img).above(det.threshold)
+        gpu = det.to("cuda")(img.cuda()).above(det.threshold).to("cpu")
+    det.to("cpu")
+    assert len(cpu) == len(gpu)
+    for i in range(img.shape[0]):
+        a, b = cpu.for_image(i).boxes, gpu.for_image(i).boxes
+        if len(a):
+            iou = box_iou(a, b)
+            assert (iou.max(1).values >= 0.99).all() and (iou.max(0).values >= 0.99).all()

@@ -17,10 +17,16 @@ _status = {"code": EXIT_OK}
 
 def _bench_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
 
     from anonlab.cli.bench import run_and_write
     from anonlab.engine import BenchError
 
+    overrides = list(HydraConfig.get().overrides.task)
+    if _names_group(overrides, "defense") and not _names_group(overrides, "sweep"):
+        # choosing or changing `defense` on the command line runs that setting alone (plus the clean baseline)
+        with open_dict(cfg):
+            cfg.sweep = None
     try:
         code = run_and_write(cfg, HydraConfig.get().runtime.output_dir)
     except BenchError as e:
@@ -29,6 +35,12 @@ def _bench_task(cfg) -> None:
         print(f"error: {e}", file=sys.stderr)
         code = EXIT_BAD_CONFIG
     _status["code"] = max(_status["code"], code)
+
+
+def _names_group(overrides: list[str], group: str) -> bool:
+    """True if any Hydra override sets ``group`` or a key below it (``defense=x``, ``defense.sigma=2``)."""
+    keys = (o.lstrip("+~").split("=", 1)[0] for o in overrides)
+    return any(k == group or k.startswith(group + ".") for k in keys)
 
 
 def bench(argv: list[str]) -> int:
