@@ -22,9 +22,21 @@ CASES = [(g, p.stem) for g in REGISTRIES for p in sorted((CONF_DIR / g).glob("*.
 NEEDS_SHARED = {"yunet", "ultraface", "yolox_nano"}
 # configs with mandatory values (???): what a user would pass
 REQUIRED = {
-    ("dataset", "folder"): lambda: [f"dataset.root={package_file(*BUS).parent}"],
-    ("detector", "yolo"): lambda: [f"detector.weights={package_file('ultralytics', 'cfg', 'models', 'v8', 'yolov8.yaml')}"],
+    ("dataset", "folder"): lambda tmp: [f"dataset.root={package_file(*BUS).parent}"],
+    ("dataset", "pennfudan"): lambda tmp: [f"dataset.root={shared_path('datasets/pennfudanped_penn/PennFudanPed')}"],
+    ("dataset", "wider_face"): lambda tmp: [f"dataset.root={shared_path('datasets/widerface_val_parade_subset')}"],
+    ("dataset", "mot"): lambda tmp: [f"dataset.root={shared_path('datasets/pets09_s2l1_vtest')}"],
+    ("dataset", "video"): lambda tmp: [f"dataset.path={shared_path('datasets/pets09_s2l1_vtest/vtest.avi')}"],
+    ("dataset", "inria"): lambda tmp: [f"dataset.root={_inria_fixture(tmp)}"],
+    ("detector", "yolo"): lambda tmp: [f"detector.weights={package_file('ultralytics', 'cfg', 'models', 'v8', 'yolov8.yaml')}"],
 }
+
+
+def _inria_fixture(tmp: Path) -> Path:
+    """The official-format INRIA annotation fixture with tiny synthetic images written beside it."""
+    from test_datasets_pedestrian import inria_fixture
+
+    return inria_fixture(tmp)
 
 
 def _compose(overrides: list[str]):
@@ -37,10 +49,10 @@ def test_conf_dir_is_found_from_the_package():
 
 
 @pytest.mark.parametrize(("group", "name"), CASES, ids=[f"{g}={n}" for g, n in CASES])
-def test_every_config_instantiates(group: str, name: str) -> None:
+def test_every_config_instantiates(group: str, name: str, tmp_path: Path) -> None:
     if group == "detector" and name in NEEDS_SHARED:
         shared_path("models")
-    cfg = _compose([f"{group}={name}", *REQUIRED.get((group, name), list)()])
+    cfg = _compose([f"{group}={name}", *REQUIRED.get((group, name), lambda tmp: [])(tmp_path)])
     obj = hydra.utils.instantiate(cfg[group], _convert_="all")
     assert isinstance(obj, REGISTRIES[group].get(name))
     assert getattr(type(obj), "name", name) == name

@@ -112,3 +112,13 @@ def test_importing_anonlab_has_no_side_effects(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
     assert list(Path(tmp_path).iterdir()) == []  # nothing written into the home directory
+
+
+def test_yolo_accepts_a_known_weights_name_and_says_how_to_fetch_it(tmp_path, monkeypatch):
+    from anonlab.detectors import DETECTORS
+
+    monkeypatch.setenv("ANONLAB_SHARED", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("ANONLAB_WEIGHTS", raising=False)
+    with pytest.raises(FileNotFoundError, match=r"run `anonlab weights fetch yolov8n`"):
+        DETECTORS.build("yolo", weights="yolov8n")

@@ -135,10 +135,14 @@ def build_region_detector(cfg: DictConfig) -> tuple[Detector | None, float | Non
     return det, thr, f"detector:{det.name}@{thr:g}"
 
 
-def build_pseudo_panel(cfg: DictConfig) -> dict[str, list[Detector]]:
+def build_pseudo_panel(cfg: DictConfig, kinds: tuple[str, ...]) -> dict[str, list[Detector]]:
+    """Detectors whose consensus stands in for missing annotations of ``kinds`` (``pseudo_gt.<kind>``)."""
     panel = {}
-    for kind in ("face", "person"):
+    for kind in kinds:
         names = list(cfg.pseudo_gt.get(kind) or [])
+        if not names:
+            raise BenchError(f"the dataset has no {kind} annotations and pseudo_gt.{kind} is empty; "
+                             f"name detectors, e.g. pseudo_gt.{kind}=[{'centerface' if kind == 'face' else 'yolox_nano'}]")
         dets = []
         for name in names:
             d = _build(_group_config("detector", name, DETECTORS), f"pseudo_gt detector {name}")
@@ -171,12 +175,14 @@ class BenchResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def iter_batches(dataset: Dataset, batch_size: int, failures: list[Failure], log) -> Iterator[list[Sample]]:
-    """Decode samples in order, bucket them by (H, W) and yield full buckets (then the remainders).
+def iter_batches(dataset: Dataset, batch_size: int, failures: list[Failure], log,
+                 limit: int | None = None) -> Iterator[list[Sample]]:
+    """Decode samples in order (the first ``limit`` only, if given), bucket them by (H, W) and yield full
+    buckets (then the remainders).
 
     An unreadable image is recorded in ``failures`` with a one-line message and skipped; the run goes on.
     """
-    refs = dataset.refs()
+    refs = dataset.refs()[:limit]
     buckets: dict[tuple[int, int], list[Sample]] = defaultdict(list)
     for i, ref in enumerate(refs):
         try:
@@ -227,8 +233,8 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None) -> BenchResult:
     settings = build_settings(cfg)
     detectors = build_detectors(cfg)
     region_det, region_thr, regions_label = build_region_detector(cfg)
-    annotated = getattr(dataset, "annotated", True)
-    panel = build_pseudo_panel(cfg) if not annotated else {}
+    pseudo = tuple(dataset.pseudo_kinds)
+    panel = build_pseudo_panel(cfg, pseudo)
     for m in [camera, region_det, *detectors.values(), *itertools.chain.from_iterable(panel.values())]:
         if m is not None:
             m.to(device).eval()
@@ -247,18 +253,21 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None) -> BenchResult:
     failures: list[Failure] = []
     rows: list[dict] = []
     n_images = 0
-    n_total = len(dataset)
+    limit = cfg.get("limit")
+    if limit is not None and int(limit) < 1:
+        raise BenchError(f"limit must be >= 1 images or null, got {limit}")
+    n_total = min(len(dataset), int(limit)) if limit is not None else len(dataset)
     bar = _progress(progress, n_total * len(settings))
     with bar or contextlib.nullcontext():
         task = bar.add_task("bench", total=n_total * len(settings)) if bar else None
-        for batch in iter_batches(dataset, batch_size, failures, log):
+        for batch in iter_batches(dataset, batch_size, failures, log, limit):
             images = torch.stack([s.image for s in batch]).to(device, non_blocking=True)
             size = tuple(images.shape[-2:])
             with torch.inference_mode():
                 captured = camera.capture(images)
                 gts = [_capture_gt(camera, s.gt, size) for s in batch]
-                if not annotated:
-                    gts = _pseudo_gts(captured, panel, cfg)
+                if pseudo:
+                    gts = _pseudo_gts(captured, gts, panel, cfg)
                 if region_det is None:
                     regions = _gt_detections(gts, cfg.regions.target, device)
                 else:
@@ -272,11 +281,10 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None) -> BenchResult:
                         bar.advance(task, len(batch))
             n_regions = torch.bincount(regions.batch_idx, minlength=len(batch)).tolist()
             rows.extend(_rows_for_batch(batch, gts, settings, detectors, per_setting, n_regions, ap, totals,
-                                        dataset_name, camera_name, regions_label, iou, hashes))
+                                        dataset_name, camera_name, regions_label, iou, hashes, pseudo))
             n_images += len(batch)
 
-    summary = _summary(settings, detectors, ap, totals, dataset_name, camera_name, regions_label,
-                       not annotated, hashes)
+    summary = _summary(settings, detectors, ap, totals, dataset_name, camera_name, regions_label, pseudo, hashes)
     return BenchResult(rows, summary, failures, [s.label() for s in settings], list(detectors),
                        time.perf_counter() - t0, n_images)
 
@@ -291,21 +299,24 @@ def _capture_gt(camera: Camera, gt: GroundTruth, size: tuple[int, int]) -> Groun
     )
 
 
-def _pseudo_gts(images: torch.Tensor, panel: dict[str, list[Detector]], cfg: DictConfig) -> list[GroundTruth]:
-    b = images.shape[0]
-    found = {}
-    for kind in ("face", "person"):
-        if panel[kind]:
-            d = pseudo_ground_truth(images, panel[kind], int(cfg.pseudo_gt.min_votes[kind]), float(cfg.match_iou))
-            d = d.to("cpu")
-            found[kind] = [d.boxes[d.batch_idx == i] for i in range(b)]
-        else:
-            found[kind] = [torch.empty(0, 4) for _ in range(b)]
-    return [GroundTruth(faces=found["face"][i], persons=found["person"][i], pseudo_gt=True) for i in range(b)]
+def _pseudo_gts(images: torch.Tensor, gts: list[GroundTruth], panel: dict[str, list[Detector]],
+                cfg: DictConfig) -> list[GroundTruth]:
+    """Replace the boxes of the panel's kinds with consensus pseudo ground truth; keep the other kinds as
+    annotated (boxes, ids, ignore flags)."""
+    out = [dict(faces=g.faces, persons=g.persons, face_ids=g.face_ids, person_ids=g.person_ids,
+                ignore_faces=g.ignore_faces, ignore_persons=g.ignore_persons) for g in gts]
+    for kind, dets in panel.items():
+        d = pseudo_ground_truth(images, dets, int(cfg.pseudo_gt.min_votes[kind]), float(cfg.match_iou)).to("cpu")
+        for i, parts in enumerate(out):
+            boxes = d.boxes[d.batch_idx == i]
+            parts[f"{kind}s"] = boxes
+            parts[f"{kind}_ids"] = None
+            parts[f"ignore_{kind}s"] = None
+    return [GroundTruth(**parts, pseudo_gt=True) for parts in out]
 
 
 def _rows_for_batch(batch, gts, settings, detectors, per_setting, n_regions, ap, totals, dataset_name,
-                    camera_name, regions_label, iou, hashes) -> list[dict]:
+                    camera_name, regions_label, iou, hashes, pseudo) -> list[dict]:
     rows = []
     clean_label = settings[0].label()
     for i, (sample, gt) in enumerate(zip(batch, gts)):
@@ -339,7 +350,7 @@ def _rows_for_batch(batch, gts, settings, detectors, per_setting, n_regions, ap,
                     "recall": m.tp / m.n_gt if m.n_gt else None,
                     "precision": m.tp / (m.tp + m.fp) if (m.tp + m.fp) else None,
                     "disappearance": dis, "n_regions": n_regions[i] if setting.name != "none" else 0,
-                    "pseudo_gt": bool(gt.pseudo_gt), "iou": iou, "config_hash": hashes[(label, name)],
+                    "pseudo_gt": kind in pseudo, "iou": iou, "config_hash": hashes[(label, name)],
                 })
     return rows
 
@@ -357,7 +368,7 @@ def _summary(settings, detectors, ap, totals, dataset_name, camera_name, regions
                 "n_images": int(t["n_images"]), "n_gt": n_gt, "tp": int(t["tp"]), "fp": int(t["fp"]),
                 "fn": int(t["fn"]), "recall": t["tp"] / n_gt if n_gt else None, "ap": a,
                 "disappearance": t["lost"] / t["clean_found"] if t["clean_found"] else None,
-                "pseudo_gt": pseudo, "config_hash": hashes[(s.label(), name)],
+                "pseudo_gt": det.kind in pseudo, "config_hash": hashes[(s.label(), name)],
             })
     return out
 

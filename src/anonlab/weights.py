@@ -190,3 +190,14 @@ ULTRAFACE = register_weights(
         channels="RGB",
     )
 )
+YOLOV8N = register_weights(
+    WeightsSpec(
+        name="yolov8n",
+        file="yolov8n.pt",
+        sha256="f59b3d833e2ff32e194b5bb8e08d211dc7c5bdf144b90d2c8412c47ccfc83b36",
+        licence="AGPL-3.0 (Ultralytics)",
+        source_url="https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov8n.pt",
+        input_size_hw=(640, 640),
+        channels="RGB",
+    )
+)

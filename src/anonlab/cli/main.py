@@ -95,6 +95,17 @@ def weights_cmd(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def datasets_cmd(args: argparse.Namespace) -> int:
+    from anonlab.datasets import fetch as fetch_mod
+
+    if args.datasets_cmd == "list":
+        for name, src in sorted(fetch_mod.SOURCES.items()):
+            print(f"{name:<11} {src.licence}")
+        return EXIT_OK
+    print(fetch_mod.fetch(args.name, dest=args.dest, url=args.url, sha256=args.sha256))
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="anonlab",
@@ -112,6 +123,14 @@ def parser() -> argparse.ArgumentParser:
     fp.add_argument("name", help="weights name (see `anonlab weights list`)")
     fp.add_argument("--dest", default=None, help="target folder (default: the user cache)")
     fp.add_argument("--url", default=None, help="override the download URL (e.g. a mirror)")
+    dp = sub.add_parser("datasets", help="list or download public datasets (downloads only when asked)")
+    dsub = dp.add_subparsers(dest="datasets_cmd", required=True, metavar="ACTION")
+    dsub.add_parser("list", help="datasets that can be fetched, with their licences")
+    dfp = dsub.add_parser("fetch", help="download an official archive into the cache, verify sha256, extract")
+    dfp.add_argument("name", help="dataset name (see `anonlab datasets list`)")
+    dfp.add_argument("--dest", default=None, help="target folder (default: the user cache)")
+    dfp.add_argument("--url", default=None, help="override the download URL (e.g. a mirror)")
+    dfp.add_argument("--sha256", default=None, help="expected sha256 where none is pinned")
     return p
 
 
@@ -123,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "list":
             return list_components(args.json)
+        if args.cmd == "datasets":
+            return datasets_cmd(args)
         return weights_cmd(args)
-    except (ValueError, FileNotFoundError, ConnectionError) as e:
+    except (ValueError, FileNotFoundError, ConnectionError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_CONFIG
 

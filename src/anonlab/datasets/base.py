@@ -17,6 +17,9 @@ class Dataset:
     """
 
     name: str = ""
+    #: object kinds this dataset has no human annotation for: the engine fills them with consensus pseudo
+    #: ground truth from its detector panel and flags those rows ``pseudo_gt``
+    pseudo_kinds: tuple[str, ...] = ()
 
     def refs(self) -> list[str]:
         """Stable identifiers (image ids) of all samples, cheap: no decoding."""

@@ -207,6 +207,11 @@ class FolderDataset(Dataset):
         """True when the ground truth comes from an annotation file; False when it is to be pseudo-labelled."""
         return self._coco is not None
 
+    @property
+    def pseudo_kinds(self) -> tuple[str, ...]:
+        """Without an annotation file both kinds get pseudo ground truth from the engine's detector panel."""
+        return () if self._coco is not None else ("face", "person")
+
     def refs(self) -> list[str]:
         return list(self._files)
 

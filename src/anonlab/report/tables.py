@@ -39,7 +39,8 @@ def markdown(summary: Sequence[dict], title: str = "") -> str:
     parts.append(f"dataset `{first['dataset']}`, camera `{first['camera']}`, regions `{first['regions']}`, "
                  f"{first['n_images']} images, ground truth: "
                  + ", ".join(f"{n} {kind}s" for kind, n in n_gt.items())
-                 + (" (**pseudo ground truth** from a detector panel)" if first["pseudo_gt"] else "") + "\n")
+                 + (" (**pseudo ground truth** for " + ", ".join(sorted({r["detector_kind"] + "s" for r in summary if r["pseudo_gt"]}))
+                    + ": consensus of a detector panel)" if any(r["pseudo_gt"] for r in summary) else "") + "\n")
     for metric, what in (("recall", "Recall (%) at each detector's threshold, IoU match"),
                          ("ap", "AP (%) at the match IoU, pycocotools"),
                          ("disappearance", "Disappearance (%): objects found clean, lost after the defense")):

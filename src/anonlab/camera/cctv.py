@@ -1,0 +1,273 @@
+"""Synthetic cameras: a physical capture model (geometry, optics, motion, sensor, in-camera JPEG) and a
+release model (resize for posting, JPEG or H.264/H.265), every step optional.
+
+:class:`SimulatedCamera` holds the whole pipeline and is not registered. ``cctv`` (:class:`CCTVCamera`) exposes
+every parameter with neutral defaults (a custom camera from the command line). Each preset is a small registered
+subclass whose ``PRESET`` dict holds its values (mirrored, with the physical assumptions, in
+``conf/camera/<name>.yaml``; keyword arguments override them): the registry then names presets exactly as
+``conf/camera/`` does, Hydra's ``_target_`` points at a class, and ``CAMERAS.build("cctv_720p_far")`` from Python
+gives the same camera as the config.
+
+Geometry: the input frame is taken as the scene. With ``distance_m`` the pinhole model (see
+:mod:`anonlab.camera.ops`) gives the face height ``face_px`` on the ``resolution`` sensor, and the frame is scaled
+by ``face_px / source_face_px`` (``source_face_px``: the face height of the input images), so the captured frame
+is the part of the sensor that the input scene covers. Without ``distance_m``, ``resolution`` alone fits the
+frame inside that preset (aspect kept). Ground-truth boxes follow through :meth:`capture_boxes`.
+
+Noise is keyed by ``seed`` and each frame's content (:func:`~anonlab.camera.ops.frame_keys`): a frame's
+captured result is the same in any batch, in any order, on CPU or CUDA.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from anonlab.camera import ops
+from anonlab.camera.base import CAMERAS, Camera
+from anonlab.types import check_images
+
+RELEASE_CODECS = ("jpeg", "h264", "h265")
+
+
+class SimulatedCamera(Camera):
+    """Capture: scale/resolution -> defocus -> motion blur -> sensor (low light, IR, noise) -> in-camera JPEG.
+    Release: downscale to fit ``release_resolution`` and back -> JPEG / H.264 / H.265.
+
+    Parameters (all optional; the defaults leave frames untouched):
+      resolution: sensor preset (``D1``, ``720p``, ``1080p``, ``4MP``); hfov_deg: horizontal field of view.
+      distance_m, mount_height_m, subject_height_m, tilt_deg, face_height_m, source_face_px: pinhole geometry.
+      defocus_px: defocus disk radius (captured pixels).
+      speed_mps, shutter_s, motion_angle_deg: subject motion during the exposure (needs ``distance_m``).
+      exposure, gain, photons_at_white, read_sigma, gamma, contrast, ir: sensor (see ``ops.low_light_float``).
+      capture_jpeg: in-camera JPEG quality (1..100) or None.
+      release_resolution, release_codec (``jpeg``/``h264``/``h265``), release_quality, release_crf,
+      release_clip: posting.
+      seed: noise seed.
+    """
+
+    PRESET: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **overrides: Any) -> None:
+        super().__init__()
+        p = {**_DEFAULTS, **self.PRESET}
+        unknown = set(overrides) - set(p)
+        if unknown:
+            raise ValueError(f"unknown camera parameter(s) {sorted(unknown)}; valid: {', '.join(sorted(p))}")
+        p.update(overrides)
+        self._p = p
+        self._validate()
+
+    # ------------------------------------------------------------------------------------------ config
+    def _validate(self) -> None:
+        p = self._p
+        if p["resolution"] is not None:
+            ops.resolution_hw(p["resolution"])
+        if p["release_resolution"] is not None:
+            ops.resolution_hw(p["release_resolution"])
+        ops.focal_px(1, p["hfov_deg"])
+        if p["distance_m"] is not None:
+            if p["resolution"] is None:
+                raise ValueError("distance_m needs a sensor resolution (resolution: D1|720p|1080p|4MP)")
+            if p["source_face_px"] is None or not p["source_face_px"] > 0:
+                raise ValueError(f"distance_m needs source_face_px > 0 (face height in the input images), "
+                                 f"got {p['source_face_px']!r}")
+            if not p["face_height_m"] > 0:
+                raise ValueError(f"face_height_m must be > 0, got {p['face_height_m']!r}")
+            ops.axis_distance(p["distance_m"], p["mount_height_m"], p["subject_height_m"], p["tilt_deg"])
+        for key in ("defocus_px", "speed_mps", "shutter_s", "read_sigma"):
+            if not p[key] >= 0:
+                raise ValueError(f"{key} must be >= 0, got {p[key]!r}")
+        if p["speed_mps"] > 0 and p["distance_m"] is None:
+            raise ValueError("speed_mps needs distance_m (the pixel scale at the subject) and resolution")
+        for key in ("exposure", "gamma", "contrast"):
+            if not p[key] > 0:
+                raise ValueError(f"{key} must be > 0, got {p[key]!r}")
+        if p["gain"] is not None and not p["gain"] > 0:
+            raise ValueError(f"gain must be > 0 or null (auto: 1 / exposure), got {p['gain']!r}")
+        if p["photons_at_white"] is not None and not p["photons_at_white"] > 0:
+            raise ValueError(f"photons_at_white must be > 0 or null (no shot noise), got {p['photons_at_white']!r}")
+        if p["capture_jpeg"] is not None:
+            ops.check_quality(p["capture_jpeg"])
+        codec = p["release_codec"]
+        if codec is not None and codec not in RELEASE_CODECS:
+            raise ValueError(f"unknown release_codec {codec!r}; valid: {', '.join(RELEASE_CODECS)} or null")
+        ops.check_quality(p["release_quality"])
+        ops.check_crf(p["release_crf"])
+
+    def params(self) -> dict[str, Any]:
+        return dict(self._p)
+
+    # ------------------------------------------------------------------------------------------ geometry
+    @property
+    def focal_px(self) -> float | None:
+        """Focal length in pixels of the sensor (None without a resolution)."""
+        r = self._p["resolution"]
+        return None if r is None else ops.focal_px(ops.resolution_hw(r)[1], self._p["hfov_deg"])
+
+    @property
+    def px_per_m(self) -> float | None:
+        """Image scale at the subject, pixels per metre (None without ``distance_m``)."""
+        p = self._p
+        if p["distance_m"] is None:
+            return None
+        return self.focal_px / ops.axis_distance(p["distance_m"], p["mount_height_m"], p["subject_height_m"],
+                                                 p["tilt_deg"])
+
+    @property
+    def face_px(self) -> float | None:
+        """Face height in captured pixels (pinhole), None without ``distance_m``."""
+        s = self.px_per_m
+        return None if s is None else s * self._p["face_height_m"]
+
+    @property
+    def motion_px(self) -> float:
+        """Motion blur streak length in captured pixels."""
+        s = self.px_per_m
+        return 0.0 if s is None else ops.motion_length_px(self._p["speed_mps"], self._p["shutter_s"], s)
+
+    def captured_size(self, size_hw: tuple[int, int]) -> tuple[int, int]:
+        """(H, W) of the captured frame for an input frame of ``size_hw``."""
+        p = self._p
+        if p["distance_m"] is not None:
+            return ops.scaled_size(size_hw, self.face_px / p["source_face_px"])
+        if p["resolution"] is not None:
+            return ops.scaled_size(size_hw, ops.fit_scale(size_hw, ops.resolution_hw(p["resolution"])))
+        return tuple(size_hw)
+
+    def capture_boxes(self, boxes: Tensor, size_hw: tuple[int, int]) -> Tensor:
+        return ops.scale_boxes(boxes, tuple(size_hw), self.captured_size(tuple(size_hw)))
+
+    # ------------------------------------------------------------------------------------------ pipeline
+    def _sensor_on(self) -> bool:
+        p = self._p
+        return (p["ir"] or p["exposure"] != 1.0 or p["gain"] is not None or p["photons_at_white"] is not None
+                or p["read_sigma"] > 0 or p["gamma"] != ops.DISPLAY_GAMMA or p["contrast"] != 1.0)
+
+    def _capture(self, x: Tensor, keys: Tensor, exact: bool) -> Tensor:
+        p = self._p
+        x = ops.resize_float(x, self.captured_size(tuple(x.shape[-2:])))
+        if p["defocus_px"] > 0:
+            x = ops.defocus_blur_float(x, p["defocus_px"])
+        if self.motion_px > 0:
+            x = ops.motion_blur_float(x, self.motion_px, p["motion_angle_deg"])
+        if self._sensor_on():
+            x = ops.low_light_float(x, keys, p["exposure"], p["gain"], p["photons_at_white"], p["read_sigma"],
+                                    p["gamma"], p["contrast"], p["ir"], exact=exact)
+        return x
+
+    def capture_float(self, x: Tensor) -> Tensor:
+        """Differentiable capture: float (B, 3, H, W) RGB in [0, 1] -> float in [0, 1] (captured size).
+        Shot noise uses the Gaussian law keyed by ``seed`` and the frame's index in the batch; no JPEG."""
+        ops.check_float_images(x)
+        return self._capture(x, ops.index_keys(x.shape[0], self._p["seed"], x.device), exact=False)
+
+    def capture(self, images: Tensor) -> Tensor:
+        """uint8 (B, 3, H, W) RGB -> uint8 (B, 3, H', W') as recorded (exact Poisson noise, in-camera JPEG)."""
+        check_images(images, "camera input")
+        keys = ops.frame_keys(images, self._p["seed"]) if self._sensor_on() else None
+        out = ops.to_uint8(self._capture(ops.to_float(images), keys, exact=True))
+        if self._p["capture_jpeg"] is not None:
+            out = ops.jpeg(out, self._p["capture_jpeg"])
+        return out
+
+    def release(self, images: Tensor) -> Tensor:
+        """uint8 (B, 3, H, W) -> uint8 (B, 3, H, W): downscaled to fit ``release_resolution`` (never upscaled)
+        and encoded, then decoded and scaled back to (H, W) so captured boxes stay valid."""
+        check_images(images, "camera release input")
+        p = self._p
+        size = tuple(images.shape[-2:])
+        out = images
+        if p["release_resolution"] is not None:
+            s = ops.fit_scale(size, ops.resolution_hw(p["release_resolution"]))
+            if s < 1:
+                out = ops.resize(out, ops.scaled_size(size, s))
+        if p["release_codec"] == "jpeg":
+            out = ops.jpeg(out, p["release_quality"])
+        elif p["release_codec"] is not None:
+            out = ops.video_roundtrip(out, p["release_codec"], p["release_crf"], clip=p["release_clip"])
+        if tuple(out.shape[-2:]) != size:
+            out = ops.resize(out, size)
+        return out if out is not images else images.clone()
+
+    def extra_repr(self) -> str:
+        changed = {k: v for k, v in self._p.items() if v != _DEFAULTS[k]}
+        return ", ".join(f"{k}={v!r}" for k, v in changed.items())
+
+
+_DEFAULTS: dict[str, Any] = {
+    "resolution": None, "hfov_deg": 90.0,
+    "distance_m": None, "mount_height_m": 1.6, "subject_height_m": 1.6, "tilt_deg": None,
+    "face_height_m": 0.22, "source_face_px": None,
+    "defocus_px": 0.0, "speed_mps": 0.0, "shutter_s": 1 / 50, "motion_angle_deg": 0.0,
+    "exposure": 1.0, "gain": None, "photons_at_white": None, "read_sigma": 0.0,
+    "gamma": ops.DISPLAY_GAMMA, "contrast": 1.0, "ir": False,
+    "capture_jpeg": None,
+    "release_resolution": None, "release_codec": None, "release_quality": 75, "release_crf": 28,
+    "release_clip": False,
+    "seed": 0,
+}
+
+
+@CAMERAS.register("cctv")
+class CCTVCamera(SimulatedCamera):
+    """Every parameter exposed, neutral defaults: build a custom camera (conf/camera/cctv.yaml)."""
+
+
+#: the source images' typical face height in pixels (the embedded default dataset's faces are ~40-120 px)
+SOURCE_FACE_PX = 80.0
+
+
+@CAMERAS.register("cctv_720p_near")
+class CCTV720pNear(SimulatedCamera):
+    """720p wide-angle (90 deg) camera 3 m up, subject walking 4 m away: faces ~33 px, light motion blur."""
+
+    PRESET: ClassVar[dict[str, Any]] = {
+        "resolution": "720p", "hfov_deg": 90.0, "distance_m": 4.0, "mount_height_m": 3.0,
+        "source_face_px": SOURCE_FACE_PX, "defocus_px": 0.7, "speed_mps": 1.4, "shutter_s": 1 / 100,
+        "photons_at_white": 2000.0, "read_sigma": 0.5, "capture_jpeg": 85,
+    }
+
+
+@CAMERAS.register("cctv_720p_far")
+class CCTV720pFar(SimulatedCamera):
+    """Same camera, subject 12 m away: faces ~12 px."""
+
+    PRESET: ClassVar[dict[str, Any]] = {
+        "resolution": "720p", "hfov_deg": 90.0, "distance_m": 12.0, "mount_height_m": 3.0,
+        "source_face_px": SOURCE_FACE_PX, "defocus_px": 0.5, "speed_mps": 1.4, "shutter_s": 1 / 100,
+        "photons_at_white": 2000.0, "read_sigma": 0.5, "capture_jpeg": 85,
+    }
+
+
+@CAMERAS.register("cctv_night_ir")
+class CCTVNightIR(SimulatedCamera):
+    """720p camera at night in IR mode, subject 5 m away: grey, dim (5 % exposure, auto gain), noisy, 1/25 s."""
+
+    PRESET: ClassVar[dict[str, Any]] = {
+        "resolution": "720p", "hfov_deg": 90.0, "distance_m": 5.0, "mount_height_m": 3.0,
+        "source_face_px": SOURCE_FACE_PX, "defocus_px": 1.0, "speed_mps": 1.4, "shutter_s": 1 / 25,
+        "exposure": 0.05, "photons_at_white": 4000.0, "read_sigma": 0.3, "contrast": 1.2, "ir": True,
+        "capture_jpeg": 80,
+    }
+
+
+@CAMERAS.register("phone_1080p")
+class Phone1080p(SimulatedCamera):
+    """Hand-held phone, 1080p landscape, 70 deg HFOV, at face height 2 m from the subject: faces ~150 px."""
+
+    PRESET: ClassVar[dict[str, Any]] = {
+        "resolution": "1080p", "hfov_deg": 70.0, "distance_m": 2.0, "mount_height_m": 1.6,
+        "source_face_px": SOURCE_FACE_PX, "speed_mps": 0.2, "shutter_s": 1 / 60,
+        "photons_at_white": 4000.0, "read_sigma": 0.3, "capture_jpeg": 92,
+    }
+
+
+@CAMERAS.register("social_release")
+class SocialRelease(SimulatedCamera):
+    """Release only: redacted footage posted online, downscaled to fit 720p and re-encoded with H.264 CRF 28."""
+
+    PRESET: ClassVar[dict[str, Any]] = {
+        "release_resolution": "720p", "release_codec": "h264", "release_crf": 28, "release_quality": 70,
+    }
