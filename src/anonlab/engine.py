@@ -264,10 +264,11 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None) -> BenchResult:
             images = torch.stack([s.image for s in batch]).to(device, non_blocking=True)
             size = tuple(images.shape[-2:])
             with torch.inference_mode():
+                gts = [s.gt for s in batch]
+                if pseudo:  # consensus on the clean, full-resolution frame, then carried through the camera
+                    gts = _pseudo_gts(images, gts, panel, cfg)
+                gts = [_capture_gt(camera, g, size) for g in gts]
                 captured = camera.capture(images)
-                gts = [_capture_gt(camera, s.gt, size) for s in batch]
-                if pseudo:
-                    gts = _pseudo_gts(captured, gts, panel, cfg)
                 if region_det is None:
                     regions = _gt_detections(gts, cfg.regions.target, device)
                 else:
