@@ -233,7 +233,9 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None) -> BenchResult:
     settings = build_settings(cfg)
     detectors = build_detectors(cfg)
     region_det, region_thr, regions_label = build_region_detector(cfg)
-    pseudo = tuple(dataset.pseudo_kinds)
+    # kinds without annotations that this job needs: those its detectors are scored on, and the region target
+    needed = {d.kind for d in detectors.values()} | {cfg.regions.target}
+    pseudo = tuple(k for k in dataset.pseudo_kinds if k in needed)
     panel = build_pseudo_panel(cfg, pseudo)
     for m in [camera, region_det, *detectors.values(), *itertools.chain.from_iterable(panel.values())]:
         if m is not None:
