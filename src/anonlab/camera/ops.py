@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from anonlab._counter_rng import hash32
+
 #: resolution presets, (H, W)
 RESOLUTIONS: dict[str, tuple[int, int]] = {
     "D1": (576, 704),
@@ -229,21 +231,13 @@ def defocus_blur(images: Tensor, radius_px: float) -> Tensor:
 _M32 = 0xFFFFFFFF
 
 
-def _hash32(x: Tensor) -> Tensor:
-    """lowbias32 integer hash on int64 holding uint32 values; identical on CPU and CUDA."""
-    x = x & _M32
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _M32
-    x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & _M32
-    return x ^ (x >> 16)
 
 
 def _uniform(index: Tensor, key: Tensor) -> Tensor:
     """float64 uniform in (0, 1) from (key, index); ``key`` (an already hashed 32-bit stream id) broadcasts
     against ``index``. One hash per value: ``index ^ key`` is a bijection, so streams never repeat a value
     at the same position."""
-    return (_hash32(index ^ key).double() + 0.5) / 4294967296.0
+    return (hash32(index ^ key).double() + 0.5) / 4294967296.0
 
 
 def counter_normal(index: Tensor, key: Tensor) -> Tensor:
@@ -264,13 +258,13 @@ def frame_keys(images: Tensor, seed: int) -> Tensor:
     weights = (torch.arange(flat.shape[1], device=images.device, dtype=torch.int64) * 0x9E3779B1 + 1) & 0xFFFFFF
     digest = (flat.long() * weights).sum(dim=1)  # < 2**56 for a 4K frame: exact in int64
     seed_t = torch.full((b,), seed, dtype=torch.int64, device=images.device)
-    return _hash32(_hash32(digest & _M32) ^ _hash32(digest >> 32) ^ _hash32(seed_t + 0x2545F491))
+    return hash32(hash32(digest & _M32) ^ hash32(digest >> 32) ^ hash32(seed_t + 0x2545F491))
 
 
 def index_keys(batch: int, seed: int, device: torch.device | str = "cpu") -> Tensor:
     """(B,) int64 noise streams for frames 0..B-1 of a float batch (no content hash: used by the float path)."""
     i = torch.arange(batch, dtype=torch.int64, device=device)
-    return _hash32(_hash32(i + 0x51ED27) ^ _hash32(torch.full_like(i, seed)))
+    return hash32(hash32(i + 0x51ED27) ^ hash32(torch.full_like(i, seed)))
 
 
 # ---------------------------------------------------------------------------------------------- sensor

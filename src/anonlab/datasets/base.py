@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from anonlab.io.images import ImageReadError  # noqa: F401  (re-exported)
 from anonlab.registry import Registry
-from anonlab.types import Sample
+from anonlab.types import KINDS, Sample
 
 
 class Dataset:
@@ -20,6 +20,11 @@ class Dataset:
     #: object kinds this dataset has no human annotation for: the engine fills them with consensus pseudo
     #: ground truth from its detector panel and flags those rows ``pseudo_gt``
     pseudo_kinds: tuple[str, ...] = ()
+
+    @property
+    def annotated(self) -> bool:
+        """True when people annotated at least one kind of object (faces or persons) in this dataset."""
+        return len(self.pseudo_kinds) < len(KINDS)
 
     def refs(self) -> list[str]:
         """Stable identifiers (image ids) of all samples, cheap: no decoding."""

@@ -110,9 +110,6 @@ class DefaultDataset(Dataset):
             verify(entry, p)
             self._paths.append(p)
 
-    @property
-    def annotated(self) -> bool:
-        return True
 
     def refs(self) -> list[str]:
         return [e.file_name for e in self.manifest]

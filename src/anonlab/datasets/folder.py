@@ -202,10 +202,6 @@ class FolderDataset(Dataset):
                                  f"{', '.join(unlisted[:5])}{' ...' if len(unlisted) > 5 else ''}")
             self._coco = coco
 
-    @property
-    def annotated(self) -> bool:
-        """True when the ground truth comes from an annotation file; False when it is to be pseudo-labelled."""
-        return self._coco is not None
 
     @property
     def pseudo_kinds(self) -> tuple[str, ...]:

@@ -15,7 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from anonlab.datasets.base import DATASETS, Dataset
-from anonlab.datasets.pennfudan import check_decoded_size, parse_pascal_v1, resolve_image
+from anonlab.datasets.pennfudan import (
+    check_decoded_size,
+    parse_pascal_v1,
+    resolve_image,
+)
 from anonlab.io.images import read_image
 from anonlab.types import GroundTruth, Sample
 
@@ -54,10 +58,6 @@ class InriaPersonDataset(Dataset):
         self._images = [resolve_image(split_dir.parent, a, split_dir / "pos") for a in self._ann]
         self._ids = [f"{split_dir.name}/{a.file.stem}" for a in self._ann]
 
-    @property
-    def annotated(self) -> bool:
-        """Person boxes are human annotations (faces are listed in :attr:`pseudo_kinds`)."""
-        return True
 
     def refs(self) -> list[str]:
         return list(self._ids)

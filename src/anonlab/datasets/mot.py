@@ -187,10 +187,6 @@ class MOTDataset(Dataset):
                 self._items.append((si, frame, still if use_still else None))
         self._ids = [f"{self._seqs[si].info.name}/{frame:06d}" for si, frame, _ in self._items]
 
-    @property
-    def annotated(self) -> bool:
-        """Person boxes are human annotations (faces are listed in :attr:`pseudo_kinds`)."""
-        return True
 
     def refs(self) -> list[str]:
         return list(self._ids)

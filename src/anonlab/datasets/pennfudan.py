@@ -146,10 +146,6 @@ class PennFudanDataset(Dataset):
             self._masks.append(m)
         self._ids = [a.file.stem for a in self._ann]
 
-    @property
-    def annotated(self) -> bool:
-        """Person boxes are human annotations (faces are listed in :attr:`pseudo_kinds`)."""
-        return True
 
     def refs(self) -> list[str]:
         return list(self._ids)

@@ -185,9 +185,6 @@ class VideoDataset(Dataset):
         self._ids = ([self._files[k] for k in self._frames] if self._reader is None
                      else [f"{stem}/{k:06d}" for k in self._frames])
 
-    @property
-    def annotated(self) -> bool:
-        return False
 
     def refs(self) -> list[str]:
         return list(self._ids)

@@ -124,10 +124,6 @@ class WiderFaceDataset(Dataset):
         self._names = [n for n, _ in entries]
         self._rows = [r for _, r in entries]
 
-    @property
-    def annotated(self) -> bool:
-        """Face boxes are human annotations (persons are listed in :attr:`pseudo_kinds`)."""
-        return True
 
     def refs(self) -> list[str]:
         return list(self._names)

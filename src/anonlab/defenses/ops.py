@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from anonlab._counter_rng import hash32
 from anonlab.defenses.regions import Regions
 
 #: relative strengths are rounded to 2**(k/4)
@@ -247,23 +248,14 @@ def solid_fill(images: Tensor, regions: Regions, color: tuple[int, int, int] = (
     return torch.where(regions.mask, fill, images)
 
 
-def _hash32(x: Tensor) -> Tensor:
-    """lowbias32 integer hash on int64 holding uint32 values; identical on CPU and CUDA."""
-    m = 0xFFFFFFFF
-    x = x & m
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & m
-    x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & m
-    return x ^ (x >> 16)
 
 
 def frozen_normal(index: Tensor, seed: int) -> Tensor:
     """Standard-normal float32 values for integer positions ``index`` from a counter-based hash: the same
     numbers on every device and for every batch size (a value depends only on (seed, position))."""
     key = seed * 0x9E3779B1
-    u1 = (_hash32(index * 2 + key).double() + 0.5) / 4294967296.0
-    u2 = (_hash32(index * 2 + 1 + key).double() + 0.5) / 4294967296.0
+    u1 = (hash32(index * 2 + key).double() + 0.5) / 4294967296.0
+    u2 = (hash32(index * 2 + 1 + key).double() + 0.5) / 4294967296.0
     return (torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * math.pi * u2)).float()
 
 
