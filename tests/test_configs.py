@@ -28,6 +28,9 @@ REQUIRED = {
     ("dataset", "mot"): lambda tmp: [f"dataset.root={shared_path('datasets/pets09_s2l1_vtest')}"],
     ("dataset", "video"): lambda tmp: [f"dataset.path={shared_path('datasets/pets09_s2l1_vtest/vtest.avi')}"],
     ("dataset", "inria"): lambda tmp: [f"dataset.root={_inria_fixture(tmp)}"],
+    ("dataset", "composite"): lambda tmp: [
+        f"dataset.pennfudan_root={shared_path('datasets/pennfudanped_penn/PennFudanPed')}",
+        "dataset.max_sources=2", "dataset.n_scenes=2"],
     ("detector", "yolo"): lambda tmp: [f"detector.weights={package_file('ultralytics', 'cfg', 'models', 'v8', 'yolov8.yaml')}"],
 }
 

@@ -28,6 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from anonlab.camera import Camera
+from anonlab.camera.scale import median_face_height, rescale_to_face
 from anonlab.datasets import Dataset, ImageReadError
 from anonlab.defenses import DEFENSES, RegionDefense
 from anonlab.detectors import DETECTORS
@@ -176,9 +177,11 @@ class BenchResult:
 
 
 def iter_batches(dataset: Dataset, batch_size: int, failures: list[Failure], log,
-                 limit: int | None = None) -> Iterator[list[Sample]]:
-    """Decode samples in order (the first ``limit`` only, if given), bucket them by (H, W) and yield full
-    buckets (then the remainders).
+                 limit: int | None = None, face_px: float | None = None,
+                 skipped: list[str] | None = None) -> Iterator[list[Sample]]:
+    """Decode samples in order (the first ``limit`` only, if given), optionally rescale each so its median
+    annotated face is ``face_px`` high (frames without annotated faces are listed in ``skipped``), bucket them
+    by (H, W) and yield full buckets (then the remainders).
 
     An unreadable image is recorded in ``failures`` with a one-line message and skipped; the run goes on.
     """
@@ -191,6 +194,12 @@ def iter_batches(dataset: Dataset, batch_size: int, failures: list[Failure], log
             failures.append(Failure(ref, str(e)))
             log(f"error: {e}")
             continue
+        if face_px is not None:
+            s = rescale_to_face(s, face_px)
+            if s is None:
+                if skipped is not None:
+                    skipped.append(ref)
+                continue
         key = tuple(s.image.shape[-2:])
         buckets[key].append(s)
         if len(buckets[key]) >= batch_size:
@@ -242,10 +251,17 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None) -> BenchResult:
             m.to(device).eval()
 
     iou = float(cfg.match_iou)
+    face_px = cfg.get("scene", {}).get("face_px")
+    if face_px is not None:
+        face_px = float(face_px)
+        if not face_px > 0:
+            raise BenchError(f"scene.face_px must be > 0 pixels or null, got {face_px}")
+        if "face" in dataset.pseudo_kinds:
+            raise BenchError("scene.face_px needs human face annotations; this dataset has none")
     dataset_name = getattr(dataset, "name", None) or type(dataset).__name__
     camera_name = camera.name
     det_cfgs = {n: _plain(_group_config("detector", n, DETECTORS)) for n in detectors}
-    common = (_plain(cfg.dataset), _plain(cfg.camera), regions_label, iou)
+    common = (_plain(cfg.dataset), _plain(cfg.camera), regions_label, iou, face_px)
     hashes = {(s.label(), n): _config_hash(common, s.name, s.params(), det_cfgs[n],
                                            (cfg.get("detector_overrides") or {}).get(n))
               for s in settings for n in detectors}
@@ -253,6 +269,7 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None) -> BenchResult:
     totals: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: defaultdict(float))
 
     failures: list[Failure] = []
+    skipped: list[str] = []
     rows: list[dict] = []
     n_images = 0
     limit = cfg.get("limit")
@@ -262,7 +279,7 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None) -> BenchResult:
     bar = _progress(progress, n_total * len(settings))
     with bar or contextlib.nullcontext():
         task = bar.add_task("bench", total=n_total * len(settings)) if bar else None
-        for batch in iter_batches(dataset, batch_size, failures, log, limit):
+        for batch in iter_batches(dataset, batch_size, failures, log, limit, face_px, skipped):
             images = torch.stack([s.image for s in batch]).to(device, non_blocking=True)
             size = tuple(images.shape[-2:])
             with torch.inference_mode():
@@ -289,7 +306,7 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None) -> BenchResult:
 
     summary = _summary(settings, detectors, ap, totals, dataset_name, camera_name, regions_label, pseudo, hashes)
     return BenchResult(rows, summary, failures, [s.label() for s in settings], list(detectors),
-                       time.perf_counter() - t0, n_images)
+                       time.perf_counter() - t0, n_images, extra={"skipped_no_face": skipped})
 
 
 def _capture_gt(camera: Camera, gt: GroundTruth, size: tuple[int, int]) -> GroundTruth:
@@ -323,6 +340,7 @@ def _rows_for_batch(batch, gts, settings, detectors, per_setting, n_regions, ap,
     rows = []
     clean_label = settings[0].label()
     for i, (sample, gt) in enumerate(zip(batch, gts)):
+        fpx = median_face_height(gt)
         for name, det in detectors.items():
             kind = det.kind
             gt_boxes = gt.boxes(kind).numpy()
@@ -353,7 +371,8 @@ def _rows_for_batch(batch, gts, settings, detectors, per_setting, n_regions, ap,
                     "recall": m.tp / m.n_gt if m.n_gt else None,
                     "precision": m.tp / (m.tp + m.fp) if (m.tp + m.fp) else None,
                     "disappearance": dis, "n_regions": n_regions[i] if setting.name != "none" else 0,
-                    "pseudo_gt": kind in pseudo, "iou": iou, "config_hash": hashes[(label, name)],
+                    "pseudo_gt": kind in pseudo, "iou": iou, "face_px": fpx,
+                    "config_hash": hashes[(label, name)],
                 })
     return rows
 

@@ -26,6 +26,7 @@ def write_outputs(result, cfg: DictConfig, out: Path) -> None:
         "settings": result.settings,
         "detectors": result.detectors,
         "failures": [{"image": f.image, "error": f.error} for f in result.failures],
+        **result.extra,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     (out / "run.json").write_text(json.dumps(run, indent=2, default=str))

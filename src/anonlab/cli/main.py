@@ -95,6 +95,21 @@ def weights_cmd(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def report_cmd(args: argparse.Namespace) -> int:
+    """Merge every results.parquet under DIR (one run or a multirun) and print/write recall tables."""
+    from pathlib import Path
+
+    from anonlab.report.tables import markdown_by
+    from anonlab.store import read_results
+
+    rows = read_results(args.path).to_pylist()
+    text = markdown_by(rows, args.by)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return EXIT_OK
+
+
 def datasets_cmd(args: argparse.Namespace) -> int:
     from anonlab.datasets import fetch as fetch_mod
 
@@ -123,6 +138,10 @@ def parser() -> argparse.ArgumentParser:
     fp.add_argument("name", help="weights name (see `anonlab weights list`)")
     fp.add_argument("--dest", default=None, help="target folder (default: the user cache)")
     fp.add_argument("--url", default=None, help="override the download URL (e.g. a mirror)")
+    rp = sub.add_parser("report", help="recall tables from the results under a run (or multirun) folder")
+    rp.add_argument("path", help="a run folder, a multirun folder, or a results.parquet")
+    rp.add_argument("--by", default="setting", help="column to tabulate against (e.g. face_px, image, regions)")
+    rp.add_argument("--out", default=None, help="also write the Markdown here")
     dp = sub.add_parser("datasets", help="list or download public datasets (downloads only when asked)")
     dsub = dp.add_subparsers(dest="datasets_cmd", required=True, metavar="ACTION")
     dsub.add_parser("list", help="datasets that can be fetched, with their licences")
@@ -144,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             return list_components(args.json)
         if args.cmd == "datasets":
             return datasets_cmd(args)
+        if args.cmd == "report":
+            return report_cmd(args)
         return weights_cmd(args)
     except (ValueError, FileNotFoundError, ConnectionError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

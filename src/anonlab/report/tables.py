@@ -71,3 +71,32 @@ def print_recall_table(summary: Sequence[dict], title: str = "Recall (%)") -> No
         table.add_row(s, *vals)
     width = max(len(s) for s in settings) + 4 + sum(max(len(d), 7) + 3 for d in detectors)
     Console(width=max(80, width)).print(table)
+
+
+def recall_by(rows: Sequence[dict], key: str) -> dict[str, dict[str, dict[float, float | None]]]:
+    """{detector: {setting: {key value: recall}}} pooled over images (sum TP / sum ground truth); rows with a
+    null ``key`` are left out; numeric keys are rounded to whole units (face heights in pixels)."""
+    acc: dict = {}
+    for r in rows:
+        v = r.get(key)
+        if v is None:
+            continue
+        v = round(v) if isinstance(v, float) else v
+        cell = acc.setdefault(r["detector"], {}).setdefault(r["setting"], {}).setdefault(v, [0, 0])
+        cell[0] += r["tp"]
+        cell[1] += r["n_gt"]
+    return {d: {s: {v: (tp / n if n else None) for v, (tp, n) in sorted(cells.items())} for s, cells in per.items()}
+            for d, per in acc.items()}
+
+
+def markdown_by(rows: Sequence[dict], key: str) -> str:
+    """One Markdown table per detector: settings x ``key`` values, recall in percent."""
+    table = recall_by(rows, key)
+    parts = [f"# Recall (%) by {key}\n"]
+    for det, per in table.items():
+        values = sorted({v for cells in per.values() for v in cells})
+        parts.append(f"\n## {det}\n\n| setting | " + " | ".join(f"{key}={v}" for v in values) + " |")
+        parts.append("|---|" + "---:|" * len(values))
+        for setting, cells in per.items():
+            parts.append(f"| {setting} | " + " | ".join(_pct(cells.get(v)) for v in values) + " |")
+    return "\n".join(parts) + "\n"

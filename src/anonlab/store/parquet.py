@@ -33,6 +33,7 @@ RESULT_SCHEMA = pa.schema(
         ("n_regions", pa.int32()),  # boxes the defense was applied to
         ("pseudo_gt", pa.bool_()),
         ("iou", pa.float32()),
+        ("face_px", pa.float32()),  # median height of the image's annotated faces as evaluated; null if none
         ("config_hash", pa.string()),
     ]
 )
