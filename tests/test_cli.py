@@ -162,3 +162,11 @@ def test_multirun_over_a_defense_parameter_replaces_the_sweep(tmp_path):
 
     settings = {r["setting"] for r in read_results(out).to_pylist()}
     assert settings == {"none", "gaussian_blur(sigma=2.0)", "gaussian_blur(sigma=8.0)"}
+
+
+def test_report_tabulates_recall_by_face_height(smoke_run, tmp_path):
+    out, _ = smoke_run
+    proc = anonlab("report", str(out), "--by", "face_px", "--out", str(tmp_path / "r.md"))
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "r.md").read_text()
+    assert "## centerface" in text and "face_px=" in text and "| none |" in text
