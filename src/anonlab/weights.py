@@ -51,11 +51,18 @@ def register_weights(spec: WeightsSpec) -> WeightsSpec:
 
 
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def user_cache(*parts: str) -> Path:
+    """``$XDG_CACHE_HOME/anonlab/<parts>`` (``~/.cache`` without the variable): where downloads go."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base, "anonlab", *parts)
 
 
 def shared_root() -> Path:
@@ -65,8 +72,7 @@ def shared_root() -> Path:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "anonlab" / "weights"
+    return user_cache("weights")
 
 
 def candidates(spec: WeightsSpec) -> list[Path]:

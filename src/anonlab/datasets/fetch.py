@@ -15,7 +15,6 @@ resumes it. Default destination: ``$XDG_CACHE_HOME/anonlab/datasets/<NAME>/`` (`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,8 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from anonlab.weights import sha256_file, user_cache
 
 MARKER = ".anonlab-fetched.json"
 
@@ -109,16 +110,7 @@ class FetchError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "anonlab" / "datasets"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return user_cache("datasets")
 
 
 def _download(url: str, part: Path) -> None:
@@ -245,7 +237,7 @@ def fetch(name: str, dest: str | Path | None = None, url: str | list[str] | None
         for a, u, h in zip(source.archives, urls, hashes):
             part = dl / f"{a.file}.part"
             _download(u, part)
-            got = _sha256(part)
+            got = sha256_file(part)
             if got != h:
                 part.unlink()
                 raise FetchError(f"{name}: {u} has sha256 {got}, expected {h}; the download was deleted")

@@ -13,19 +13,25 @@ from torchvision.ops import batched_nms
 from anonlab.types import Detections
 
 
-def onnx_to_torch(path: Path, name: str) -> nn.Module:
+def onnx_to_torch(path: Path, name: str, opset: int | None = None) -> nn.Module:
     """Convert an ONNX file to a frozen, eval-mode torch module with onnx2torch (a differentiable path).
 
-    Raises ``RuntimeError`` naming the file if onnx or onnx2torch cannot read/convert it; never falls back.
+    ``opset``: first upgrade the graph to this opset with ONNX's own version converter (for old graphs that
+    onnx2torch cannot read as shipped). Raises ``RuntimeError`` naming the file if onnx or onnx2torch cannot
+    read/upgrade/convert it; never falls back.
     """
     import onnx
+    from onnx import version_converter
     from onnx2torch import convert
 
     try:
         model = onnx.load(str(path))
+        if opset is not None:
+            model = version_converter.convert_version(model, opset)
         module = convert(model)
     except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        raise RuntimeError(f"{name}: could not convert ONNX model {path} to torch: {e}") from e
+        upgrade = f" (opset -> {opset})" if opset is not None else ""
+        raise RuntimeError(f"{name}: could not convert ONNX model {path}{upgrade} to torch: {e}") from e
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)

@@ -13,36 +13,15 @@ with the priors already applied. Threshold 0.7 and NMS IoU 0.3 are the upstream 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from anonlab import weights as _weights
-from anonlab.detectors._common import quiet_onnx2torch
+from anonlab.detectors._common import onnx_to_torch, quiet_onnx2torch
 from anonlab.detectors.base import DETECTORS, DenseDetector
 
 INPUT_HW = (240, 320)
 OPSET = 13  # the opset the graph is converted to before onnx2torch
-
-
-def load_torch(path: Path) -> nn.Module:
-    """The UltraFace ONNX graph as a frozen eval-mode torch module (opset 9 -> 13, then onnx2torch).
-
-    Raises ``RuntimeError`` naming the file if it cannot be read, upgraded or converted; there is no fallback.
-    """
-    import onnx
-    from onnx import version_converter
-    from onnx2torch import convert
-
-    try:
-        module = convert(version_converter.convert_version(onnx.load(str(path)), OPSET))
-    except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        raise RuntimeError(f"ultraface: could not convert ONNX model {path} (opset -> {OPSET}) to torch: {e}") from e
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
 
 
 @DETECTORS.register("ultraface")
@@ -73,7 +52,7 @@ class UltraFace(DenseDetector):
         self.nms_iou = float(nms_iou)
         self.antialias = antialias
         self.weights_path = _weights.resolve(_weights.ULTRAFACE, weights)
-        self.net = load_torch(self.weights_path)
+        self.net = onnx_to_torch(self.weights_path, "ultraface", opset=OPSET)  # shipped at opset 9
 
     def forward_float(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Dense predictions for float ``x (B, 3, H, W)`` RGB in [0, 1], before threshold and NMS.
