@@ -64,6 +64,9 @@ def test_smoke_bench_writes_results_and_summary(smoke_run):
     assert all(r["tp"] + r["fn"] == r["n_gt"] for r in rows)
     assert run["failures"] == [] and run["packages"]["torch"] and "wall_time_s" in run and run["seed"] == 0
     assert "Recall" in (out / "summary.md").read_text()
+    for r in pq.read_table(out / "summary.parquet").to_pylist():
+        if r["recall"] is not None:  # a 95 % bootstrap interval over images around every pooled recall
+            assert r["recall_lo"] - 1e-6 <= r["recall"] <= r["recall_hi"] + 1e-6
     assert "centerface" in proc.stdout  # the printed table
 
 

@@ -32,6 +32,7 @@ from anonlab.camera.scale import median_face_height, rescale_to_face
 from anonlab.datasets import Dataset, ImageReadError
 from anonlab.defenses import DEFENSES, RegionDefense
 from anonlab.detectors import DETECTORS
+from anonlab.metrics.bootstrap import bootstrap_ratio
 from anonlab.metrics.detection import APAccumulator
 from anonlab.metrics.matching import disappearance, match_image
 from anonlab.metrics.pseudo_gt import pseudo_ground_truth
@@ -304,7 +305,8 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None) -> BenchResult:
                                         dataset_name, camera_name, regions_label, iou, hashes, pseudo))
             n_images += len(batch)
 
-    summary = _summary(settings, detectors, ap, totals, dataset_name, camera_name, regions_label, pseudo, hashes)
+    summary = _summary(settings, detectors, ap, totals, dataset_name, camera_name, regions_label, pseudo, hashes,
+                       int(cfg.seed))
     return BenchResult(rows, summary, failures, [s.label() for s in settings], list(detectors),
                        time.perf_counter() - t0, n_images, extra={"skipped_no_face": skipped})
 
@@ -362,6 +364,7 @@ def _rows_for_batch(batch, gts, settings, detectors, per_setting, n_regions, ap,
                              ("clean_found", int(clean_found.sum())),
                              ("lost", int((clean_found & ~m.gt_found).sum()))):
                     t[k] += v
+                t.setdefault("per_image", []).append((m.tp, m.n_gt))
                 rows.append({
                     "dataset": dataset_name, "image": sample.image_id, "camera": camera_name,
                     "defense": setting.name, "params": setting.params_json(), "setting": label,
@@ -377,18 +380,22 @@ def _rows_for_batch(batch, gts, settings, detectors, per_setting, n_regions, ap,
     return rows
 
 
-def _summary(settings, detectors, ap, totals, dataset_name, camera_name, regions_label, pseudo, hashes):
+def _summary(settings, detectors, ap, totals, dataset_name, camera_name, regions_label, pseudo, hashes, seed=0):
+    """Totals per (setting, detector), AP, and a 95 % bootstrap interval of recall over images."""
     out = []
     for s in settings:
         for name, det in detectors.items():
             t = totals[(s.label(), name)]
             n_gt = int(t["n_gt"])
             a = ap[(s.label(), name)].ap()
+            per = np.array(t.get("per_image", []), dtype=np.float64).reshape(-1, 2)
+            lo, hi = bootstrap_ratio(per[:, 0], per[:, 1], seed=seed) if len(per) else (None, None)
             out.append({
                 "dataset": dataset_name, "camera": camera_name, "defense": s.name, "params": s.params_json(),
                 "setting": s.label(), "regions": regions_label, "detector": name, "detector_kind": det.kind,
                 "n_images": int(t["n_images"]), "n_gt": n_gt, "tp": int(t["tp"]), "fp": int(t["fp"]),
-                "fn": int(t["fn"]), "recall": t["tp"] / n_gt if n_gt else None, "ap": a,
+                "fn": int(t["fn"]), "recall": t["tp"] / n_gt if n_gt else None,
+                "recall_lo": lo, "recall_hi": hi, "ap": a,
                 "disappearance": t["lost"] / t["clean_found"] if t["clean_found"] else None,
                 "pseudo_gt": det.kind in pseudo, "config_hash": hashes[(s.label(), name)],
             })

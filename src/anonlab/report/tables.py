@@ -41,6 +41,13 @@ def markdown(summary: Sequence[dict], title: str = "") -> str:
                  + ", ".join(f"{n} {kind}s" for kind, n in n_gt.items())
                  + (" (**pseudo ground truth** for " + ", ".join(sorted({r["detector_kind"] + "s" for r in summary if r["pseudo_gt"]}))
                     + ": consensus of a detector panel)" if any(r["pseudo_gt"] for r in summary) else "") + "\n")
+    parts.append("\n## Recall (%) with 95 % bootstrap interval over images\n\n" + head + "\n" + sep)
+    settings, detectors, _ = pivot(summary, "recall")
+    cells = {(r["setting"], r["detector"]): r for r in summary}
+    for s in settings:
+        parts.append(f"| {s} | " + " | ".join(
+            "—" if (r := cells.get((s, d))) is None or r["recall"] is None
+            else f"{_pct(r['recall'])} [{_pct(r['recall_lo'])}–{_pct(r['recall_hi'])}]" for d in detectors) + " |")
     for metric, what in (("recall", "Recall (%) at each detector's threshold, IoU match"),
                          ("ap", "AP (%) at the match IoU, pycocotools"),
                          ("disappearance", "Disappearance (%): objects found clean, lost after the defense")):

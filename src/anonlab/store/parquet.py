@@ -55,6 +55,8 @@ SUMMARY_SCHEMA = pa.schema(
         ("fp", pa.int32()),
         ("fn", pa.int32()),
         ("recall", pa.float32()),
+        ("recall_lo", pa.float32()),  # 95 % percentile-bootstrap interval over images (1000 resamples)
+        ("recall_hi", pa.float32()),
         ("ap", pa.float32()),
         ("disappearance", pa.float32()),
         ("pseudo_gt", pa.bool_()),
