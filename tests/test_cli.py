@@ -180,4 +180,4 @@ def test_report_tabulates_recall_by_face_height(smoke_run, tmp_path):
     proc = anonlab("report", str(out), "--by", "face_px", "--out", str(tmp_path / "r.md"))
     assert proc.returncode == 0, proc.stderr
     text = (tmp_path / "r.md").read_text()
-    assert "## centerface" in text and "face_px=" in text and "| none |" in text
+    assert "## centerface" in text and "face_px=" in text and "| none | 100 [100–100]" in text

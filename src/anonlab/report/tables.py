@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 
 def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.0f}"
@@ -80,30 +82,39 @@ def print_recall_table(summary: Sequence[dict], title: str = "Recall (%)") -> No
     Console(width=max(80, width)).print(table)
 
 
-def recall_by(rows: Sequence[dict], key: str) -> dict[str, dict[str, dict[float, float | None]]]:
-    """{detector: {setting: {key value: recall}}} pooled over images (sum TP / sum ground truth); rows with a
-    null ``key`` are left out; numeric keys are rounded to whole units (face heights in pixels)."""
+def recall_by(rows: Sequence[dict], key: str, seed: int = 0) -> dict[str, dict[str, dict]]:
+    """{detector: {setting: {key value: (recall, lo, hi)}}}: recall pooled over images (sum TP / sum ground
+    truth) with a 95 % percentile-bootstrap interval over images; rows with a null ``key`` are left out; numeric
+    keys are rounded to whole units (face heights in pixels)."""
+    from anonlab.metrics.bootstrap import bootstrap_ratio
+
     acc: dict = {}
     for r in rows:
         v = r.get(key)
         if v is None:
             continue
         v = round(v) if isinstance(v, float) else v
-        cell = acc.setdefault(r["detector"], {}).setdefault(r["setting"], {}).setdefault(v, [0, 0])
-        cell[0] += r["tp"]
-        cell[1] += r["n_gt"]
-    return {d: {s: {v: (tp / n if n else None) for v, (tp, n) in sorted(cells.items())} for s, cells in per.items()}
-            for d, per in acc.items()}
+        acc.setdefault(r["detector"], {}).setdefault(r["setting"], {}).setdefault(v, []).append((r["tp"], r["n_gt"]))
+    out: dict = {}
+    for det, per in acc.items():
+        for setting, cells in per.items():
+            for v, pairs in sorted(cells.items()):
+                tp, n = (np.array(c, dtype=np.float64) for c in zip(*pairs))
+                recall = tp.sum() / n.sum() if n.sum() else None
+                out.setdefault(det, {}).setdefault(setting, {})[v] = (recall, *bootstrap_ratio(tp, n, seed=seed))
+    return out
 
 
 def markdown_by(rows: Sequence[dict], key: str) -> str:
-    """One Markdown table per detector: settings x ``key`` values, recall in percent."""
+    """One Markdown table per detector: settings x ``key`` values, recall in percent [95 % interval]."""
     table = recall_by(rows, key)
-    parts = [f"# Recall (%) by {key}\n"]
+    parts = [f"# Recall (%) by {key}, [95 % bootstrap interval over images]\n"]
     for det, per in table.items():
         values = sorted({v for cells in per.values() for v in cells})
         parts.append(f"\n## {det}\n\n| setting | " + " | ".join(f"{key}={v}" for v in values) + " |")
         parts.append("|---|" + "---:|" * len(values))
         for setting, cells in per.items():
-            parts.append(f"| {setting} | " + " | ".join(_pct(cells.get(v)) for v in values) + " |")
+            parts.append(f"| {setting} | " + " | ".join(
+                "—" if (c := cells.get(v)) is None or c[0] is None else f"{_pct(c[0])} [{_pct(c[1])}–{_pct(c[2])}]"
+                for v in values) + " |")
     return "\n".join(parts) + "\n"
