@@ -406,7 +406,13 @@ def _progress(enabled: bool, total: int):
     """A rich progress bar, or None when disabled."""
     if not enabled or total == 0:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("image x setting"), TimeElapsedColumn(), transient=False)
@@ -448,8 +454,3 @@ def _installed(name: str) -> bool:
     except metadata.PackageNotFoundError:
         return False
 
-
-def as_json(values: Any) -> Any:
-    if isinstance(values, float) and np.isnan(values):
-        return None
-    return values

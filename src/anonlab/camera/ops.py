@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from anonlab._counter_rng import hash32
+from anonlab.types import check_images
 
 #: resolution presets, (H, W)
 RESOLUTIONS: dict[str, tuple[int, int]] = {
@@ -48,11 +49,6 @@ IR_WEIGHTS = (0.6, 0.3, 0.1)
 VIDEO_CODECS = {"h264": "libx264", "h265": "libx265"}
 
 
-def check_uint8_images(images: Tensor) -> None:
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
-
-
 def check_float_images(x: Tensor) -> None:
     if not x.is_floating_point() or x.ndim != 4:
         raise ValueError(f"x must be a float (B, C, H, W) tensor in [0, 1], got {x.dtype} {tuple(x.shape)}")
@@ -60,7 +56,7 @@ def check_float_images(x: Tensor) -> None:
 
 def to_float(images: Tensor) -> Tensor:
     """uint8 (B, 3, H, W) -> float32 in [0, 1]."""
-    check_uint8_images(images)
+    check_images(images)
     return images.float() / 255.0
 
 
@@ -132,7 +128,7 @@ def resize_float(x: Tensor, size_hw: tuple[int, int]) -> Tensor:
 
 def resize(images: Tensor, size_hw: tuple[int, int]) -> Tensor:
     """uint8 twin of :func:`resize_float`."""
-    check_uint8_images(images)
+    check_images(images)
     if tuple(images.shape[-2:]) == tuple(size_hw):
         return images.clone()
     return to_uint8(resize_float(to_float(images), size_hw))
@@ -252,7 +248,7 @@ def frame_keys(images: Tensor, seed: int) -> Tensor:
     """(B,) int64 noise stream per frame from ``seed`` and the frame's content (an order-independent hash of
     every pixel value at its position): a frame gets the same noise whatever its batch, position in it, or
     device, and different frames get independent noise."""
-    check_uint8_images(images)
+    check_images(images)
     b = images.shape[0]
     flat = images.reshape(b, -1)
     weights = (torch.arange(flat.shape[1], device=images.device, dtype=torch.int64) * 0x9E3779B1 + 1) & 0xFFFFFF
@@ -409,7 +405,7 @@ def check_crf(crf: int) -> None:
 def jpeg(images: Tensor, quality: int) -> Tensor:
     """JPEG encode + decode each frame at ``quality`` (1..100; torchvision: libjpeg on CPU, nvJPEG on CUDA).
     uint8 (B, 3, H, W) in and out, same device."""
-    check_uint8_images(images)
+    check_images(images)
     check_quality(quality)
     if images.shape[0] == 0:
         return images.clone()
@@ -427,7 +423,7 @@ def video_roundtrip(images: Tensor, codec: str = "h264", crf: int = 28, clip: bo
     and decode them back, through PyAV in memory. ``clip``: the batch is one clip (P/B frames predicted from
     their neighbours: for consecutive video frames); otherwise each frame is its own one-frame clip, so a
     frame's result does not depend on its batch. uint8 (B, 3, H, W) in and out, same device. Evaluation only."""
-    check_uint8_images(images)
+    check_images(images)
     check_crf(crf)
     if codec not in VIDEO_CODECS:
         raise ValueError(f"unknown video codec {codec!r}; valid: {', '.join(VIDEO_CODECS)}")

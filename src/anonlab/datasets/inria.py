@@ -17,7 +17,7 @@ from pathlib import Path
 from anonlab.datasets.base import DATASETS, Dataset
 from anonlab.datasets.pennfudan import (
     check_decoded_size,
-    parse_pascal_v1,
+    parse_pascal_folder,
     resolve_image,
 )
 from anonlab.io.images import read_image
@@ -51,10 +51,7 @@ class InriaPersonDataset(Dataset):
         if ann_dir is None:
             raise FileNotFoundError(f"inria: no annotations/ folder in {split_dir} (expected INRIAPerson/"
                                     f"{self.split}/annotations/*.txt)")
-        files = sorted(p for p in ann_dir.iterdir() if p.suffix.lower() == ".txt" and not p.name.startswith("."))
-        if not files:
-            raise ValueError(f"inria: no annotation .txt files in {ann_dir}")
-        self._ann = [parse_pascal_v1(f) for f in files]
+        self._ann = parse_pascal_folder(ann_dir, "inria")
         self._images = [resolve_image(split_dir.parent, a, split_dir / "pos") for a in self._ann]
         self._ids = [f"{split_dir.name}/{a.file.stem}" for a in self._ann]
 

@@ -94,6 +94,14 @@ def parse_pascal_v1(path: str | Path) -> PascalAnnotation:
     return PascalAnnotation(path, image_name, size_hw, tuple(labels), tuple(objects), boxes)
 
 
+def parse_pascal_folder(ann_dir: Path, name: str) -> list[PascalAnnotation]:
+    """Every PASCAL v1.00 ``*.txt`` in ``ann_dir`` (sorted, hidden files skipped); none -> ``ValueError``."""
+    files = sorted(p for p in ann_dir.iterdir() if p.suffix.lower() == ".txt" and not p.name.startswith("."))
+    if not files:
+        raise ValueError(f"{name}: no annotation .txt files in {ann_dir}")
+    return [parse_pascal_v1(f) for f in files]
+
+
 def resolve_image(root: Path, ann: PascalAnnotation, fallback_dir: Path) -> Path:
     """The image an annotation names: tried as a path relative to ``root``, to ``root``'s parent (the archives name
     ``PennFudanPed/PNGImages/x.png`` from outside the folder), then its base name in ``fallback_dir``.
@@ -133,10 +141,7 @@ class PennFudanDataset(Dataset):
         if not ann_dir.is_dir():
             raise FileNotFoundError(f"pennfudan root {str(root)!r} has no Annotation/ folder (expected the "
                                     f"PennFudanPed folder with PNGImages/, Annotation/, PedMasks/)")
-        files = sorted(p for p in ann_dir.iterdir() if p.suffix.lower() == ".txt" and not p.name.startswith("."))
-        if not files:
-            raise ValueError(f"pennfudan: no annotation .txt files in {ann_dir}")
-        self._ann = [parse_pascal_v1(f) for f in files]
+        self._ann = parse_pascal_folder(ann_dir, "pennfudan")
         self._images = [resolve_image(self.root, a, self.root / "PNGImages") for a in self._ann]
         self._masks = []
         for a, img in zip(self._ann, self._images):

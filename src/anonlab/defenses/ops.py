@@ -20,14 +20,10 @@ from torch import Tensor
 
 from anonlab._counter_rng import hash32
 from anonlab.defenses.regions import Regions
+from anonlab.types import check_images
 
 #: relative strengths are rounded to 2**(k/4)
 BUCKETS_PER_OCTAVE = 4
-
-
-def check_uint8_images(images: Tensor) -> None:
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
 
 
 def quantize(values: Tensor) -> Tensor:
@@ -164,7 +160,7 @@ def gaussian_blur(images: Tensor, regions: Regions, sigma: float | None = None, 
 
     Exactly one of ``sigma`` (pixels) or ``sigma_rel`` (fraction of each box's height, quantized) is given.
     """
-    check_uint8_images(images)
+    check_images(images)
     n = regions.rects.shape[0]
     if sigma is not None:
         per_box = torch.full((n, 1), float(sigma), device=images.device)
@@ -179,7 +175,7 @@ def box_blur(images: Tensor, regions: Regions, kernel: int | None = None, kernel
     ``kernel``: square kernel side in pixels; or ``kernel_rel``: kernel (h, w) as a fraction of each box's
     (height, width), quantized (deface uses 0.5: ``cv2.blur(roi, (w // 2, h // 2))``).
     """
-    check_uint8_images(images)
+    check_images(images)
     n = regions.rects.shape[0]
     if kernel is not None:
         per_box = torch.full((n, 2), float(kernel), device=images.device)
@@ -197,7 +193,7 @@ def pixelate(images: Tensor, regions: Regions, blocks: int | None = None, block_
     ``floor((y - y1) * N / h) == i`` and ``floor((x - x1) * N / w) == j``. ``block_px``: square blocks of that many
     pixels, anchored at the region's top-left corner. Only pixels inside the region shape contribute and change.
     """
-    check_uint8_images(images)
+    check_images(images)
     if regions.rects.shape[0] == 0:
         return images.clone()
     # work only on the window that holds the regions: pixelation cost then scales with the faces, not the frame
@@ -243,7 +239,7 @@ def _pixelate_window(images: Tensor, owner: Tensor, r: Tensor, blocks: int | Non
 
 def solid_fill(images: Tensor, regions: Regions, color: tuple[int, int, int] = (0, 0, 0)) -> Tensor:
     """Paint the regions with one RGB colour."""
-    check_uint8_images(images)
+    check_images(images)
     fill = torch.tensor(color, dtype=torch.uint8, device=images.device).view(1, 3, 1, 1)
     return torch.where(regions.mask, fill, images)
 
@@ -265,7 +261,7 @@ def additive_noise(images: Tensor, regions: Regions, std: float, seed: int = 0) 
     The noise field is frozen (depends on ``seed`` and pixel position only), so CPU and CUDA agree and a
     frame's result does not depend on its batch.
     """
-    check_uint8_images(images)
+    check_images(images)
     out = images.clone()
     if regions.rects.shape[0] == 0:
         return out

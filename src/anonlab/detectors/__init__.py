@@ -1,6 +1,5 @@
 """Detector adapters. Each module registers its entries in ``DETECTORS``; imported explicitly, in order."""
 
-from anonlab.detectors.base import DETECTORS
 from anonlab.detectors import (  # noqa: F401  (registration side effect)
     centerface,
     dlib_detectors,
@@ -12,5 +11,6 @@ from anonlab.detectors import (  # noqa: F401  (registration side effect)
     yolox,
     yunet,
 )
+from anonlab.detectors.base import DETECTORS
 
 __all__ = ["DETECTORS"]

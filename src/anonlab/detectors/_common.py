@@ -62,12 +62,6 @@ def ort_session(path: Path, name: str, device: torch.device | str = "cpu"):
     return sess
 
 
-def to_float(images: Tensor, bgr: bool = False) -> Tensor:
-    """uint8 (B, 3, H, W) RGB -> float32 0..255, channel order flipped to BGR if ``bgr``."""
-    x = images.float()
-    return x.flip(1) if bgr else x
-
-
 def letterbox(x: Tensor, size_hw: tuple[int, int], pad_value: float = 114.0) -> tuple[Tensor, float]:
     """Resize float (B, 3, H, W) keeping aspect ratio into the top-left of ``size_hw``; return (batch, ratio).
 

@@ -20,7 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from anonlab import weights
-from anonlab.detectors._common import clip_boxes, letterbox, nms_detections, onnx_to_torch, quiet_onnx2torch
+from anonlab.detectors._common import (
+    clip_boxes,
+    letterbox,
+    nms_detections,
+    onnx_to_torch,
+    quiet_onnx2torch,
+)
 from anonlab.detectors.base import DETECTORS
 from anonlab.types import Detections, Detector, check_images
 

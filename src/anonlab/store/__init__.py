@@ -1,5 +1,10 @@
 """The results store: the row schema lives here and nowhere else."""
 
-from anonlab.store.parquet import RESULT_SCHEMA, SUMMARY_SCHEMA, read_results, write_table
+from anonlab.store.parquet import (
+    RESULT_SCHEMA,
+    SUMMARY_SCHEMA,
+    read_results,
+    write_table,
+)
 
 __all__ = ["RESULT_SCHEMA", "SUMMARY_SCHEMA", "read_results", "write_table"]
