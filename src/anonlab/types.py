@@ -10,7 +10,7 @@ Conventions (see STYLE.md §3):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -157,7 +157,8 @@ class GroundTruth:
 
 @dataclass(frozen=True)
 class Sample:
-    """One image of a dataset: ``image`` is ``uint8 (3, H, W)`` RGB on the CPU."""
+    """One image of a dataset: ``image`` is ``uint8 (3, H, W)`` RGB, on the CPU (or on the CUDA device when the
+    engine decodes JPEGs there, see :func:`anonlab.io.images.decode_on`)."""
 
     image_id: str
     image: Tensor
@@ -196,5 +197,40 @@ class Detector(nn.Module):
     def forward(self, images: Tensor) -> Detections:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    #: autocast dtype of the network part (None: float32); torch ("differentiable") detectors only
+    amp_dtype: torch.dtype | None = None
+
+    def set_precision(self, precision: str) -> bool:
+        """Run the network under autocast at ``precision`` (``fp32``, ``bf16`` or ``fp16``); pre- and
+        post-processing (resizing, box decoding, NMS) stay float32. Returns False, changing nothing, for detectors
+        that are not torch graphs (OpenCV, dlib, MTCNN): they always run at their own precision."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if "differentiable" not in self.capabilities:
+            return False
+        self.amp_dtype = PRECISIONS[precision]
+        return True
+
+    def run_net(self, net: nn.Module, *args: Tensor) -> Any:
+        """``net(*args)``, under autocast when :meth:`set_precision` chose a reduced precision; floating
+        outputs come back as float32."""
+        if self.amp_dtype is None:
+            return net(*args)
+        with torch.autocast(args[0].device.type, dtype=self.amp_dtype):
+            out = net(*args)
+        return _to_float32(out)
+
     def extra_repr(self) -> str:
         return f"kind={self.kind}, threshold={self.threshold}, score_floor={self.score_floor}"
+
+
+#: names accepted by :meth:`Detector.set_precision`
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _to_float32(out: Any) -> Any:
+    if isinstance(out, Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, (list, tuple)):
+        return type(out)(_to_float32(o) for o in out)
+    return out

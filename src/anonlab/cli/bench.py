@@ -10,12 +10,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from anonlab.engine import environment, run_bench
 from anonlab.report.tables import markdown, print_recall_table
-from anonlab.store import RESULT_SCHEMA, SUMMARY_SCHEMA, write_table
+from anonlab.store import SUMMARY_SCHEMA, atomic_write, write_table
 
 
 def write_outputs(result, cfg: DictConfig, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    write_table(result.rows, RESULT_SCHEMA, out / "results.parquet")
+    atomic_write(result.table, out / "results.parquet")
     write_table(result.summary, SUMMARY_SCHEMA, out / "summary.parquet")
     (out / "summary.md").write_text(markdown(result.summary, "anonlab bench"))
     run = {
@@ -23,6 +23,7 @@ def write_outputs(result, cfg: DictConfig, out: Path) -> None:
         "seed": int(cfg.seed),
         "wall_time_s": round(result.wall_s, 3),
         "n_images": result.n_images,
+        "job_hash": result.job_hash,
         "settings": result.settings,
         "detectors": result.detectors,
         "failures": [{"image": f.image, "error": f.error} for f in result.failures],
@@ -34,11 +35,11 @@ def write_outputs(result, cfg: DictConfig, out: Path) -> None:
 
 def run_and_write(cfg: DictConfig, out_dir: str) -> int:
     """Run one job; returns the exit code (3 when some images failed to load)."""
-    result = run_bench(cfg, progress=bool(cfg.progress))
     out = Path(out_dir)
+    result = run_bench(cfg, progress=bool(cfg.progress), out=out)
     write_outputs(result, cfg, out)
     print_recall_table(result.summary, title=f"Recall (%) — {result.n_images} images, regions {cfg.regions.source}")
-    print(f"wrote {out}/results.parquet ({len(result.rows)} rows), summary.md, run.json "
+    print(f"wrote {out}/results.parquet ({result.table.num_rows} rows), summary.md, run.json "
           f"in {result.wall_s:.1f} s", file=sys.stderr)
     if result.failures:
         print(f"error: {len(result.failures)} image(s) could not be read; see {out}/run.json", file=sys.stderr)

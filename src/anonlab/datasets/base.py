@@ -20,6 +20,8 @@ class Dataset:
     #: object kinds this dataset has no human annotation for: the engine fills them with consensus pseudo
     #: ground truth from its detector panel and flags those rows ``pseudo_gt``
     pseudo_kinds: tuple[str, ...] = ()
+    #: True when ``load`` reads one decoder stream (a video): the engine then calls it from one thread, in order
+    sequential: bool = False
 
     @property
     def annotated(self) -> bool:

@@ -149,6 +149,7 @@ class MOTDataset(Dataset):
     """
 
     pseudo_kinds: tuple[str, ...] = ("face",)
+    sequential = True  # frames may come from one VideoReader per sequence: decode in order, from one thread
 
     def __init__(self, root: str, stride: int = 1, max_frames: int | None = None, source: str = "auto",
                  video: str | None = None) -> None:

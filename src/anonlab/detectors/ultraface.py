@@ -67,7 +67,7 @@ class UltraFace(DenseDetector):
             aa = self.antialias and shrink
             x = F.interpolate(x, size=INPUT_HW, mode="bilinear", align_corners=False, antialias=aa)
         with quiet_onnx2torch():
-            scores, boxes = self.net((x - 127.0) / 128.0)
+            scores, boxes = self.run_net(self.net, (x - 127.0) / 128.0)
         return scores[..., 1], boxes * boxes.new_tensor([w, h, w, h])
 
     def extra_repr(self) -> str:

@@ -173,7 +173,7 @@ class UltralyticsYOLO(Detector):
             got = f"{x.dtype} {tuple(x.shape)}"
             raise ValueError(f"yolo: forward_float needs float (B, 3, H, W) RGB in [0, 1], got {got}")
         net_in, r = letterbox(x, self.network_size(tuple(x.shape[-2:])), PAD_VALUE)
-        y = self.model(net_in)
+        y = self.run_net(self.model, net_in)
         y = y[0] if isinstance(y, (tuple, list)) else y
         if self.end2end:
             return torch.cat([y[..., :4] / r, y[..., 4:]], dim=-1)

@@ -132,7 +132,7 @@ class YOLOXNano(Detector):
     def raw(self, x_bgr255: Tensor) -> Tensor:
         """The network alone: letterboxed float (B, 3, S, S) BGR 0..255 -> raw (B, A, 85) grid predictions."""
         with quiet_onnx2torch():
-            return self.net(x_bgr255)
+            return self.run_net(self.net, x_bgr255)
 
     def preprocess(self, x: Tensor) -> tuple[Tensor, float]:
         """float (B, 3, H, W) RGB in [0, 1] -> (network input (B, 3, S, S) BGR 0..255 letterboxed top-left, r)."""

@@ -112,7 +112,7 @@ class YuNet(DenseDetector):
         if (rh, rw) != (h, w):
             x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
         x = F.pad(x, (0, pw - rw, 0, ph - rh))  # zeros bottom/right, as FaceDetectorYN pads
-        scores, boxes = decode(self.net(x), b, (ph, pw))
+        scores, boxes = decode(self.run_net(self.net, x), b, (ph, pw))
         return scores, boxes / boxes.new_tensor([rw / w, rh / h, rw / w, rh / h])
 
     def extra_repr(self) -> str:

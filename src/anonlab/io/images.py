@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -15,8 +18,26 @@ class ImageReadError(ValueError):
     """An image file could not be decoded; the message names the file and the reason, on one line."""
 
 
+#: where JPEGs are decoded: None = CPU (libjpeg-turbo); a CUDA device = nvJPEG through torchvision
+_DECODE_DEVICE: contextvars.ContextVar[torch.device | None] = contextvars.ContextVar("decode_device", default=None)
+
+
+@contextlib.contextmanager
+def decode_on(device: torch.device | str | None) -> Iterator[None]:
+    """Within this block (and in threads started with a copy of its context), :func:`read_image` decodes JPEG
+    files on ``device`` when it is a CUDA device (nvJPEG; other formats still decode on the CPU). A CPU device or
+    None decodes on the CPU."""
+    dev = None if device is None else torch.device(device)
+    token = _DECODE_DEVICE.set(dev if dev is not None and dev.type == "cuda" else None)
+    try:
+        yield
+    finally:
+        _DECODE_DEVICE.reset(token)
+
+
 def read_image(path: str | Path) -> Tensor:
-    """Decode ``path`` to ``uint8 (3, H, W)`` RGB on the CPU, EXIF orientation applied.
+    """Decode ``path`` to ``uint8 (3, H, W)`` RGB, EXIF orientation applied: on the CPU, or for JPEGs on the CUDA
+    device chosen with :func:`decode_on`.
 
     Raises :class:`ImageReadError` naming the file when it is missing, empty, truncated or not an image.
     Truncated JPEGs decode "successfully" in libjpeg (grey bottom rows and a warning), so a JPEG whose data
@@ -31,9 +52,13 @@ def read_image(path: str | Path) -> Tensor:
         raise ImageReadError(f"cannot read image {p}: file is empty")
     if data[:3] == b"\xff\xd8\xff" and b"\xff\xd9" not in data[-64:]:
         raise ImageReadError(f"cannot read image {p}: truncated JPEG (no end-of-image marker)")
+    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    device = _DECODE_DEVICE.get()
     try:
-        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
-                           apply_exif_orientation=True)
+        if device is not None and data[:3] == b"\xff\xd8\xff":
+            img = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+        else:
+            img = decode_image(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True)
     except RuntimeError as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ImageReadError(f"cannot read image {p}: {msg}") from e

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from anonlab.store.shards import atomic_write
 
 #: one row per (image, defense setting, detector)
 RESULT_SCHEMA = pa.schema(
@@ -34,9 +35,19 @@ RESULT_SCHEMA = pa.schema(
         ("pseudo_gt", pa.bool_()),
         ("iou", pa.float32()),
         ("face_px", pa.float32()),  # median height of the image's annotated faces as evaluated; null if none
-        ("config_hash", pa.string()),
+        ("config_hash", pa.string()),  # identity of (dataset, camera, regions, setting, detector): the summary's key
+        # evidence, so that summaries and AP can be recomputed from merged shards (split jobs, other IoUs):
+        ("clean_found", pa.int32()),  # ground-truth boxes this detector found on the clean image
+        ("lost", pa.int32()),  # of those, boxes it no longer finds under this setting
+        ("gt_boxes", pa.list_(pa.float32())),  # flattened xyxy of the image's ground truth of detector_kind
+        ("gt_ignore", pa.list_(pa.bool_())),  # one flag per ground-truth box (ignored boxes never count)
+        ("det_boxes", pa.list_(pa.float32())),  # flattened xyxy of every detection >= the detector's score floor
+        ("det_scores", pa.list_(pa.float32())),
     ]
 )
+
+#: columns a reader can skip when it only wants the counts
+EVIDENCE_COLUMNS = ("gt_boxes", "gt_ignore", "det_boxes", "det_scores")
 
 #: one row per (defense setting, detector): totals over the dataset and AP (pycocotools)
 SUMMARY_SCHEMA = pa.schema(
@@ -68,27 +79,35 @@ SUMMARY_SCHEMA = pa.schema(
 def write_table(rows: list[dict], schema: pa.Schema, path: str | os.PathLike) -> Path:
     """Write ``rows`` (dicts with exactly the schema's columns) to ``path`` atomically; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     names = set(schema.names)
     for r in rows[:1]:
         if set(r) != names:
             raise ValueError(f"row columns {sorted(set(r) ^ names)} do not match the {path.name} schema")
-    table = pa.Table.from_pylist(rows, schema=schema)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(pa.Table.from_pylist(rows, schema=schema), path)
 
 
-def read_results(path: str | os.PathLike) -> pa.Table:
-    """Read ``results.parquet`` (a file) or every ``results.parquet`` under a directory (multirun) as one table."""
+def read_results(path: str | os.PathLike, columns: list[str] | None = None, partial: bool = False) -> pa.Table:
+    """Every job's results at or under ``path`` as one table: a ``results.parquet`` file, a run folder, or a
+    multirun / cluster sweep folder (one sub-folder per job).
+
+    ``partial=True`` also reads the finished shards of jobs that have no ``results.parquet`` yet (killed or still
+    running). ``columns`` selects columns (e.g. leave out :data:`EVIDENCE_COLUMNS`). The table is Arrow: hand it
+    to pandas (``.to_pandas()``), polars or DuckDB (``duckdb.sql("select ... from tbl")``) in a notebook.
+    """
     p = Path(path)
-    files = [p] if p.is_file() else sorted(p.rglob("results.parquet"))
+    if p.is_file():
+        files = [p]
+    else:
+        files = sorted(p.rglob("results.parquet"))
+        if partial:
+            complete = {f.parent for f in files}
+            files += sorted(s for s in p.rglob("shards/*/part-*.parquet")
+                            if s.parent.parent.parent not in complete)
     if not files:
-        raise FileNotFoundError(f"no results.parquet at or under {p}")
-    return pa.concat_tables([pq.read_table(f) for f in files])
+        raise FileNotFoundError(f"no results.parquet at or under {p}"
+                                + ("" if partial else " (partial=True also reads unfinished jobs' shards)"))
+    tables = []
+    for f in files:
+        t = pq.read_table(f, columns=columns).replace_schema_metadata(None)
+        tables.append(t)
+    return pa.concat_tables(tables, promote_options="default")

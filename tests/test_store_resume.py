@@ -1,0 +1,215 @@
+"""The results store and the engine's data path: shards, resume after a real kill, split jobs, the decode
+loader, reduced precision, and the SLURM launcher config — with real detectors on real images."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from anonlab.engine import CONF_DIR, BenchError, iter_batches, run_bench
+from anonlab.io.images import decode_on, read_image
+from anonlab.metrics.summary import summarize
+from anonlab.store import EVIDENCE_COLUMNS, RESULT_SCHEMA, Chunk, ShardStore, plan_chunks, read_results
+from images import BUS, package_file
+
+BUS_JPG = package_file(*BUS)
+
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+#: default dataset (5 photos), CenterFace only, 3 settings; one image per shard
+JOB = ["detectors=[centerface]", "sweep=[{name: gaussian_blur, sigma: null, sigma_rel: 0.5}, "
+       "{name: pixelate, blocks: 4}]", "store.shard_images=1", "progress=false"]
+
+
+def bench_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="bench", overrides=list(overrides))
+
+
+def anonlab_bench(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "anonlab.cli.main", "bench", *args], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_plan_chunks_covers_every_image_once_across_splits():
+    full = plan_chunks(10, 3)
+    assert full == [Chunk(0, 3), Chunk(3, 6), Chunk(6, 9), Chunk(9, 10)]
+    parts = [plan_chunks(10, 3, i, 3) for i in range(3)]
+    assert sorted(c.start for p in parts for c in p) == [0, 3, 6, 9]
+    with pytest.raises(ValueError, match="split.index must be in"):
+        plan_chunks(10, 3, 3, 3)
+    with pytest.raises(ValueError, match="shard_images must be >= 1"):
+        plan_chunks(10, 0)
+
+
+def test_killed_run_resumes_to_exactly_the_rows_of_an_uninterrupted_run(tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    ref = anonlab_bench(*JOB, f"out={full}")
+    run = anonlab_bench(*JOB, f"out={killed}")
+    try:
+        deadline = time.monotonic() + 300
+        while not list(killed.glob("shards/*/part-*.parquet")):
+            assert run.poll() is None, f"run ended before its first shard: {run.stderr.read()}"
+            assert time.monotonic() < deadline, "no shard written within 300 s"
+            time.sleep(0.02)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    finally:
+        run.kill()
+    done_at_kill = {p.name: p.stat().st_mtime_ns for p in killed.glob("shards/*/part-*.parquet")}
+    assert 1 <= len(done_at_kill) < 5, "the kill must land mid-way through the 5 shards"
+    assert not (killed / "results.parquet").exists()
+
+    assert ref.wait(timeout=600) == 0, ref.stderr.read()
+    resumed = anonlab_bench(*JOB, f"out={killed}")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert f"resuming: {len(done_at_kill)} of 5 result shards already in" in err
+    for p in killed.glob("shards/*/part-*.parquet"):  # finished shards were not recomputed
+        if p.name in done_at_kill:
+            assert p.stat().st_mtime_ns == done_at_kill[p.name]
+
+    a, b = pq.read_table(full / "results.parquet"), pq.read_table(killed / "results.parquet")
+    assert a.num_rows == b.num_rows == 5 * 3  # 5 images x (none + 2 settings) x 1 detector: no loss, no duplicate
+    assert a.equals(b)
+    assert pq.read_table(full / "summary.parquet").equals(pq.read_table(killed / "summary.parquet"))
+
+    # a re-run of a finished job computes nothing and rewrites the same results
+    again = anonlab_bench(*JOB, f"out={killed}")
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0 and "resuming: 5 of 5" in err
+    assert pq.read_table(killed / "results.parquet").equals(a)
+
+
+def test_split_jobs_merge_to_the_full_run_and_its_summary(tmp_path):
+    cfg = bench_cfg(*JOB, "limit=3")
+    full = run_bench(cfg, progress=False, out=tmp_path / "full")
+    parts = []
+    for i in range(2):
+        with open_dict(cfg):
+            cfg.split.index, cfg.split.count = i, 2
+        parts.append(run_bench(cfg, progress=False, out=tmp_path / f"part{i}"))
+    assert [p.n_images for p in parts] == [2, 1]  # shards 0 and 2, then shard 1
+    key = [("image", "ascending"), ("setting", "ascending")]
+    merged_parts = pa.concat_tables([p.table for p in parts]).sort_by(key)
+    assert merged_parts.equals(full.table.sort_by(key))
+    by_hash = {r["config_hash"]: r for r in full.summary}
+    merged_summary = summarize(merged_parts)
+    assert len(merged_summary) == len(by_hash) == 3
+    for r in merged_summary:
+        assert r == by_hash[r["config_hash"]]
+    assert full.summary[0]["setting"] == "none" and full.summary[0]["recall"] == 1.0
+
+
+def test_reader_reads_unfinished_jobs_only_when_asked(tmp_path):
+    store = ShardStore(tmp_path / "job" / "shards", "abc", RESULT_SCHEMA)
+    row = {name: None for name in RESULT_SCHEMA.names} | {"image": "x.jpg", "setting": "none", "tp": 1}
+    store.write(Chunk(0, 1), [row], {"n_images": 1})
+    with pytest.raises(FileNotFoundError, match="partial=True"):
+        read_results(tmp_path)
+    t = read_results(tmp_path, partial=True)
+    assert t.num_rows == 1 and t["image"].to_pylist() == ["x.jpg"]
+    slim = read_results(tmp_path, partial=True, columns=[c for c in RESULT_SCHEMA.names if c not in EVIDENCE_COLUMNS])
+    assert "det_boxes" not in slim.column_names
+
+
+def test_a_corrupt_shard_is_a_one_line_error_naming_it(tmp_path):
+    store = ShardStore(tmp_path, "h", RESULT_SCHEMA)
+    store.dir.mkdir(parents=True)
+    store.path(Chunk(0, 1)).write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match=r"part-0000000-0000001.parquet is unreadable .*delete it"):
+        store.read([Chunk(0, 1)])
+
+
+def test_changed_configuration_never_reuses_old_shards(tmp_path):
+    a = run_bench(bench_cfg(*JOB, "limit=1"), progress=False, out=tmp_path)
+    b = run_bench(bench_cfg(*JOB, "limit=1", "match_iou=0.6"), progress=False, out=tmp_path)
+    assert a.job_hash != b.job_hash
+    assert b.extra["shards"]["computed"] == 1
+    assert b.table["iou"].to_pylist() == pytest.approx([0.6] * b.table.num_rows)
+
+
+@pytest.mark.parametrize("workers", [0, 3])
+def test_background_decoding_keeps_order_and_content(workers):
+    from anonlab.datasets import DATASETS
+
+    ds = DATASETS.get("default")()
+    failures: list = []
+    batches = list(iter_batches(ds, range(len(ds)), 1, failures, print, workers=workers))
+    assert [b[0].image_id for b in batches] == ds.refs()
+    for b, i in zip(batches, range(len(ds))):
+        assert torch.equal(b[0].image, ds.load(i).image)
+    assert not failures
+
+
+def test_decode_on_cpu_is_the_plain_decoder():
+    with decode_on("cpu"):
+        assert torch.equal(read_image(BUS_JPG), read_image(BUS_JPG))
+    with decode_on(None):
+        img = read_image(BUS_JPG)
+    assert img.device.type == "cpu" and img.dtype == torch.uint8
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_nvjpeg_decode_matches_the_cpu_decoder():
+    cpu = read_image(BUS_JPG)
+    with decode_on("cuda"):
+        gpu = read_image(BUS_JPG)
+    assert gpu.device.type == "cuda" and gpu.shape == cpu.shape
+    diff = (gpu.cpu().int() - cpu.int()).abs()
+    assert diff.float().mean() < 1.0 and diff.max() <= 16  # IDCT/upsampling rounding differs, content does not
+
+
+def test_bf16_autocast_keeps_centerface_boxes():
+    from anonlab.detectors import DETECTORS
+
+    det = DETECTORS.get("centerface")().eval()
+    img = read_image(BUS_JPG)[None]
+    ref = det(img).above(det.threshold)
+    assert det.set_precision("bf16")
+    low = det(img).above(det.threshold)
+    assert low.boxes.dtype == torch.float32 and low.scores.dtype == torch.float32
+    from torchvision.ops import box_iou
+
+    assert len(low) == len(ref) >= 2  # the two large faces (the small ones are below the threshold)
+    assert box_iou(ref.boxes, low.boxes).amax(1).min() > 0.95  # measured 0.995
+    haar = DETECTORS.get("haar")()
+    assert not haar.set_precision("bf16")  # OpenCV: not a torch graph, runs as it is
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
+        det.set_precision("int8")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("store.shard_images=0", "store.shard_images must be an integer >= 1"),
+    ("split.index=2", "split.index must be in"),
+    ("loader.decode=gpu", "loader.decode must be cpu or device"),
+    ("precision=half", "precision must be one of"),
+    ("loader.workers=-1", "loader.workers must be an integer >= 0"),
+])
+def test_bad_engine_options_fail_before_any_work(override, message, tmp_path):
+    with pytest.raises(BenchError, match=message):
+        run_bench(bench_cfg(*JOB, override, "split.count=2"), progress=False, out=tmp_path)
+    assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_slurm_launcher_config_composes_and_instantiates_without_a_cluster():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install 'anonlab[slurm]'")
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="bench", overrides=["hydra/launcher=slurm", "split.count=4"],
+                      return_hydra_config=True)
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher).__name__ == "SlurmLauncher"
+    assert launcher.params["gpus_per_node"] == 1 and launcher.params["max_num_timeout"] >= 1
