@@ -171,6 +171,20 @@ def test_nvjpeg_decode_matches_the_cpu_decoder():
     assert diff.float().mean() < 1.0 and diff.max() <= 16  # IDCT/upsampling rounding differs, content does not
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_job_with_gpu_decode_and_batches_matches_the_cpu_job(tmp_path):
+    cpu = run_bench(bench_cfg(*JOB, "limit=3"), progress=False, out=tmp_path / "cpu")
+    gpu = run_bench(bench_cfg(*JOB, "limit=3", "device=cuda", "loader.decode=device", "batch_size=4",
+                              "loader.workers=2"), progress=False, out=tmp_path / "gpu")
+    key = [("image", "ascending"), ("setting", "ascending")]
+    a, b = cpu.table.sort_by(key), gpu.table.sort_by(key)
+    assert a["image"].to_pylist() == b["image"].to_pylist()
+    # same matches up to a detection whose score sits on the threshold (float differences across devices)
+    diffs = [abs(x - y) for x, y in zip(a["tp"].to_pylist(), b["tp"].to_pylist())]
+    assert sum(diffs) <= 1, diffs
+
+
 def test_bf16_autocast_keeps_centerface_boxes():
     from anonlab.detectors import DETECTORS
 

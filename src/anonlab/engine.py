@@ -277,8 +277,8 @@ def _to_device(samples: list[Sample], device: torch.device) -> Tensor:
     """Stack one bucket into ``uint8 (B, 3, H, W)`` on ``device``: through pinned host memory and an asynchronous
     copy for CUDA, as is when the frames were decoded there already."""
     images = [s.image for s in samples]
-    if images[0].device == device:
-        return torch.stack(images)
+    if images[0].device.type != "cpu":  # decoded on the GPU already
+        return torch.stack(images).to(device)
     if device.type == "cuda":
         staged = torch.empty((len(images), *images[0].shape), dtype=torch.uint8, pin_memory=True)
         torch.stack(images, out=staged)
