@@ -227,3 +227,23 @@ def test_slurm_launcher_config_composes_and_instantiates_without_a_cluster():
     launcher = instantiate(cfg.hydra.launcher)
     assert type(launcher).__name__ == "SlurmLauncher"
     assert launcher.params["gpus_per_node"] == 1 and launcher.params["max_num_timeout"] >= 1
+
+
+def test_padding_to_a_multiple_batches_mixed_sizes_and_keeps_boxes():
+    from anonlab.datasets import DATASETS
+
+    ds = DATASETS.get("default")()
+    batches = list(iter_batches(ds, range(2), 8, [], print, pad_to=1536))  # bus (1080x810) and zidane (720x1280)
+    assert len(batches) == 1 and [s.image.shape for s in batches[0]] == [(3, 1536, 1536)] * 2
+    for s, i in zip(batches[0], range(2)):
+        orig = ds.load(i)
+        h, w = orig.image.shape[-2:]
+        assert torch.equal(s.image[:, :h, :w], orig.image) and s.image[:, h:].sum() == s.image[:, :, w:].sum() == 0
+        assert torch.equal(s.gt.faces, orig.gt.faces)
+
+
+def test_padded_batched_job_finds_the_same_faces(tmp_path):
+    plain = run_bench(bench_cfg(*JOB, "limit=2", "sweep=null", "defense=none"), progress=False, out=tmp_path / "a")
+    padded = run_bench(bench_cfg(*JOB, "limit=2", "sweep=null", "defense=none", "loader.pad_to=1536",
+                                 "batch_size=2"), progress=False, out=tmp_path / "b")
+    assert plain.table["tp"].to_pylist() == padded.table["tp"].to_pylist() == [2, 2]  # the 2 large faces of each

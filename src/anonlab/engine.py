@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -192,10 +193,12 @@ class BenchResult:
 
 def iter_batches(dataset: Dataset, indices: range | list[int], batch_size: int, failures: list[Failure], log,
                  face_px: float | None = None, skipped: list[str] | None = None, workers: int = 1,
-                 decode_device: torch.device | None = None) -> Iterator[list[Sample]]:
+                 decode_device: torch.device | None = None, pad_to: int = 0) -> Iterator[list[Sample]]:
     """Decode the samples at ``indices`` in order, optionally rescale each so its median annotated face is
     ``face_px`` high (frames without annotated faces are listed in ``skipped``), bucket them by (H, W) and yield
-    full buckets (then the remainders).
+    full buckets (then the remainders). ``pad_to`` > 0 pads each frame at the bottom and right with black up to
+    the next multiple of ``pad_to`` pixels, so frames of nearby sizes share a batch; boxes keep their
+    coordinates, and a frame is padded the same whatever the batch size (results do not depend on it).
 
     ``workers`` background threads decode ahead of the consumer (0: decode inline), so decoding overlaps the
     detectors; datasets that read one stream (``Dataset.sequential``) use one thread, which keeps their reads in
@@ -211,7 +214,9 @@ def iter_batches(dataset: Dataset, indices: range | list[int], batch_size: int, 
             s = dataset.load(i)
         except ImageReadError as e:
             return e
-        return rescale_to_face(s, face_px) if face_px is not None else s
+        if face_px is not None:
+            s = rescale_to_face(s, face_px)
+        return _pad_sample(s, pad_to) if s is not None and pad_to > 0 else s
 
     buckets: dict[tuple[int, int], list[Sample]] = defaultdict(list)
     with decode_on(decode_device), _ordered_map(load, list(indices), workers, 2 * workers + batch_size) as results:
@@ -229,6 +234,14 @@ def iter_batches(dataset: Dataset, indices: range | list[int], batch_size: int, 
             if len(buckets[key]) >= batch_size:
                 yield buckets.pop(key)
     yield from (b for b in buckets.values() if b)
+
+
+def _pad_sample(s: Sample, multiple: int) -> Sample:
+    h, w = s.image.shape[-2:]
+    ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    if (ph, pw) == (h, w):
+        return s
+    return dataclasses.replace(s, image=torch.nn.functional.pad(s.image, (0, pw - w, 0, ph - h)))
 
 
 @contextlib.contextmanager
@@ -309,6 +322,7 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
         raise BenchError(f"match_iou must be in (0, 1], got {cfg.match_iou}")
     batch_size = _int_option(cfg, "batch_size", 1, 1)
     workers = _int_option(cfg, "loader.workers", 1, 0)
+    pad_to = _int_option(cfg, "loader.pad_to", 0, 0)
     shard_images = _int_option(cfg, "store.shard_images", 64, 1)
     split_index, split_count = _int_option(cfg, "split.index", 0, 0), _int_option(cfg, "split.count", 1, 1)
     decode = OmegaConf.select(cfg, "loader.decode", default="cpu")
@@ -355,7 +369,7 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
     dataset_name = getattr(dataset, "name", None) or type(dataset).__name__
     det_cfgs = {n: _plain(_group_config("detector", n, DETECTORS)) for n in detectors}
     common = (_plain(cfg.dataset), _plain(cfg.camera), regions_label, iou, face_px,
-              _plain(cfg.pseudo_gt) if pseudo else None, device.type)
+              _plain(cfg.pseudo_gt) if pseudo else None, device.type, pad_to)
     hashes = {(s.label(), n): _config_hash(common, s.name, s.params(), det_cfgs[n],
                                            (cfg.get("detector_overrides") or {}).get(n),
                                            precision if n in reduced else "fp32")
@@ -383,7 +397,8 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
                 rows: list[dict] = []
                 n = 0
                 for batch in iter_batches(dataset, range(chunk.start, chunk.stop), batch_size, failures, log,
-                                          face_px, skipped, workers, device if decode == "device" else None):
+                                          face_px, skipped, workers, device if decode == "device" else None,
+                                          pad_to):
                     rows.extend(_evaluate_batch(ctx, batch, advance))
                     n += len(batch)
                 store.write(chunk, rows, {"n_images": n, "skipped_no_face": skipped,
