@@ -95,27 +95,91 @@ def _crop_window(rects: Tensor, pad_y: int, pad_x: int, size: tuple[int, int]) -
     return max(0, y1 - pad_y), min(h, y2 + pad_y), max(0, x1 - pad_x), min(w, x2 + pad_x)
 
 
-def _filter_by_bucket(images: Tensor, regions: Regions, bucket_of_box: Tensor, filt) -> Tensor:
-    """Apply ``filt(float_crop, key) -> float_crop`` once per distinct bucket key; composite each into its boxes.
+#: a separate filter call costs about this many multiply-adds (launch, crop and compositing overhead)
+_CALL_COST = 256 * 256 * 32
 
-    ``bucket_of_box`` is ``(N, K)`` float per box (e.g. sigma, or kernel h and w). Each bucket's filter runs only
-    on the window around its boxes, grown by the filter reach, so the result inside the boxes equals a
-    full-image filter exactly.
+
+def _filter_cost(n_images: int, h: int, w: int, taps_y: int, taps_x: int) -> int:
+    """Multiply-adds of :func:`separable_filter` on ``n_images`` windows of h x w (an axis filtered by a band
+    matrix costs its length per pixel, a convolution its taps)."""
+    cx = w if taps_x >= MATMUL_KERNEL_MIN or taps_x > w else taps_x
+    cy = h if taps_y >= MATMUL_KERNEL_MIN or taps_y > h else taps_y
+    return n_images * h * w * (cx + cy)
+
+
+def _window_groups(rects: list[list[int]], images: list[int], reach_y: int, reach_x: int, taps: tuple[int, int],
+                   size: tuple[int, int]) -> list[tuple[list[int], list[int], tuple[int, int, int, int]]]:
+    """Group boxes whose filter windows (box grown by the reach, clipped) are cheaper filtered together.
+
+    Returns ``(box indices, image indices, window y1, y2, x1, x2)`` per group. A box joins a group when filtering
+    the group's bounding window over the union of their images costs no more than filtering both apart plus
+    one call's overhead (:func:`_filter_cost`), so far-apart faces (or faces in different frames of a batch) no
+    longer make one window span the whole frame, while crowded faces still share one call.
+    """
+    h, w = size
+    groups: list[list] = []  # [boxes, images set, y1, y2, x1, x2]
+
+    def cost(imgs: set, y1, y2, x1, x2) -> int:
+        return _filter_cost(len(imgs), y2 - y1, x2 - x1, *taps)
+
+    order = sorted(range(len(rects)), key=lambda k: (rects[k][1], rects[k][0]))
+    for k in order:
+        x1, y1, x2, y2 = rects[k]
+        win = (max(0, y1 - reach_y), min(h, y2 + reach_y), max(0, x1 - reach_x), min(w, x2 + reach_x))
+        alone = cost({images[k]}, *win)
+        best, best_delta = None, _CALL_COST
+        for g in groups:
+            imgs = g[1] | {images[k]}
+            merged = (min(g[2], win[0]), max(g[3], win[1]), min(g[4], win[2]), max(g[5], win[3]))
+            delta = cost(imgs, *merged) - cost(g[1], *g[2:]) - alone
+            if delta <= best_delta:
+                best, best_delta = (g, imgs, merged), delta
+        if best is None:
+            groups.append([[k], {images[k]}, *win])
+        else:
+            g, imgs, merged = best
+            g[0].append(k)
+            g[1] = imgs
+            g[2:] = merged
+    return [(g[0], sorted(g[1]), tuple(g[2:])) for g in groups]
+
+
+def _filter_by_bucket(images: Tensor, regions: Regions, bucket_of_box: Tensor, filt) -> Tensor:
+    """Apply ``filt(float_crop, key) -> float_crop`` per distinct bucket key, on windows around groups of its
+    boxes (see :func:`_window_groups`); composite each result into the pixels of its group's boxes.
+
+    ``bucket_of_box`` is ``(N, K)`` float per box (e.g. sigma, or kernel h and w). Each window is grown by the
+    filter reach, so the result inside the boxes equals a full-image filter exactly.
     """
     out = images.clone()
-    if regions.rects.shape[0] == 0:
+    n = regions.rects.shape[0]
+    if n == 0:
         return out
     keys, inverse = torch.unique(bucket_of_box, dim=0, return_inverse=True)
-    pixel_bucket = torch.where(regions.owner >= 0, inverse[regions.owner.clamp(min=0)], -1)  # (B, H, W)
+    rects, batch_idx, bucket = regions.rects.tolist(), regions.batch_idx.tolist(), inverse.tolist()  # one sync
     size = images.shape[-2:]
-    for i, key in enumerate(keys.tolist()):  # loop over strength buckets, not boxes
-        in_bucket = inverse == i
+    calls = []  # (key, image indices, window)
+    group_of_box = [0] * n
+    for i, key in enumerate(keys.tolist()):  # strength buckets, then groups of nearby boxes
+        members = [k for k in range(n) if bucket[k] == i]
         reach_y, reach_x = filt.reach(key)
-        y1, y2, x1, x2 = _crop_window(regions.rects[in_bucket], reach_y, reach_x, size)
-        crop = images[:, :, y1:y2, x1:x2].float()
+        for boxes, imgs, win in _window_groups([rects[k] for k in members], [batch_idx[k] for k in members],
+                                               reach_y, reach_x, filt.taps(key), size):
+            for k in boxes:
+                group_of_box[members[k]] = len(calls)
+            calls.append((key, imgs, win))
+    group = torch.tensor(group_of_box, device=images.device)
+    pixel_group = torch.where(regions.owner >= 0, group[regions.owner.clamp(min=0)], -1)  # (B, H, W)
+    for g, (key, imgs, (y1, y2, x1, x2)) in enumerate(calls):
+        if len(imgs) == images.shape[0]:
+            idx: slice | Tensor = slice(None)
+        else:
+            idx = torch.tensor(imgs, device=images.device)
+        crop = images[idx, :, y1:y2, x1:x2].float()
         filtered = _to_uint8(filt(crop, key))
-        sel = (pixel_bucket[:, None, y1:y2, x1:x2] == i).expand_as(filtered)
-        out[:, :, y1:y2, x1:x2] = torch.where(sel, filtered, out[:, :, y1:y2, x1:x2])
+        sel = (pixel_group[idx, None, y1:y2, x1:x2] == g).expand_as(filtered)
+        window = out[idx, :, y1:y2, x1:x2]
+        out[idx, :, y1:y2, x1:x2] = torch.where(sel, filtered, window)
     return out
 
 
@@ -128,6 +192,10 @@ class _Gauss:
         r = self.radius(key[0])
         return r, r
 
+    def taps(self, key: list[float]) -> tuple[int, int]:
+        r = self.radius(key[0])
+        return 2 * r + 1, 2 * r + 1
+
     def __call__(self, x: Tensor, key: list[float]) -> Tensor:
         sigma = key[0]
         r = self.radius(sigma)
@@ -139,6 +207,9 @@ class _Box:
     def reach(self, key: list[float]) -> tuple[int, int]:
         kh, kw = int(key[0]), int(key[1])
         return kh, kw
+
+    def taps(self, key: list[float]) -> tuple[int, int]:
+        return int(key[0]), int(key[1])
 
     def __call__(self, x: Tensor, key: list[float]) -> Tensor:
         kh, kw = int(key[0]), int(key[1])
