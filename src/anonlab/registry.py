@@ -29,7 +29,7 @@ class Registry(Generic[T]):
                     f"{self.kind} {name!r} is already registered by {old.__module__}.{old.__qualname__}"
                 )
             self._entries[name] = factory
-            if isinstance(factory, type) and not getattr(factory, "name", None):
+            if isinstance(factory, type) and not vars(factory).get("name"):  # own name, not a parent's
                 factory.name = name  # type: ignore[attr-defined]
             return factory
 

@@ -38,8 +38,9 @@ def onnx_to_torch(path: Path, name: str, opset: int | None = None) -> nn.Module:
     return module
 
 
-def ort_session(path: Path, name: str, device: torch.device | str = "cpu"):
-    """An onnxruntime session on an explicitly chosen provider (CPU, or CUDA when ``device`` is cuda).
+def ort_session(path: Path, name: str, device: torch.device | str = "cpu", model: bytes | None = None):
+    """An onnxruntime session on an explicitly chosen provider (CPU, or CUDA when ``device`` is cuda), for the
+    ONNX file ``path`` (or the serialized ``model`` made from it).
 
     If the requested provider is not available the error says so; there is no silent CPU fallback.
     """
@@ -54,7 +55,8 @@ def ort_session(path: Path, name: str, device: torch.device | str = "cpu"):
         )
     opts = ort.SessionOptions()
     try:
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=[provider])
+        sess = ort.InferenceSession(model if model is not None else str(path), sess_options=opts,
+                                    providers=[provider])
     except Exception as e:  # noqa: BLE001 - re-raised with the file named
         raise RuntimeError(f"{name}: onnxruntime could not load {path}: {e}") from e
     if sess.get_providers()[0] != provider:

