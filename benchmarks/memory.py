@@ -100,7 +100,7 @@ def main() -> None:
             runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(json.dumps(runs[-1]), file=sys.stderr)
     result = {
-        "benchmark": "memory", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "memory", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "video": "synthetic pan of bus.jpg, 640x360 H.264" if args.video is None else str(args.video),
         "runs": runs, "rss_ratio_10x": round(runs[1]["peak_rss_mb"] / runs[0]["peak_rss_mb"], 3),
         "environment": environment(args.device),

@@ -87,7 +87,7 @@ def main() -> None:
                                            else round(100 * (r["ap"] - base["ap"]), 2))
                 results.append(row)
                 print(json.dumps(row), file=sys.stderr)
-    doc = {"benchmark": "precision", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    doc = {"benchmark": "precision", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
            "device": args.device, "batch": args.batch, "rows": results, "environment": environment(args.device)}
     text = json.dumps(doc, indent=2)
     print(text)

@@ -8,20 +8,26 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from images import BUS, package_file
 from omegaconf import open_dict
 
 from anonlab.engine import CONF_DIR, BenchError, iter_batches, run_bench
 from anonlab.io.images import decode_on, read_image
 from anonlab.metrics.summary import summarize
-from anonlab.store import EVIDENCE_COLUMNS, RESULT_SCHEMA, Chunk, ShardStore, plan_chunks, read_results
-from images import BUS, package_file
+from anonlab.store import (
+    EVIDENCE_COLUMNS,
+    RESULT_SCHEMA,
+    Chunk,
+    ShardStore,
+    plan_chunks,
+    read_results,
+)
 
 BUS_JPG = package_file(*BUS)
 
