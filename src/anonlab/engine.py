@@ -87,7 +87,8 @@ def _expand_grid(item: dict[str, Any]) -> list[dict[str, Any]]:
 
 def build_settings(cfg: DictConfig) -> list[RegionDefense]:
     """The defense settings of this job: the clean baseline ``none`` first, then ``sweep`` (expanded) if given,
-    else the single ``defense`` group choice. Every setting is validated here, before any image is read."""
+    else the single ``defense`` group choice, each followed by its controls if it has any (``controls()``).
+    Every setting is validated here, before any image is read."""
     specs: list[DictConfig] = []
     sweep = cfg.get("sweep")
     if sweep:
@@ -104,9 +105,11 @@ def build_settings(cfg: DictConfig) -> list[RegionDefense]:
     seen = {settings[0].label()}
     for spec in specs:
         d = _build(spec, "defense")
-        if d.label() not in seen:
-            seen.add(d.label())
-            settings.append(d)
+        # a defense that brings its own controls (a patch: a noise and a grey patch placed alike) runs with them
+        for s in [d, *getattr(d, "controls", list)()]:
+            if s.label() not in seen:
+                seen.add(s.label())
+                settings.append(s)
     return settings
 
 
@@ -437,26 +440,39 @@ class _JobContext:
 
 
 def _evaluate_batch(ctx: _JobContext, batch: list[Sample], advance) -> list[dict]:
-    """capture -> regions -> every defense setting -> release -> every detector; then rows (on the host)."""
+    """capture -> regions -> every defense setting -> release -> every detector; then rows (on the host).
+
+    A redaction (blur, pixelation, ...) edits the recorded footage: it acts on the captured frame. A *worn*
+    defense (``worn = True``: a patch) is in the scene: it is applied to the input frame on the annotated objects
+    of ``regions.target`` (whoever wears it, whatever a detector finds), then the camera records it."""
     images = _to_device(batch, ctx.device)
     size = tuple(images.shape[-2:])
     camera = ctx.camera
+    target = ctx.cfg.regions.target
     with torch.inference_mode():
-        gts = [s.gt for s in batch]
+        gts_in = [s.gt for s in batch]
         if ctx.pseudo:  # consensus on the clean, full-resolution frame, then carried through the camera
-            gts = _pseudo_gts(images, gts, ctx.panel, ctx.cfg)
-        gts = [_capture_gt(camera, g, size) for g in gts]
+            gts_in = _pseudo_gts(images, gts_in, ctx.panel, ctx.cfg)
+        gts = [_capture_gt(camera, g, size) for g in gts_in]
         captured = camera.capture(images)
         if ctx.region_det is None:
-            regions = _gt_detections(gts, ctx.cfg.regions.target, ctx.device)
+            regions = _gt_detections(gts, target, ctx.device)
         else:
             regions = ctx.region_det(captured).above(ctx.region_thr)
+        worn_regions = None
         per_setting: dict[str, dict[str, Detections]] = {}
+        n_regions: dict[str, list[int]] = {}
         for setting in ctx.settings:
-            released = camera.release(setting(captured, regions))
+            if getattr(setting, "worn", False):
+                if worn_regions is None:
+                    worn_regions = _gt_detections(gts_in, target, ctx.device)
+                used, recorded = worn_regions, camera.capture(setting(images, worn_regions))
+            else:
+                used, recorded = regions, setting(captured, regions)
+            released = camera.release(recorded)
             per_setting[setting.label()] = {n: d(released).to("cpu") for n, d in ctx.detectors.items()}
+            n_regions[setting.label()] = torch.bincount(used.batch_idx, minlength=len(batch)).tolist()
             advance(len(batch))
-    n_regions = torch.bincount(regions.batch_idx, minlength=len(batch)).tolist()
     return _rows_for_batch(ctx, batch, gts, per_setting, n_regions)
 
 
@@ -487,7 +503,7 @@ def _pseudo_gts(images: torch.Tensor, gts: list[GroundTruth], panel: dict[str, l
 
 
 def _rows_for_batch(ctx: _JobContext, batch: list[Sample], gts: list[GroundTruth],
-                    per_setting: dict[str, dict[str, Detections]], n_regions: list[int]) -> list[dict]:
+                    per_setting: dict[str, dict[str, Detections]], n_regions: dict[str, list[int]]) -> list[dict]:
     rows = []
     clean_label = ctx.settings[0].label()
     for i, (sample, gt) in enumerate(zip(batch, gts)):
@@ -515,7 +531,7 @@ def _rows_for_batch(ctx: _JobContext, batch: list[Sample], gts: list[GroundTruth
                     "recall": m.tp / m.n_gt if m.n_gt else None,
                     "precision": m.tp / (m.tp + m.fp) if (m.tp + m.fp) else None,
                     "disappearance": disappearance(clean_found, m.gt_found),
-                    "n_regions": n_regions[i] if setting.name != "none" else 0,
+                    "n_regions": n_regions[label][i] if setting.name != "none" else 0,
                     "pseudo_gt": kind in ctx.pseudo, "iou": ctx.iou, "face_px": fpx,
                     "config_hash": ctx.hashes[(label, name)],
                     "clean_found": int(clean_found.sum()), "lost": int((clean_found & ~m.gt_found).sum()),

@@ -129,6 +129,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     sub.add_parser("bench", add_help=False, help="run a benchmark (Hydra overrides; `anonlab bench --help`)")
+    sub.add_parser("patch", add_help=False, help="train or evaluate adversarial patches (`anonlab patch --help`)")
     lp = sub.add_parser("list", help="list registered detectors, defenses, datasets, cameras")
     lp.add_argument("--json", action="store_true", help="machine-readable output")
     wp = sub.add_parser("weights", help="list or download model weights (downloads only when asked)")
@@ -157,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
         return bench(argv[1:])
+    if argv and argv[0] == "patch":
+        from anonlab.cli.patch import patch
+
+        return patch(argv[1:])
     args = parser().parse_args(argv)
     try:
         if args.cmd == "list":

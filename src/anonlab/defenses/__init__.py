@@ -1,6 +1,6 @@
 """Defenses: pure batched region functions (``ops``) plus registered module twins (``modules``)."""
 
-from anonlab.defenses import modules  # noqa: F401  (registration side effect)
+from anonlab.defenses import modules, patch  # noqa: F401  (registration side effect)
 from anonlab.defenses.base import DEFENSES, RegionDefense
 from anonlab.defenses.modules import (
            AdditiveNoise,

@@ -1,0 +1,11 @@
+"""Adversarial patches: EOT training against differentiable detectors (:mod:`.train`), objectives and
+printability (:mod:`.objectives`), transformations (:mod:`.eot`), and evaluation with controls and transfer through
+the benchmark engine (:mod:`.evaluate`). Placement and pasting live in :mod:`anonlab.defenses.patch`, shared by
+training and the ``patch``/``noise_patch``/``grey_patch`` defenses."""
+
+from anonlab.patches.eot import EOT
+from anonlab.patches.objectives import NotDifferentiableError, differentiable_detectors
+from anonlab.patches.train import PatchTrainer, PatchTrainingError, TrainedPatch, train_patch, weights_hash
+
+__all__ = ["EOT", "NotDifferentiableError", "PatchTrainer", "PatchTrainingError", "TrainedPatch",
+           "differentiable_detectors", "train_patch", "weights_hash"]
