@@ -19,8 +19,9 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _report import emit, run_job
 
 
 def synthetic_video(path: Path, n: int, size_hw: tuple[int, int] = (360, 640), fps: int = 25) -> Path:
@@ -50,20 +51,12 @@ def synthetic_video(path: Path, n: int, size_hw: tuple[int, int] = (360, 640), f
 def child(args: argparse.Namespace) -> None:
     """One job in this process; prints a JSON line with peak memory."""
     import torch
-    from hydra import compose, initialize_config_dir
-
-    from anonlab.engine import CONF_DIR, run_bench
 
     overrides = ["dataset=video", f"dataset.path={args.video}", f"dataset.max_frames={args.frames}",
                  f"device={args.device}", f"batch_size={args.batch}", "detectors=[centerface]",
                  "pseudo_gt.face=[centerface]", "pseudo_gt.min_votes.face=1", "progress=false",
                  "sweep=[{name: gaussian_blur, sigma: null, sigma_rel: 0.25}]", f"store.shard_images={args.shard}"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="bench", overrides=overrides)
-    t = time.perf_counter()
-    with tempfile.TemporaryDirectory() as out:
-        res = run_bench(cfg, progress=False, out=out, log=lambda m: None)
-    wall = time.perf_counter() - t
+    res, wall = run_job(overrides)
     print(json.dumps({
         "frames": res.n_images, "rows": res.table.num_rows, "wall_s": round(wall, 2),
         "fps": round(res.n_images / wall, 2),
@@ -105,11 +98,7 @@ def main() -> None:
         "runs": runs, "rss_ratio_10x": round(runs[1]["peak_rss_mb"] / runs[0]["peak_rss_mb"], 3),
         "environment": environment(args.device),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,11 @@ import datetime as dt
 import json
 import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
+from _report import emit, run_job
 
-from anonlab.engine import CONF_DIR, environment, run_bench
+from anonlab.engine import environment
 
 FACE = ["centerface", "yunet", "ultraface"]
 PERSON = ["yolox_nano"]
@@ -66,12 +64,7 @@ def main() -> None:
             overrides = [*ds_over, f"device={args.device}", f"batch_size={args.batch}", f"precision={prec}",
                          f"detectors=[{','.join(dets)}]", "progress=false",
                          "sweep=[{name: gaussian_blur, sigma: null, sigma_rel: 0.25}]"]
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                cfg = compose(config_name="bench", overrides=overrides)
-            t = time.perf_counter()
-            with tempfile.TemporaryDirectory() as out:
-                res = run_bench(cfg, progress=False, out=out, log=lambda m: None)
-            wall = time.perf_counter() - t
+            res, wall = run_job(overrides)
             for r in res.summary:
                 key = (r["setting"], r["detector"])
                 row = {"dataset": name, "precision": prec, "setting": r["setting"], "detector": r["detector"],
@@ -89,11 +82,7 @@ def main() -> None:
                 print(json.dumps(row), file=sys.stderr)
     doc = {"benchmark": "precision", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
            "device": args.device, "batch": args.batch, "rows": results, "environment": environment(args.device)}
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    emit(doc, args.out)
 
 
 if __name__ == "__main__":

@@ -68,14 +68,17 @@ def _group_config(group: str, name: str, registry) -> DictConfig:
     return OmegaConf.load(path)
 
 
-def _build(cfg: DictConfig, what: str) -> Any:
+def build_config(cfg: DictConfig, what: str, error: type[Exception] = BenchError) -> Any:
+    """Instantiate a Hydra config; a constructor's own one-line error is re-raised as ``error("<what>: ...")``."""
     try:
         return instantiate(cfg, _convert_="all")
     except Exception as e:  # hydra wraps the constructor's error; surface the original one-liner
         cause = e.__cause__ or e
         if isinstance(cause, (ValueError, TypeError, FileNotFoundError, RuntimeError, ModuleNotFoundError)):
-            raise BenchError(f"{what}: {cause}") from cause
+            raise error(f"{what}: {cause}") from cause
         raise
+
+
 
 
 def _expand_grid(item: dict[str, Any]) -> list[dict[str, Any]]:
@@ -104,7 +107,7 @@ def build_settings(cfg: DictConfig) -> list[RegionDefense]:
     settings = [DEFENSES.get("none")()]
     seen = {settings[0].label()}
     for spec in specs:
-        d = _build(spec, "defense")
+        d = build_config(spec, "defense")
         # a defense that brings its own controls (a patch: a noise and a grey patch placed alike) runs with them
         for s in [d, *getattr(d, "controls", list)()]:
             if s.label() not in seen:
@@ -125,7 +128,7 @@ def build_detectors(cfg: DictConfig) -> dict[str, Detector]:
     out = {}
     for name in names:
         dcfg = OmegaConf.merge(_group_config("detector", name, DETECTORS), overrides.get(name, {}))
-        out[name] = _build(dcfg, f"detector {name}")
+        out[name] = build_config(dcfg, f"detector {name}")
     return out
 
 
@@ -139,7 +142,7 @@ def build_region_detector(cfg: DictConfig) -> tuple[Detector | None, float | Non
         return None, None, f"gt:{r.target}"
     if r.source != "detector":
         raise BenchError(f"regions.source must be gt or detector, got {r.source!r}")
-    det = _build(cfg.detector, "regions detector")
+    det = build_config(cfg.detector, "regions detector")
     if det.kind != r.target:
         raise BenchError(f"regions.target={r.target} but detector {det.name!r} finds {det.kind}s")
     thr = det.threshold if r.get("threshold") is None else float(r.threshold)
@@ -156,7 +159,7 @@ def build_pseudo_panel(cfg: DictConfig, kinds: tuple[str, ...]) -> dict[str, lis
                              f"name detectors, e.g. pseudo_gt.{kind}=[{'centerface' if kind == 'face' else 'yolox_nano'}]")
         dets = []
         for name in names:
-            d = _build(_group_config("detector", name, DETECTORS), f"pseudo_gt detector {name}")
+            d = build_config(_group_config("detector", name, DETECTORS), f"pseudo_gt detector {name}")
             if d.kind != kind:
                 raise BenchError(f"pseudo_gt.{kind} lists {name!r}, which finds {d.kind}s")
             dets.append(d)
@@ -336,8 +339,8 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
         raise BenchError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     torch.manual_seed(int(cfg.seed))
 
-    dataset: Dataset = _build(cfg.dataset, "dataset")
-    camera: Camera = _build(cfg.camera, "camera")
+    dataset: Dataset = build_config(cfg.dataset, "dataset")
+    camera: Camera = build_config(cfg.camera, "camera")
     settings = build_settings(cfg)
     detectors = build_detectors(cfg)
     region_det, region_thr, regions_label = build_region_detector(cfg)

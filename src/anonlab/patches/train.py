@@ -336,15 +336,9 @@ def detector_name(dcfg: DictConfig) -> str:
 
 def _build(cfg: DictConfig, what: str) -> Any:
     """Instantiate a Hydra config; a constructor's own one-line error becomes a :class:`PatchTrainingError`."""
-    from hydra.utils import instantiate
+    from anonlab.engine import build_config
 
-    try:
-        return instantiate(cfg, _convert_="all")
-    except Exception as e:  # hydra wraps the constructor's error; surface the original one-liner
-        cause = e.__cause__ or e
-        if isinstance(cause, (ValueError, TypeError, FileNotFoundError, RuntimeError, ModuleNotFoundError)):
-            raise PatchTrainingError(f"{what}: {cause}") from cause
-        raise
+    return build_config(cfg, what, PatchTrainingError)
 
 
 def _version(pkg: str) -> str | None:

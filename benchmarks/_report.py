@@ -1,0 +1,32 @@
+"""Shared by the benchmark scripts: print the result JSON and write it where asked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def emit(doc: dict[str, Any], out: str | None) -> None:
+    text = json.dumps(doc, indent=2)
+    print(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+
+
+def run_job(overrides: list[str]):
+    """One ``anonlab bench`` job in this process (results in a temp folder); returns (BenchResult, wall seconds)."""
+    import tempfile
+    import time
+
+    from hydra import compose, initialize_config_dir
+
+    from anonlab.engine import CONF_DIR, run_bench
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="bench", overrides=overrides)
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        res = run_bench(cfg, progress=False, out=out, log=lambda m: None)
+    return res, time.perf_counter() - t
