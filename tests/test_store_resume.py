@@ -253,3 +253,23 @@ def test_padded_batched_job_finds_the_same_faces(tmp_path):
     padded = run_bench(bench_cfg(*JOB, "limit=2", "sweep=null", "defense=none", "loader.pad_to=1536",
                                  "batch_size=2"), progress=False, out=tmp_path / "b")
     assert plain.table["tp"].to_pylist() == padded.table["tp"].to_pylist() == [2, 2]  # the 2 large faces of each
+
+
+def test_split_multirun_merges_into_the_summary_of_one_job(tmp_path):
+    """Hydra's basic launcher runs split.index=0,1 as two jobs; `anonlab report --summary` recomputes the summary
+    of their merged rows, equal to the one-job summary (same config hashes, AP, bootstrap intervals)."""
+    job = [*JOB, "limit=3"]
+    split = anonlab_bench("-m", *job, "split.count=2", "split.index=0,1", f"out={tmp_path / 'split'}")
+    one = anonlab_bench(*job, f"out={tmp_path / 'one'}")
+    for proc in (split, one):
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    assert sorted(p.parent.name for p in (tmp_path / "split").rglob("results.parquet")) == ["0", "1"]
+    report = subprocess.run([sys.executable, "-m", "anonlab.cli.main", "report", str(tmp_path / "split"),
+                             "--summary", str(tmp_path / "merged.parquet")], env=ENV, capture_output=True,
+                            text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    merged = pq.read_table(tmp_path / "merged.parquet").to_pylist()
+    single = {r["config_hash"]: r for r in pq.read_table(tmp_path / "one" / "summary.parquet").to_pylist()}
+    assert len(merged) == len(single) == 3 and all(r == single[r["config_hash"]] for r in merged)
+    assert "## Recall (%) with 95 % bootstrap interval" in (tmp_path / "merged.md").read_text()

@@ -96,14 +96,26 @@ def weights_cmd(args: argparse.Namespace) -> int:
 
 
 def report_cmd(args: argparse.Namespace) -> int:
-    """Merge every results.parquet under DIR (one run or a multirun) and print/write recall tables."""
+    """Merge every results.parquet under DIR (one run or a multirun) and print/write recall tables; with
+    ``--summary``, also the summary recomputed over all of them (split jobs merge into one job's summary)."""
     from pathlib import Path
 
-    from anonlab.report.tables import markdown_by
-    from anonlab.store import read_results
+    from anonlab.metrics.summary import summarize
+    from anonlab.report.tables import markdown, markdown_by
+    from anonlab.store import SUMMARY_SCHEMA, read_results, write_table
 
-    rows = read_results(args.path).to_pylist()
-    text = markdown_by(rows, args.by)
+    table = read_results(args.path)
+    text = markdown_by(table.to_pylist(), args.by)
+    if args.summary:
+        summary = summarize(table)
+        path = write_table(summary, SUMMARY_SCHEMA, args.summary)
+        if len({(r["setting"], r["detector"]) for r in summary}) == len(summary):
+            md = markdown(summary, f"anonlab report {args.path}")
+        else:
+            md = (f"# anonlab report {args.path}\n\nThe merged jobs differ in more than the defense setting and the "
+                  f"detector (dataset, camera, regions, face size, ...): see {path} (one row per config_hash).\n")
+        path.with_suffix(".md").write_text(md)
+        text += "\n" + md
     print(text)
     if args.out:
         Path(args.out).write_text(text)
@@ -143,6 +155,8 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("path", help="a run folder, a multirun folder, or a results.parquet")
     rp.add_argument("--by", default="setting", help="column to tabulate against (e.g. face_px, image, regions)")
     rp.add_argument("--out", default=None, help="also write the Markdown here")
+    rp.add_argument("--summary", default=None, metavar="PARQUET",
+                    help="write the summary recomputed over every merged result here (and its .md beside it)")
     dp = sub.add_parser("datasets", help="list or download public datasets (downloads only when asked)")
     dsub = dp.add_subparsers(dest="datasets_cmd", required=True, metavar="ACTION")
     dsub.add_parser("list", help="datasets that can be fetched, with their licences")
