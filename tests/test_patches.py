@@ -156,7 +156,8 @@ def test_single_defense_mode_builds_patch_setting_with_its_controls():
 
 def test_worn_patch_is_recorded_by_the_camera(tmp_path):
     """The patch is pasted on the input frame's annotated persons, then the camera captures it: with a CCTV
-    camera the rows still count every annotated person as a patch region, and the clean baseline differs."""
+    camera that rescales the frame, every annotated person still wears one (the regions are counted in the
+    input frame, before capture)."""
     shared_path("models")
 
     from anonlab.engine import run_bench

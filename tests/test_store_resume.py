@@ -145,6 +145,53 @@ def test_changed_configuration_never_reuses_old_shards(tmp_path):
     assert b.table["iou"].to_pylist() == pytest.approx([0.6] * b.table.num_rows)
 
 
+@pytest.mark.parametrize("change", ["detector.max_side=64", "loader.pad_to=64", "precision=bf16"])
+def test_region_detector_and_loader_settings_are_part_of_the_job_identity(change, tmp_path):
+    """The region detector's own parameters and precision, and the frame padding, change rows: a re-run with
+    another value must compute afresh (here: Haar scored, CenterFace choosing the regions)."""
+    job = ["regions.source=detector", "detector=centerface", "detectors=[haar]", "limit=1", "progress=false",
+           "sweep=null", "defense=pixelate", "defense.blocks=4"]
+    a = run_bench(bench_cfg(*job), progress=False, out=tmp_path)
+    b = run_bench(bench_cfg(*job, change), progress=False, out=tmp_path)
+    assert a.job_hash != b.job_hash and b.extra["shards"]["computed"] == 1
+
+
+def test_summary_does_not_depend_on_row_order_even_with_tied_scores():
+    """pycocotools ranks tied scores by insertion order: the summary feeds images sorted by id."""
+    base = {"dataset": "d", "camera": "none", "defense": "none", "params": "{}", "setting": "none",
+            "regions": "gt:face", "detector": "x", "detector_kind": "face", "pseudo_gt": False, "config_hash": "h",
+            "iou": 0.5, "n_det": 1, "clean_found": 1, "lost": 0, "gt_boxes": [0, 0, 10, 10], "gt_ignore": [False]}
+    hit = {**base, "image": "a", "tp": 1, "fp": 0, "fn": 0, "n_gt": 1, "det_boxes": [0, 0, 10, 10], "det_scores": [1.0]}
+    miss = {**base, "image": "b", "tp": 0, "fp": 1, "fn": 1, "n_gt": 1, "det_boxes": [50, 50, 60, 60],
+            "det_scores": [1.0]}
+    assert summarize([hit, miss]) == summarize([miss, hit])
+    with pytest.raises(ValueError, match="appears twice"):
+        summarize([hit, hit])
+
+
+def test_two_settings_with_one_label_are_an_error_not_a_silent_drop(tmp_path):
+    src = package_file("anonlab", "patches", "data", "demo_yolox_nano.png")
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "p.png").write_bytes(src.read_bytes() if d == "a" else _flipped_png(src))
+    sweep = f"sweep=[{{name: patch, path: {tmp_path / 'a' / 'p.png'}}}, {{name: patch, path: {tmp_path / 'b' / 'p.png'}}}]"
+    with pytest.raises(BenchError, match="share the label 'patch\\(path=p\\)'"):
+        run_bench(bench_cfg(*JOB, "regions.target=person", sweep), progress=False, out=tmp_path)
+
+
+def _flipped_png(path) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", cv2.imread(str(path))[:, ::-1])
+    assert ok
+    return buf.tobytes()
+
+
+def test_a_torso_patch_needs_person_regions(tmp_path):
+    with pytest.raises(BenchError, match="worn on persons .* set regions.target=person"):
+        run_bench(bench_cfg(*JOB, "sweep=null", "defense=patch"), progress=False, out=tmp_path)
+
+
 @pytest.mark.parametrize("workers", [0, 3])
 def test_background_decoding_keeps_order_and_content(workers):
     from anonlab.datasets import DATASETS
@@ -180,8 +227,9 @@ def test_nvjpeg_decode_matches_the_cpu_decoder():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_job_with_gpu_decode_and_batches_matches_the_cpu_job(tmp_path):
-    cpu = run_bench(bench_cfg(*JOB, "limit=3"), progress=False, out=tmp_path / "cpu")
-    gpu = run_bench(bench_cfg(*JOB, "limit=3", "device=cuda", "loader.decode=device", "batch_size=4",
+    # all 5 default images (JPEGs decoded by nvJPEG, PNGs on the CPU) padded into one size: mixed batches
+    cpu = run_bench(bench_cfg(*JOB, "loader.pad_to=1536"), progress=False, out=tmp_path / "cpu")
+    gpu = run_bench(bench_cfg(*JOB, "loader.pad_to=1536", "device=cuda", "loader.decode=device", "batch_size=4",
                               "loader.workers=2"), progress=False, out=tmp_path / "gpu")
     key = [("image", "ascending"), ("setting", "ascending")]
     a, b = cpu.table.sort_by(key), gpu.table.sort_by(key)

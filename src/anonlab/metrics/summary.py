@@ -30,24 +30,30 @@ def summarize(rows: pa.Table | Iterable[dict], seed: int = 0) -> list[dict]:
         detector_order.setdefault(r["detector"], len(detector_order))
         g = groups.get(r["config_hash"])
         if g is None:
-            g = groups[r["config_hash"]] = {"first": r, "per_image": [], "ap": APAccumulator(float(r["iou"])),
-                                            **{k: 0 for k in _COUNTS}}
+            g = groups[r["config_hash"]] = {"first": r, "rows": {}, **{k: 0 for k in _COUNTS}}
+        if r["image"] in g["rows"]:
+            raise ValueError(f"image {r['image']!r} appears twice for {r['setting']} x {r['detector']} "
+                             f"(config {r['config_hash']}): the merged folders hold the same job twice")
         for k in _COUNTS:
             g[k] += r[k]
-        g["per_image"].append((r["image"], r["tp"], r["n_gt"]))
-        g["ap"].add(_boxes(r["gt_boxes"]), np.asarray(r["gt_ignore"], dtype=bool), _boxes(r["det_boxes"]),
-                    np.asarray(r["det_scores"], dtype=np.float32))
+        g["rows"][r["image"]] = r
     out = []
     for g in sorted(groups.values(), key=lambda g: (setting_order[g["first"]["setting"]],
                                                    detector_order[g["first"]["detector"]])):
-        # images in a fixed order (by id), so the bootstrap interval does not depend on how shards were merged
-        per = np.array([c[1:] for c in sorted(g["per_image"], key=lambda c: c[0])], dtype=np.float64).reshape(-1, 2)
+        # images in a fixed order (by id): pycocotools breaks score ties by insertion order and the bootstrap
+        # resamples by position, so neither may depend on how shards were merged
+        ordered = [g["rows"][k] for k in sorted(g["rows"])]
+        ap = APAccumulator(float(g["first"]["iou"]))
+        for r in ordered:
+            ap.add(_boxes(r["gt_boxes"]), np.asarray(r["gt_ignore"], dtype=bool), _boxes(r["det_boxes"]),
+                   np.asarray(r["det_scores"], dtype=np.float32))
+        per = np.array([(r["tp"], r["n_gt"]) for r in ordered], dtype=np.float64).reshape(-1, 2)
         lo, hi = bootstrap_ratio(per[:, 0], per[:, 1], seed=seed)
         n_gt = int(g["n_gt"])
         out.append({
             **{k: g["first"][k] for k in _KEEP},
             "n_images": len(per), "n_gt": n_gt, "tp": int(g["tp"]), "fp": int(g["fp"]), "fn": int(g["fn"]),
-            "recall": g["tp"] / n_gt if n_gt else None, "recall_lo": lo, "recall_hi": hi, "ap": g["ap"].ap(),
+            "recall": g["tp"] / n_gt if n_gt else None, "recall_lo": lo, "recall_hi": hi, "ap": ap.ap(),
             "disappearance": g["lost"] / g["clean_found"] if g["clean_found"] else None,
         })
     return out

@@ -8,6 +8,7 @@ Every number comes from :func:`anonlab.engine.run_bench` (recall with a 95 % boo
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,12 @@ def eval_dataset(cfg: DictConfig, patches: list[PatchInfo]) -> dict[str, Any]:
     base = _plain(cfg.get("dataset")) or patches[0].meta.get("dataset")
     if not base:
         raise ValueError("no dataset: give dataset=NAME (the patch has no training JSON naming one)")
-    exclude = sorted({i for p in patches if p.meta.get("dataset") == base for i in p.meta.get("train_images", [])})
+    # the same dataset class (paths may be spelled differently): leave out its training images by id
+    same = [p for p in patches if (p.meta.get("dataset") or {}).get("_target_") == base.get("_target_")]
+    exclude = sorted({i for p in same for i in p.meta.get("train_images", [])})
+    if any(p.meta.get("train_images") for p in patches) and not exclude:
+        print(f"warning: evaluating on {base.get('_target_')}, not the patches' training dataset: no image is "
+              f"left out", file=sys.stderr)
     return {"_target_": f"{__name__}.HeldOutDataset", "base": base, "exclude": exclude}
 
 
