@@ -149,7 +149,7 @@ def _filter_by_bucket(images: Tensor, regions: Regions, bucket_of_box: Tensor, f
     boxes (see :func:`_window_groups`); composite each result into the pixels of its group's boxes.
 
     ``bucket_of_box`` is ``(N, K)`` float per box (e.g. sigma, or kernel h and w). Each window is grown by the
-    filter reach, so the result inside the boxes equals a full-image filter exactly.
+    filter reach, so the result inside the boxes equals a full-image filter (up to float rounding: one grey level).
     """
     out = images.clone()
     n = regions.rects.shape[0]
