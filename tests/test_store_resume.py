@@ -205,6 +205,19 @@ def test_background_decoding_keeps_order_and_content(workers):
     assert not failures
 
 
+def test_background_decoding_records_an_unreadable_image_in_order(tmp_path):
+    from anonlab.datasets import DATASETS
+
+    for i, name in enumerate(["a.jpg", "b.jpg", "c.jpg"]):
+        data = package_file(*BUS).read_bytes()
+        (tmp_path / name).write_bytes(data[: len(data) // 2] if i == 1 else data)  # b.jpg truncated
+    folder = DATASETS.get("folder")(root=str(tmp_path))
+    failures: list = []
+    batches = list(iter_batches(folder, range(3), 1, failures, lambda m: None, workers=3))
+    assert [b[0].image_id for b in batches] == ["a.jpg", "c.jpg"]
+    assert [f.image for f in failures] == ["b.jpg"] and "truncated JPEG" in failures[0].error
+
+
 def test_decode_on_cpu_is_the_plain_decoder():
     with decode_on("cpu"):
         assert torch.equal(read_image(BUS_JPG), read_image(BUS_JPG))

@@ -231,6 +231,8 @@ PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat1
 def _to_float32(out: Any) -> Any:
     if isinstance(out, Tensor):
         return out.float() if out.is_floating_point() else out
+    if isinstance(out, tuple) and hasattr(out, "_fields"):  # a namedtuple
+        return type(out)(*(_to_float32(o) for o in out))
     if isinstance(out, (list, tuple)):
         return type(out)(_to_float32(o) for o in out)
     return out

@@ -54,9 +54,11 @@ def ort_session(path: Path, name: str, device: torch.device | str = "cpu", model
             f"{name}: onnxruntime has no {provider} (available: {', '.join(ort.get_available_providers())})"
         )
     opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()  # as many as torch uses: no oversubscription
+    options = {"device_id": dev.index or 0} if dev.type == "cuda" else {}
     try:
         sess = ort.InferenceSession(model if model is not None else str(path), sess_options=opts,
-                                    providers=[provider])
+                                    providers=[(provider, options)])
     except Exception as e:  # noqa: BLE001 - re-raised with the file named
         raise RuntimeError(f"{name}: onnxruntime could not load {path}: {e}") from e
     if sess.get_providers()[0] != provider:
