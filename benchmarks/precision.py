@@ -15,31 +15,25 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
-from pathlib import Path
 
 from _report import emit, run_job
 
 from anonlab.engine import environment
+from anonlab.weights import shared_root
 
 FACE = ["centerface", "yunet", "ultraface"]
 PERSON = ["yolox_nano"]
 
 
-def shared_root() -> Path | None:
-    root = Path(os.environ.get("ANONLAB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-    return root if root.is_dir() else None
-
-
 def jobs(limit: int | None) -> list[tuple[str, list[str], list[str]]]:
     """(name, dataset overrides, detectors)."""
     out = [("default", ["dataset=default"], FACE + PERSON)]
-    root = shared_root()
-    if root is not None and (root / "datasets/widerface_val_parade_subset").is_dir():
+    root = shared_root()  # $ANONLAB_SHARED or ../shared; its datasets are used when present
+    if (root / "datasets/widerface_val_parade_subset").is_dir():
         out.append(("wider_parade", ["dataset=wider_face", f"dataset.root={root}/datasets/widerface_val_parade_subset",
                                      "pseudo_gt.person=[yolox_nano]"], FACE))
-    if root is not None and (root / "datasets/pennfudanped_penn/PennFudanPed").is_dir():
+    if (root / "datasets/pennfudanped_penn/PennFudanPed").is_dir():
         out.append(("pennfudan", ["dataset=pennfudan", f"dataset.root={root}/datasets/pennfudanped_penn/PennFudanPed",
                                   "regions.target=person"], PERSON))
     if limit:

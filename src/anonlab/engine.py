@@ -358,7 +358,7 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
     for m in [camera, region_det, *detectors.values(), *itertools.chain.from_iterable(panel.values())]:
         if m is not None:
             m.to(device).eval()
-    reduced = [n for n, d in detectors.items() if d.set_precision(precision)]
+    det_precision = {n: precision if d.set_precision(precision) else "fp32" for n, d in detectors.items()}
     region_reduced = region_det is not None and region_det.set_precision(precision)
     if decode == "device":
         try:
@@ -382,8 +382,9 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
     limit = cfg.get("limit")
     if limit is not None and int(limit) < 1:
         raise BenchError(f"limit must be >= 1 images or null, got {limit}")
+    refs = dataset.refs()
     try:
-        chunks = plan_chunks(min(len(dataset), int(limit)) if limit is not None else len(dataset), shard_images,
+        chunks = plan_chunks(min(len(refs), int(limit)) if limit is not None else len(refs), shard_images,
                              split_index, split_count)
     except ValueError as e:
         raise BenchError(str(e)) from None
@@ -396,11 +397,9 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
               (_plain(cfg.detector), precision if region_reduced else "fp32") if region_det is not None else None,
               decode if device.type == "cuda" else "cpu")
     hashes = {(s.label(), n): _config_hash(common, s.name, s.params(), det_cfgs[n],
-                                           (cfg.get("detector_overrides") or {}).get(n),
-                                           precision if n in reduced else "fp32")
+                                           (cfg.get("detector_overrides") or {}).get(n), det_precision[n])
               for s in settings for n in detectors}
     # the shards' identity: every row's hash, the chunking, and the images (a folder that changed never reuses)
-    refs = dataset.refs()
     job_hash = _config_hash(sorted(hashes.values()), shard_images, refs[: chunks[-1].stop] if chunks else [])
 
     with contextlib.ExitStack() as stack:
@@ -413,7 +412,7 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
         ctx = _JobContext(camera, settings, detectors, region_det, region_thr, panel, cfg, device, iou, pseudo,
                           dataset_name, regions_label, hashes)
         n_todo = sum(len(c) for c in todo) * len(settings)
-        bar = _progress(progress, n_todo)
+        bar = progress_bar(progress and n_todo > 0, "image x setting")
         with bar or contextlib.nullcontext():
             task = bar.add_task("bench", total=n_todo) if bar else None
             advance = (lambda k: bar.advance(task, k)) if bar else (lambda k: None)
@@ -437,8 +436,7 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
     return BenchResult(table, summary, failures, [s.label() for s in settings], list(detectors),
                        time.perf_counter() - t0, sum(m.get("n_images", 0) for m in metas), job_hash,
                        Path(out) if out is not None else None,
-                       extra={"skipped_no_face": skipped, "precision": {n: precision if n in reduced else "fp32"
-                                                                        for n in detectors},
+                       extra={"skipped_no_face": skipped, "precision": det_precision,
                               "shards": {"count": len(chunks), "computed": len(todo), "images_per_shard": shard_images,
                                          "split": [split_index, split_count]}})
 
@@ -564,9 +562,10 @@ def _rows_for_batch(ctx: _JobContext, batch: list[Sample], gts: list[GroundTruth
     return rows
 
 
-def _progress(enabled: bool, total: int):
-    """A rich progress bar, or None when disabled."""
-    if not enabled or total == 0:
+def progress_bar(enabled: bool, note: str):
+    """A rich progress bar (description, bar, done/total, ``note`` — a rich format string that may read the task's
+    fields — and elapsed time), or None when disabled."""
+    if not enabled:
         return None
     from rich.progress import (
         BarColumn,
@@ -577,7 +576,7 @@ def _progress(enabled: bool, total: int):
     )
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("image x setting"), TimeElapsedColumn(), transient=False)
+                    TextColumn(note), TimeElapsedColumn())
 
 
 # ---------------------------------------------------------------------------------------------- provenance
@@ -585,12 +584,7 @@ def _progress(enabled: bool, total: int):
 
 def environment(device: torch.device | str) -> dict[str, Any]:
     """Versions, device and git sha for run.json (a local ``git`` call; no network)."""
-    versions = {}
-    for p in PACKAGES:
-        try:
-            versions[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            versions[p] = None
+    versions = {p: package_version(p) for p in PACKAGES}
     try:
         repo = Path(__file__).resolve().parents[2]
         sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -601,7 +595,7 @@ def environment(device: torch.device | str) -> dict[str, Any]:
         sha, dirty = None, None
     dev = torch.device(device)
     return {
-        "anonlab": metadata.version("anonlab") if _installed("anonlab") else None,
+        "anonlab": package_version("anonlab"),
         "git_sha": sha, "git_dirty": dirty, "python": platform.python_version(), "platform": platform.platform(),
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
@@ -609,10 +603,10 @@ def environment(device: torch.device | str) -> dict[str, Any]:
     }
 
 
-def _installed(name: str) -> bool:
+def package_version(name: str) -> str | None:
+    """The installed version of distribution ``name``, or None when it is not installed."""
     try:
-        metadata.version(name)
-        return True
+        return metadata.version(name)
     except metadata.PackageNotFoundError:
-        return False
+        return None
 

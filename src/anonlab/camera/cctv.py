@@ -234,11 +234,7 @@ class CCTV720pNear(SimulatedCamera):
 class CCTV720pFar(SimulatedCamera):
     """Same camera, subject 12 m away: faces ~12 px."""
 
-    PRESET: ClassVar[dict[str, Any]] = {
-        "resolution": "720p", "hfov_deg": 90.0, "distance_m": 12.0, "mount_height_m": 3.0,
-        "source_face_px": SOURCE_FACE_PX, "defocus_px": 0.5, "speed_mps": 1.4, "shutter_s": 1 / 100,
-        "photons_at_white": 2000.0, "read_sigma": 0.5, "capture_jpeg": 85,
-    }
+    PRESET: ClassVar[dict[str, Any]] = {**CCTV720pNear.PRESET, "distance_m": 12.0, "defocus_px": 0.5}
 
 
 @CAMERAS.register("cctv_night_ir")

@@ -13,12 +13,12 @@ object is dropped when training ends and never handed to evaluation, which build
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from anonlab.defenses.patch import TARGETS, adjust_colour, patch_corners, placement_rects, render_canvases, save_patch
+from anonlab.defenses.patch import (
+    TARGETS,
+    adjust_colour,
+    patch_corners,
+    placement_rects,
+    render_canvases,
+    save_patch,
+)
 from anonlab.defenses.patch import composite as composite_patch
 from anonlab.detectors import DETECTORS
 from anonlab.detectors._common import letterbox
+from anonlab.engine import build_config, package_version, progress_bar
 from anonlab.patches.eot import EOT, photometric, sample_pose
 from anonlab.patches.objectives import (
     check_differentiable,
@@ -263,9 +271,9 @@ def train_patch(cfg: DictConfig, progress: bool = True, log=None, write: bool = 
     every = max(1, steps // 50)
     history: dict[str, list[float]] = {"loss": [], "det": [], "nps": [], "tv": []}
     window: list[dict[str, Tensor]] = []
-    bar = _progress(progress)
+    bar = progress_bar(progress, "loss {task.fields[loss]:.4f}")
     t0 = time.perf_counter()
-    with bar or _Null():
+    with bar or contextlib.nullcontext():
         task = bar.add_task(f"patch vs {name}", total=steps, loss=float("nan")) if bar else None
         for i in range(steps):
             window.append(trainer.step())
@@ -310,7 +318,7 @@ def train_patch(cfg: DictConfig, progress: bool = True, log=None, write: bool = 
         "n_train_boxes": int(boxes.shape[0]),
         "train_s": round(train_s, 3), "images_per_s": round(steps * min(int(cfg.batch_size), frames.shape[0])
                                                               / train_s, 3) if steps and train_s > 0 else None,
-        "versions": {p: _version(p) for p in ("anonlab", "torch")},
+        "versions": {p: package_version(p) for p in ("anonlab", "torch")},
     }
     result = TrainedPatch(patch, meta)
     if write:
@@ -336,30 +344,4 @@ def detector_name(dcfg: DictConfig) -> str:
 
 def _build(cfg: DictConfig, what: str) -> Any:
     """Instantiate a Hydra config; a constructor's own one-line error becomes a :class:`PatchTrainingError`."""
-    from anonlab.engine import build_config
-
     return build_config(cfg, what, PatchTrainingError)
-
-
-def _version(pkg: str) -> str | None:
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn())
