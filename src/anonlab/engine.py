@@ -458,6 +458,13 @@ class _JobContext:
     dataset_name: str
     regions_label: str
     hashes: dict[tuple[str, str], str]
+    #: per setting, its label and parameter JSON, computed once (both inspect signatures; rows need them often)
+    labels: list[str] = field(init=False)
+    params_json: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.labels = [s.label() for s in self.settings]
+        self.params_json = [s.params_json() for s in self.settings]
 
 
 def _evaluate_batch(ctx: _JobContext, batch: list[Sample], advance) -> list[dict]:
@@ -483,7 +490,7 @@ def _evaluate_batch(ctx: _JobContext, batch: list[Sample], advance) -> list[dict
         worn_regions = None
         per_setting: dict[str, dict[str, Detections]] = {}
         n_regions: dict[str, list[int]] = {}
-        for setting in ctx.settings:
+        for setting, label in zip(ctx.settings, ctx.labels):
             if getattr(setting, "worn", False):
                 if worn_regions is None:
                     worn_regions = _gt_detections(gts_in, target, ctx.device)
@@ -491,8 +498,8 @@ def _evaluate_batch(ctx: _JobContext, batch: list[Sample], advance) -> list[dict
             else:
                 used, recorded = regions, setting(captured, regions)
             released = camera.release(recorded)
-            per_setting[setting.label()] = {n: d(released).to("cpu") for n, d in ctx.detectors.items()}
-            n_regions[setting.label()] = torch.bincount(used.batch_idx, minlength=len(batch)).tolist()
+            per_setting[label] = {n: d(released).to("cpu") for n, d in ctx.detectors.items()}
+            n_regions[label] = torch.bincount(used.batch_idx, minlength=len(batch)).tolist()
             advance(len(batch))
     return _rows_for_batch(ctx, batch, gts, per_setting, n_regions)
 
@@ -526,7 +533,7 @@ def _pseudo_gts(images: torch.Tensor, gts: list[GroundTruth], panel: dict[str, l
 def _rows_for_batch(ctx: _JobContext, batch: list[Sample], gts: list[GroundTruth],
                     per_setting: dict[str, dict[str, Detections]], n_regions: dict[str, list[int]]) -> list[dict]:
     rows = []
-    clean_label = ctx.settings[0].label()
+    clean_label = ctx.labels[0]
     for i, (sample, gt) in enumerate(zip(batch, gts)):
         fpx = median_face_height(gt)
         for name, det in ctx.detectors.items():
@@ -534,8 +541,7 @@ def _rows_for_batch(ctx: _JobContext, batch: list[Sample], gts: list[GroundTruth
             gt_boxes = gt.boxes(kind).numpy()
             gt_ignore = gt.ignore(kind).numpy()
             clean_found = None
-            for setting in ctx.settings:
-                label = setting.label()
+            for setting, label, params in zip(ctx.settings, ctx.labels, ctx.params_json):
                 d = per_setting[label][name]
                 sel = d.batch_idx == i
                 boxes, scores = d.boxes[sel].numpy(), d.scores[sel].numpy()
@@ -545,7 +551,7 @@ def _rows_for_batch(ctx: _JobContext, batch: list[Sample], gts: list[GroundTruth
                     clean_found = m.gt_found
                 rows.append({
                     "dataset": ctx.dataset_name, "image": sample.image_id, "camera": ctx.camera.name,
-                    "defense": setting.name, "params": setting.params_json(), "setting": label,
+                    "defense": setting.name, "params": params, "setting": label,
                     "regions": ctx.regions_label, "detector": name, "detector_kind": kind,
                     "threshold": det.threshold, "n_gt": m.n_gt, "n_det": int(keep.sum()),
                     "tp": m.tp, "fp": m.fp, "fn": m.fn,
