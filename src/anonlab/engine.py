@@ -34,7 +34,7 @@ from torch import Tensor
 
 from anonlab.camera import Camera
 from anonlab.camera.scale import median_face_height, rescale_to_face
-from anonlab.datasets import Dataset, ImageReadError
+from anonlab.datasets import SAMPLE_ERRORS, Dataset, normalize_ground_truth
 from anonlab.defenses import DEFENSES, RegionDefense
 from anonlab.detectors import DETECTORS
 from anonlab.io.images import check_device_decode, decode_on
@@ -216,25 +216,27 @@ def iter_batches(dataset: Dataset, indices: range | list[int], batch_size: int, 
     ``workers`` background threads decode ahead of the consumer (0: decode inline), so decoding overlaps the
     detectors; datasets that read one stream (``Dataset.sequential``) use one thread, which keeps their reads in
     order. ``decode_device``: decode JPEGs on this CUDA device (nvJPEG). Memory stays bounded: at most
-    ``2 * workers + batch_size`` frames are decoded ahead. An unreadable image is recorded in ``failures`` with a
-    one-line message and skipped; the run goes on.
+    ``2 * workers + batch_size`` frames are decoded ahead. A sample that raises one of
+    :data:`~anonlab.datasets.SAMPLE_ERRORS` while it is loaded, rescaled or padded (an unreadable file, a size
+    that differs from its annotation, a frame too large to rescale) is recorded in ``failures`` with its one-line
+    message and skipped; the run goes on. Any other exception is a bug and propagates.
     """
     refs = dataset.refs() if refs is None else refs
     workers = min(int(workers), 1) if getattr(dataset, "sequential", False) else int(workers)
 
-    def load(i: int) -> Sample | ImageReadError | None:
+    def load(i: int) -> Sample | Exception | None:
         try:
             s = dataset.load(i)
-        except ImageReadError as e:
+            if face_px is not None:
+                s = rescale_to_face(s, face_px)
+            return _pad_sample(s, pad_to) if s is not None and pad_to > 0 else s
+        except SAMPLE_ERRORS as e:
             return e
-        if face_px is not None:
-            s = rescale_to_face(s, face_px)
-        return _pad_sample(s, pad_to) if s is not None and pad_to > 0 else s
 
     buckets: dict[tuple[int, int], list[Sample]] = defaultdict(list)
     with decode_on(decode_device), _ordered_map(load, list(indices), workers, 2 * workers + batch_size) as results:
         for i, s in results:
-            if isinstance(s, ImageReadError):
+            if isinstance(s, SAMPLE_ERRORS):
                 failures.append(Failure(refs[i], str(s)))
                 log(f"error: {s}")
                 continue
@@ -481,8 +483,8 @@ def _evaluate_batch(ctx: _JobContext, batch: list[Sample], advance) -> list[dict
         gts_in = [s.gt for s in batch]
         if ctx.pseudo:  # consensus on the clean, full-resolution frame, then carried through the camera
             gts_in = _pseudo_gts(images, gts_in, ctx.panel, ctx.cfg)
-        gts = [_capture_gt(camera, g, size) for g in gts_in]
         captured = camera.capture(images)
+        gts = [_capture_gt(camera, g, size, tuple(captured.shape[-2:])) for g in gts_in]
         if ctx.region_det is None:
             regions = _gt_detections(gts, target, ctx.device)
         else:
@@ -504,14 +506,16 @@ def _evaluate_batch(ctx: _JobContext, batch: list[Sample], advance) -> list[dict
     return _rows_for_batch(ctx, batch, gts, per_setting, n_regions)
 
 
-def _capture_gt(camera: Camera, gt: GroundTruth, size: tuple[int, int]) -> GroundTruth:
+def _capture_gt(camera: Camera, gt: GroundTruth, size: tuple[int, int], captured: tuple[int, int]) -> GroundTruth:
+    """``gt`` of an input frame of ``size = (H, W)`` carried through the camera's geometry, normalised again
+    (clipped, empty boxes dropped) to the ``captured`` frame's (H, W), as datasets normalise it to the input."""
     if type(camera).capture_boxes is Camera.capture_boxes:
         return gt
-    return GroundTruth(
+    return normalize_ground_truth(GroundTruth(
         faces=camera.capture_boxes(gt.faces, size), persons=camera.capture_boxes(gt.persons, size),
         face_ids=gt.face_ids, person_ids=gt.person_ids, ignore_faces=gt.ignore_faces,
         ignore_persons=gt.ignore_persons, pseudo_gt=gt.pseudo_gt,
-    )
+    ), captured)
 
 
 def _pseudo_gts(images: torch.Tensor, gts: list[GroundTruth], panel: dict[str, list[Detector]],
