@@ -321,6 +321,16 @@ def _int_option(cfg: DictConfig, key: str, default: int, minimum: int) -> int:
     return v
 
 
+def _number_option(cfg: DictConfig, key: str, expected: str, ok, allow_null: bool = False) -> float | None:
+    """``cfg.<key>`` as a float, checked by ``ok``; ``BenchError`` naming the key and ``expected`` otherwise."""
+    v = OmegaConf.select(cfg, key, default=None)
+    if v is None and allow_null:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(float(v)):
+        raise BenchError(f"{key} must be a number {expected}, got {v!r}")
+    return float(v)
+
+
 def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path | None = None) -> BenchResult:
     """Run one benchmark job described by ``cfg`` (the composed ``conf/bench.yaml``); returns rows and summary.
 
@@ -333,8 +343,12 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError(f"device={cfg.device} but torch sees no CUDA device; use device=cpu")
-    if not 0.0 < float(cfg.match_iou) <= 1.0:
-        raise BenchError(f"match_iou must be in (0, 1], got {cfg.match_iou}")
+    iou = _number_option(cfg, "match_iou", "in (0, 1]", lambda v: 0.0 < v <= 1.0)
+    face_px = _number_option(cfg, "scene.face_px", "> 0 pixels or null", lambda v: v > 0, allow_null=True)
+    seed = _int_option(cfg, "seed", 0, 0)
+    limit = OmegaConf.select(cfg, "limit", default=None)
+    if limit is not None:
+        limit = _int_option(cfg, "limit", 1, 1)
     batch_size = _int_option(cfg, "batch_size", 1, 1)
     workers = _int_option(cfg, "loader.workers", 1, 0)
     pad_to = _int_option(cfg, "loader.pad_to", 0, 0)
@@ -346,7 +360,7 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
     precision = OmegaConf.select(cfg, "precision", default="fp32")
     if precision not in PRECISIONS:
         raise BenchError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    torch.manual_seed(int(cfg.seed))
+    torch.manual_seed(seed)
 
     dataset: Dataset = build_config(cfg.dataset, "dataset")
     camera: Camera = build_config(cfg.camera, "camera")
@@ -373,17 +387,8 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
             raise BenchError(f"{s.label()} is worn on {wants}s (target={s.target}) but regions.target="
                              f"{cfg.regions.target}; set regions.target={wants}")
 
-    iou = float(cfg.match_iou)
-    face_px = cfg.get("scene", {}).get("face_px")
-    if face_px is not None:
-        face_px = float(face_px)
-        if not face_px > 0:
-            raise BenchError(f"scene.face_px must be > 0 pixels or null, got {face_px}")
-        if "face" in dataset.pseudo_kinds:
-            raise BenchError("scene.face_px needs human face annotations; this dataset has none")
-    limit = cfg.get("limit")
-    if limit is not None and int(limit) < 1:
-        raise BenchError(f"limit must be >= 1 images or null, got {limit}")
+    if face_px is not None and "face" in dataset.pseudo_kinds:
+        raise BenchError("scene.face_px needs human face annotations; this dataset has none")
     refs = dataset.refs()
     try:
         chunks = plan_chunks(min(len(refs), int(limit)) if limit is not None else len(refs), shard_images,
@@ -432,7 +437,7 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
                                           "failures": [vars(f) for f in failures]})
         table, metas = store.read(chunks)
 
-    summary = summarize(table, seed=int(cfg.seed))
+    summary = summarize(table, seed=seed)
     failures = [Failure(**f) for m in metas for f in m.get("failures", [])]
     skipped = [s for m in metas for s in m.get("skipped_no_face", [])]
     return BenchResult(table, summary, failures, [s.label() for s in settings], list(detectors),
