@@ -1,7 +1,8 @@
 """``anonlab`` command: ``bench`` (Hydra), ``list``, ``weights``.
 
-Exit codes: 0 success; 1 a bug (traceback); 2 a bad configuration or input (one-line error); 3 the run
-finished but some images could not be read (listed in run.json).
+Exit codes: 0 success; 1 a bug (traceback); 2 a bad configuration or input (one ``error:`` line naming the key or
+file, before any work: see :mod:`anonlab.cli.config_check`); 3 the run finished but some images could not be used
+(unreadable, a size that differs from the annotation, too small a face to rescale: listed in run.json's failures).
 """
 
 from __future__ import annotations
