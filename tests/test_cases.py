@@ -66,7 +66,8 @@ def test_a_configuration_problem_is_one_stderr_line_and_exit_2(tmp_path, args, k
     assert not (tmp_path / "results.parquet").exists()
 
 
-def test_help_and_cfg_job_still_reach_hydra():
+@pytest.mark.slow
+def test_cfg_job_still_reaches_hydra():
     proc = anonlab("bench", "--cfg", "job", "dataset=pennfudan")  # prints the config, ??? and all
     assert proc.returncode == 0 and "root: ???" in proc.stdout, proc.stderr
 
@@ -147,7 +148,8 @@ def test_boxes_past_the_frame_edge_give_the_rows_of_the_clipped_control(tmp_path
 
 
 def test_normalize_ground_truth_clips_drops_empty_boxes_and_keeps_ids_and_flags_aligned():
-    faces = torch.tensor([[-10, -5, 20, 30], [5, 5, 5, 40], [200, 10, 260, 50], [90, 90, 150, 130]], dtype=torch.float32)
+    faces = torch.tensor([[-10, -5, 20, 30], [5, 5, 5, 40], [200, 10, 260, 50], [90, 90, 150, 130]],
+                         dtype=torch.float32)
     gt = GroundTruth(faces=faces, face_ids=torch.tensor([7, 8, 9, 10]),
                      ignore_faces=torch.tensor([False, False, False, True]))
     out = normalize_ground_truth(gt, (100, 120))  # H = 100, W = 120: box 2 is wholly right of it, box 1 is a line
