@@ -526,7 +526,8 @@ def _capture_gt(camera: Camera, gt: GroundTruth, size: tuple[int, int], captured
 def _pseudo_gts(images: torch.Tensor, gts: list[GroundTruth], panel: dict[str, list[Detector]],
                 cfg: DictConfig) -> list[GroundTruth]:
     """Replace the boxes of the panel's kinds with consensus pseudo ground truth; keep the other kinds as
-    annotated (boxes, ids, ignore flags)."""
+    annotated (boxes, ids, ignore flags). The result is normalised to the frame like every loader's ground truth
+    (:func:`~anonlab.datasets.normalize_ground_truth`)."""
     out = [dict(faces=g.faces, persons=g.persons, face_ids=g.face_ids, person_ids=g.person_ids,
                 ignore_faces=g.ignore_faces, ignore_persons=g.ignore_persons) for g in gts]
     for kind, dets in panel.items():
@@ -536,7 +537,8 @@ def _pseudo_gts(images: torch.Tensor, gts: list[GroundTruth], panel: dict[str, l
             parts[f"{kind}s"] = boxes
             parts[f"{kind}_ids"] = None
             parts[f"ignore_{kind}s"] = None
-    return [GroundTruth(**parts, pseudo_gt=True) for parts in out]
+    size = tuple(images.shape[-2:])
+    return [normalize_ground_truth(GroundTruth(**parts, pseudo_gt=True), size) for parts in out]
 
 
 def _rows_for_batch(ctx: _JobContext, batch: list[Sample], gts: list[GroundTruth],

@@ -128,7 +128,7 @@ def _missing_values(cfg: DictConfig, conf_dir: Path, config_name: str) -> str | 
     """Every mandatory value (``???``) left out, in one line: what each is (the YAML's comment on it) and, for a
     data set root, the ``anonlab datasets fetch`` command that downloads it."""
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    missing = sorted(OmegaConf.missing_keys(job))
+    missing = sorted(key for key, node in _leaves(job) if node._is_missing())
     if not missing:
         return None
     choices = cfg.hydra.runtime.choices if "hydra" in cfg else {}
@@ -172,22 +172,24 @@ def _unresolved(cfg: DictConfig) -> str | None:
     """An interpolation of the job's config (``${...}``) that does not resolve. ``${hydra:...}`` needs the running
     job's Hydra state and is left to Hydra."""
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    for key in _leaf_keys(job):
+    for key, node in _leaves(job):
+        if node._is_interpolation() and "${hydra:" in str(node._value()):
+            continue
         try:
             OmegaConf.select(job, key, throw_on_resolution_failure=True)
         except OmegaConfBaseException as e:
-            if "hydra" in str(e):
+            if "HydraConfig was not set" in str(e):  # a ${hydra:...} reached through another interpolation
                 continue
             return _omegaconf_line(e)
     return None
 
 
-def _leaf_keys(node, prefix: str = ""):
-    if isinstance(node, DictConfig):
-        for k in node.keys():
-            full = f"{prefix}.{k}" if prefix else str(k)
-            child = node._get_node(k)
-            if isinstance(child, DictConfig) and not child._is_interpolation():
-                yield from _leaf_keys(child, full)
-            else:
-                yield full
+def _leaves(node, prefix: str = ""):
+    """``(dotted key, node)`` of every leaf below a DictConfig (lists and interpolations are leaves)."""
+    for k in node.keys():
+        full = f"{prefix}.{k}" if prefix else str(k)
+        child = node._get_node(k)
+        if isinstance(child, DictConfig) and not child._is_interpolation() and not child._is_missing():
+            yield from _leaves(child, full)
+        else:
+            yield full, child
