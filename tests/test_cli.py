@@ -103,7 +103,8 @@ def test_unknown_detector_is_a_one_line_error_listing_valid_names(tmp_path):
 
 def test_unknown_dataset_lists_valid_names(tmp_path):
     proc = anonlab("bench", "dataset=nope", f"out={tmp_path}")
-    assert proc.returncode != 0 and "Could not find 'dataset/nope'" in proc.stderr and "default" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("error: dataset=nope: no such dataset")
+    assert "default" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("override", ["defense.sigma=-1", "defense=pixelate defense.blocks=0",

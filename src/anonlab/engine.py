@@ -34,7 +34,7 @@ from torch import Tensor
 
 from anonlab.camera import Camera
 from anonlab.camera.scale import median_face_height, rescale_to_face
-from anonlab.datasets import Dataset, ImageReadError
+from anonlab.datasets import SAMPLE_ERRORS, Dataset, normalize_ground_truth
 from anonlab.defenses import DEFENSES, RegionDefense
 from anonlab.detectors import DETECTORS
 from anonlab.io.images import check_device_decode, decode_on
@@ -216,25 +216,27 @@ def iter_batches(dataset: Dataset, indices: range | list[int], batch_size: int, 
     ``workers`` background threads decode ahead of the consumer (0: decode inline), so decoding overlaps the
     detectors; datasets that read one stream (``Dataset.sequential``) use one thread, which keeps their reads in
     order. ``decode_device``: decode JPEGs on this CUDA device (nvJPEG). Memory stays bounded: at most
-    ``2 * workers + batch_size`` frames are decoded ahead. An unreadable image is recorded in ``failures`` with a
-    one-line message and skipped; the run goes on.
+    ``2 * workers + batch_size`` frames are decoded ahead. A sample that raises one of
+    :data:`~anonlab.datasets.SAMPLE_ERRORS` while it is loaded, rescaled or padded (an unreadable file, a size
+    that differs from its annotation, a frame too large to rescale) is recorded in ``failures`` with its one-line
+    message and skipped; the run goes on. Any other exception is a bug and propagates.
     """
     refs = dataset.refs() if refs is None else refs
     workers = min(int(workers), 1) if getattr(dataset, "sequential", False) else int(workers)
 
-    def load(i: int) -> Sample | ImageReadError | None:
+    def load(i: int) -> Sample | Exception | None:
         try:
             s = dataset.load(i)
-        except ImageReadError as e:
+            if face_px is not None:
+                s = rescale_to_face(s, face_px)
+            return _pad_sample(s, pad_to) if s is not None and pad_to > 0 else s
+        except SAMPLE_ERRORS as e:
             return e
-        if face_px is not None:
-            s = rescale_to_face(s, face_px)
-        return _pad_sample(s, pad_to) if s is not None and pad_to > 0 else s
 
     buckets: dict[tuple[int, int], list[Sample]] = defaultdict(list)
     with decode_on(decode_device), _ordered_map(load, list(indices), workers, 2 * workers + batch_size) as results:
         for i, s in results:
-            if isinstance(s, ImageReadError):
+            if isinstance(s, SAMPLE_ERRORS):
                 failures.append(Failure(refs[i], str(s)))
                 log(f"error: {s}")
                 continue
@@ -319,6 +321,16 @@ def _int_option(cfg: DictConfig, key: str, default: int, minimum: int) -> int:
     return v
 
 
+def _number_option(cfg: DictConfig, key: str, expected: str, ok, allow_null: bool = False) -> float | None:
+    """``cfg.<key>`` as a float, checked by ``ok``; ``BenchError`` naming the key and ``expected`` otherwise."""
+    v = OmegaConf.select(cfg, key, default=None)
+    if v is None and allow_null:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(float(v)):
+        raise BenchError(f"{key} must be a number {expected}, got {v!r}")
+    return float(v)
+
+
 def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path | None = None) -> BenchResult:
     """Run one benchmark job described by ``cfg`` (the composed ``conf/bench.yaml``); returns rows and summary.
 
@@ -331,8 +343,12 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError(f"device={cfg.device} but torch sees no CUDA device; use device=cpu")
-    if not 0.0 < float(cfg.match_iou) <= 1.0:
-        raise BenchError(f"match_iou must be in (0, 1], got {cfg.match_iou}")
+    iou = _number_option(cfg, "match_iou", "in (0, 1]", lambda v: 0.0 < v <= 1.0)
+    face_px = _number_option(cfg, "scene.face_px", "> 0 pixels or null", lambda v: v > 0, allow_null=True)
+    seed = _int_option(cfg, "seed", 0, 0)
+    limit = OmegaConf.select(cfg, "limit", default=None)
+    if limit is not None:
+        limit = _int_option(cfg, "limit", 1, 1)
     batch_size = _int_option(cfg, "batch_size", 1, 1)
     workers = _int_option(cfg, "loader.workers", 1, 0)
     pad_to = _int_option(cfg, "loader.pad_to", 0, 0)
@@ -344,7 +360,7 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
     precision = OmegaConf.select(cfg, "precision", default="fp32")
     if precision not in PRECISIONS:
         raise BenchError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    torch.manual_seed(int(cfg.seed))
+    torch.manual_seed(seed)
 
     dataset: Dataset = build_config(cfg.dataset, "dataset")
     camera: Camera = build_config(cfg.camera, "camera")
@@ -371,17 +387,8 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
             raise BenchError(f"{s.label()} is worn on {wants}s (target={s.target}) but regions.target="
                              f"{cfg.regions.target}; set regions.target={wants}")
 
-    iou = float(cfg.match_iou)
-    face_px = cfg.get("scene", {}).get("face_px")
-    if face_px is not None:
-        face_px = float(face_px)
-        if not face_px > 0:
-            raise BenchError(f"scene.face_px must be > 0 pixels or null, got {face_px}")
-        if "face" in dataset.pseudo_kinds:
-            raise BenchError("scene.face_px needs human face annotations; this dataset has none")
-    limit = cfg.get("limit")
-    if limit is not None and int(limit) < 1:
-        raise BenchError(f"limit must be >= 1 images or null, got {limit}")
+    if face_px is not None and "face" in dataset.pseudo_kinds:
+        raise BenchError("scene.face_px needs human face annotations; this dataset has none")
     refs = dataset.refs()
     try:
         chunks = plan_chunks(min(len(refs), int(limit)) if limit is not None else len(refs), shard_images,
@@ -430,7 +437,7 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
                                           "failures": [vars(f) for f in failures]})
         table, metas = store.read(chunks)
 
-    summary = summarize(table, seed=int(cfg.seed))
+    summary = summarize(table, seed=seed)
     failures = [Failure(**f) for m in metas for f in m.get("failures", [])]
     skipped = [s for m in metas for s in m.get("skipped_no_face", [])]
     return BenchResult(table, summary, failures, [s.label() for s in settings], list(detectors),
@@ -481,8 +488,8 @@ def _evaluate_batch(ctx: _JobContext, batch: list[Sample], advance) -> list[dict
         gts_in = [s.gt for s in batch]
         if ctx.pseudo:  # consensus on the clean, full-resolution frame, then carried through the camera
             gts_in = _pseudo_gts(images, gts_in, ctx.panel, ctx.cfg)
-        gts = [_capture_gt(camera, g, size) for g in gts_in]
         captured = camera.capture(images)
+        gts = [_capture_gt(camera, g, size, tuple(captured.shape[-2:])) for g in gts_in]
         if ctx.region_det is None:
             regions = _gt_detections(gts, target, ctx.device)
         else:
@@ -504,20 +511,23 @@ def _evaluate_batch(ctx: _JobContext, batch: list[Sample], advance) -> list[dict
     return _rows_for_batch(ctx, batch, gts, per_setting, n_regions)
 
 
-def _capture_gt(camera: Camera, gt: GroundTruth, size: tuple[int, int]) -> GroundTruth:
+def _capture_gt(camera: Camera, gt: GroundTruth, size: tuple[int, int], captured: tuple[int, int]) -> GroundTruth:
+    """``gt`` of an input frame of ``size = (H, W)`` carried through the camera's geometry, normalised again
+    (clipped, empty boxes dropped) to the ``captured`` frame's (H, W), as datasets normalise it to the input."""
     if type(camera).capture_boxes is Camera.capture_boxes:
         return gt
-    return GroundTruth(
+    return normalize_ground_truth(GroundTruth(
         faces=camera.capture_boxes(gt.faces, size), persons=camera.capture_boxes(gt.persons, size),
         face_ids=gt.face_ids, person_ids=gt.person_ids, ignore_faces=gt.ignore_faces,
         ignore_persons=gt.ignore_persons, pseudo_gt=gt.pseudo_gt,
-    )
+    ), captured)
 
 
 def _pseudo_gts(images: torch.Tensor, gts: list[GroundTruth], panel: dict[str, list[Detector]],
                 cfg: DictConfig) -> list[GroundTruth]:
     """Replace the boxes of the panel's kinds with consensus pseudo ground truth; keep the other kinds as
-    annotated (boxes, ids, ignore flags)."""
+    annotated (boxes, ids, ignore flags). The result is normalised to the frame like every loader's ground truth
+    (:func:`~anonlab.datasets.normalize_ground_truth`)."""
     out = [dict(faces=g.faces, persons=g.persons, face_ids=g.face_ids, person_ids=g.person_ids,
                 ignore_faces=g.ignore_faces, ignore_persons=g.ignore_persons) for g in gts]
     for kind, dets in panel.items():
@@ -527,7 +537,8 @@ def _pseudo_gts(images: torch.Tensor, gts: list[GroundTruth], panel: dict[str, l
             parts[f"{kind}s"] = boxes
             parts[f"{kind}_ids"] = None
             parts[f"ignore_{kind}s"] = None
-    return [GroundTruth(**parts, pseudo_gt=True) for parts in out]
+    size = tuple(images.shape[-2:])
+    return [normalize_ground_truth(GroundTruth(**parts, pseudo_gt=True), size) for parts in out]
 
 
 def _rows_for_batch(ctx: _JobContext, batch: list[Sample], gts: list[GroundTruth],

@@ -19,6 +19,15 @@ Kind = Literal["face", "person"]
 KINDS: tuple[str, ...] = ("face", "person")
 
 
+class SampleError(ValueError):
+    """One sample (an image or frame) cannot be used, for a reason of its own: its decoded size differs from the
+    size its annotations record, rescaling it to ``scene.face_px`` would need an absurd frame, ... The message
+    names the sample and the reason, on one line. Datasets and per-sample steps (rescaling, padding) raise it; the
+    engine lists the sample in run.json's ``failures`` and goes on (exit 3). A bad configuration is not a
+    ``SampleError``: it stops the job before any work (exit 2). :class:`anonlab.io.images.ImageReadError` (a file
+    that does not decode) is handled the same way."""
+
+
 def check_images(images: Tensor, where: str = "images") -> None:
     """Raise ``ValueError`` unless ``images`` is a ``uint8 (B, 3, H, W)`` tensor. Never syncs the GPU."""
     if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:

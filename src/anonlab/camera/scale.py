@@ -12,7 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from anonlab.types import GroundTruth, Sample
+from anonlab.types import GroundTruth, Sample, SampleError
+
+
+#: the longest side (pixels) a rescaled frame may have: 8192, the texture limit of common GPUs and 4x the long side
+#: of 4K UHD; a 3-channel uint8 frame of 8192 x 8192 is 192 MiB before any detector runs
+MAX_SIDE = 8192
 
 
 def median_face_height(gt: GroundTruth) -> float | None:
@@ -33,10 +38,12 @@ def resize_image(image: Tensor, size_hw: tuple[int, int]) -> Tensor:
     return x[0].round().clamp(0, 255).to(torch.uint8)
 
 
-def rescale_to_face(sample: Sample, face_px: float, max_side: int = 8192) -> Sample | None:
+def rescale_to_face(sample: Sample, face_px: float, max_side: int = MAX_SIDE) -> Sample | None:
     """``sample`` rescaled so its median annotated face is ``face_px`` high; None if it has no annotated face.
 
-    Raises ``ValueError`` when the result would exceed ``max_side`` pixels on a side (a tiny face blown up).
+    Raises ``ValueError`` for ``face_px <= 0`` (a configuration error) and :class:`~anonlab.types.SampleError`
+    (a problem of this frame alone: the engine lists it as failed and scores the others) when the result would
+    exceed ``max_side`` pixels on a side (a tiny face blown up).
     """
     if not face_px > 0:
         raise ValueError(f"face_px must be > 0 pixels, got {face_px!r}")
@@ -47,7 +54,7 @@ def rescale_to_face(sample: Sample, face_px: float, max_side: int = 8192) -> Sam
     h, w = sample.image.shape[-2:]
     size = (max(1, round(h * s)), max(1, round(w * s)))
     if max(size) > max_side:
-        raise ValueError(f"{sample.image_id}: scaling faces of {current:.0f} px to {face_px} px needs a "
+        raise SampleError(f"{sample.image_id}: scaling faces of {current:.0f} px to {face_px} px needs a "
                          f"{size[1]}x{size[0]} frame, over max_side={max_side}")
     sy, sx = size[0] / h, size[1] / w
     scale = torch.tensor([sx, sy, sx, sy])

@@ -34,7 +34,7 @@ def write_outputs(result, cfg: DictConfig, out: Path) -> None:
 
 
 def run_and_write(cfg: DictConfig, out_dir: str) -> int:
-    """Run one job; returns the exit code (3 when some images failed to load)."""
+    """Run one job; returns the exit code (3 when some images could not be used: see run.json's failures)."""
     out = Path(out_dir)
     result = run_bench(cfg, progress=bool(cfg.progress), out=out)
     write_outputs(result, cfg, out)
@@ -42,6 +42,6 @@ def run_and_write(cfg: DictConfig, out_dir: str) -> int:
     print(f"wrote {out}/results.parquet ({result.table.num_rows} rows), summary.md, run.json "
           f"in {result.wall_s:.1f} s", file=sys.stderr)
     if result.failures:
-        print(f"error: {len(result.failures)} image(s) could not be read; see {out}/run.json", file=sys.stderr)
+        print(f"error: {len(result.failures)} image(s) could not be used; see {out}/run.json", file=sys.stderr)
         return 3
     return 0

@@ -1,7 +1,8 @@
 """``anonlab`` command: ``bench`` (Hydra), ``list``, ``weights``.
 
-Exit codes: 0 success; 1 a bug (traceback); 2 a bad configuration or input (one-line error); 3 the run
-finished but some images could not be read (listed in run.json).
+Exit codes: 0 success; 1 a bug (traceback); 2 a bad configuration or input (one ``error:`` line naming the key or
+file, before any work: see :mod:`anonlab.cli.config_check`); 3 the run finished but some images could not be used
+(unreadable, a size that differs from the annotation, too small a face to rescale: listed in run.json's failures).
 """
 
 from __future__ import annotations
@@ -43,12 +44,28 @@ def _names_group(overrides: list[str], group: str) -> bool:
     return any(k == group or k.startswith(group + ".") for k in keys)
 
 
+def check_config(config_name: str, argv: list[str]) -> int | None:
+    """Compose ``config_name`` with ``argv`` as Hydra will (every job of a multirun); on a configuration problem
+    print one ``error:`` line naming the key and return :data:`EXIT_BAD_CONFIG`, before any work; else None."""
+    from anonlab.cli.config_check import config_error
+    from anonlab.engine import CONF_DIR
+
+    problem = config_error(CONF_DIR, config_name, argv)
+    if problem is None:
+        return None
+    print(f"error: {problem}", file=sys.stderr)
+    return EXIT_BAD_CONFIG
+
+
 def bench(argv: list[str]) -> int:
-    """Hand the remaining arguments to Hydra (overrides, -m, --help, --cfg job, ...)."""
+    """Hand the remaining arguments to Hydra (overrides, -m, --help, --cfg job, ...) once they compose."""
     import hydra
 
     from anonlab.engine import CONF_DIR
 
+    bad = check_config("bench", argv)
+    if bad is not None:
+        return bad
     sys.argv = ["anonlab bench", *argv]
     hydra.main(config_path=str(CONF_DIR), config_name="bench", version_base="1.3")(_bench_task)()
     return _status["code"]

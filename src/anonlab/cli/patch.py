@@ -83,6 +83,11 @@ def patch(argv: list[str]) -> int:
     if cmd not in COMMANDS:
         print(f"error: unknown patch command {cmd!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    from anonlab.cli.main import check_config
+
+    bad = check_config(f"patch/{cmd}", rest)
+    if bad is not None:
+        return bad
     task = _train_task if cmd == "train" else _eval_task
     sys.argv = [f"anonlab patch {cmd}", *rest]
     hydra.main(config_path=str(CONF_DIR), config_name=f"patch/{cmd}", version_base="1.3")(task)()

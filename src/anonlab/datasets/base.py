@@ -1,19 +1,57 @@
-"""The dataset registry and the ``Dataset`` base: an iterable of :class:`~anonlab.types.Sample`."""
+"""The dataset registry, the ``Dataset`` base (an iterable of :class:`~anonlab.types.Sample`), and the one place
+where every loader's ground truth is normalised to its frame (:func:`normalize_ground_truth`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
 
 from anonlab.io.images import ImageReadError  # noqa: F401  (re-exported)
 from anonlab.registry import Registry
-from anonlab.types import KINDS, Sample
+from anonlab.types import KINDS, GroundTruth, Sample, SampleError
+
+#: what a per-sample problem raises: the engine lists the sample in run.json's failures and goes on (exit 3)
+SAMPLE_ERRORS: tuple[type[Exception], ...] = (SampleError, ImageReadError)
+
+
+def normalize_ground_truth(gt: GroundTruth, size_hw: tuple[int, int] | torch.Size) -> GroundTruth:
+    """``gt`` fitted to a frame of ``size_hw = (H, W)`` pixels: every box (faces and persons, ignored or not)
+    clipped to ``[0, W] x [0, H]``, and every box that has zero width or height after clipping (degenerate in the
+    annotation file, or wholly outside the frame) **dropped**, with its id and ignore flag, so the three stay
+    aligned. Boxes are ``float32 (N, 4)`` xyxy pixels of the frame as loaded (EXIF applied).
+
+    Why dropped rather than marked ignore: no detection can overlap a zero-area box (IoU 0 with everything, and
+    pycocotools' crowd IoU, intersection over detection area, is 0 too), so such a box could only ever be a miss
+    (if real) or nothing (if ignored); dropping it is the same for AP and rows, and keeps it out of face-height
+    statistics (``median_face_height``). WIDER FACE's official files contain such boxes. Clipping follows the
+    COCO / PASCAL convention that annotations lie inside the image; a face cut by the frame edge is scored on its
+    visible part, which is all a detector can see.
+    """
+    h, w = int(size_hw[0]), int(size_hw[1])
+    parts: dict[str, Any] = {}
+    for kind in KINDS:
+        boxes, ids, ignore = gt.boxes(kind), gt.ids(kind), gt.ignore(kind)
+        if len(boxes) == 0:
+            parts.update({f"{kind}s": boxes, f"{kind}_ids": ids, f"ignore_{kind}s": ignore})
+            continue
+        limit = torch.tensor([w, h, w, h], dtype=boxes.dtype)
+        clipped = torch.minimum(boxes.clamp(min=0), limit)
+        keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+        parts.update({f"{kind}s": clipped[keep], f"{kind}_ids": ids[keep], f"ignore_{kind}s": ignore[keep]})
+    return GroundTruth(**parts, pseudo_gt=gt.pseudo_gt)
 
 
 class Dataset:
     """Streams ``Sample``s (one image + ground truth each); never loads the whole set into memory.
 
-    ``__iter__`` yields samples in a stable order. An unreadable image raises :class:`ImageReadError` from
-    ``load(i)``; ``__iter__`` is built on ``refs()`` + ``load`` so the engine can record the failure and go on.
+    ``__iter__`` yields samples in a stable order. A sample that cannot be used raises one of
+    :data:`SAMPLE_ERRORS` from ``load(i)`` (:class:`ImageReadError` for a file that does not decode,
+    :class:`~anonlab.types.SampleError` for any other problem of that sample alone, e.g. a size that differs from
+    its annotation); ``__iter__`` is built on ``refs()`` + ``load`` so the engine can record the failure and go on.
+    Every ``load`` builds its result with :meth:`sample`, which normalises the ground truth to the frame.
     """
 
     name: str = ""
@@ -27,6 +65,11 @@ class Dataset:
     def annotated(self) -> bool:
         """True when people annotated at least one kind of object (faces or persons) in this dataset."""
         return len(self.pseudo_kinds) < len(KINDS)
+
+    @staticmethod
+    def sample(image_id: str, image: Tensor, gt: GroundTruth, path: str = "") -> Sample:
+        """The finished sample: ``gt`` normalised to ``image``'s ``(H, W)`` by :func:`normalize_ground_truth`."""
+        return Sample(image_id, image, normalize_ground_truth(gt, image.shape[-2:]), path)
 
     def refs(self) -> list[str]:
         """Stable identifiers (image ids) of all samples, cheap: no decoding."""

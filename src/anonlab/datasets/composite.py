@@ -211,7 +211,7 @@ class CompositeDataset(Dataset):
                          face_ids=t.identities[has_face], person_ids=t.identities[p],
                          ignore_faces=t.face_occlusion[has_face] > 0.5,
                          ignore_persons=t.occlusion[p] > self.ignore_occlusion)
-        return Sample(self.refs()[index], image, gt, f"composite:{self.seed}:{index}")
+        return self.sample(self.refs()[index], image, gt, f"composite:{self.seed}:{index}")
 
     def write_clip(self, folder: str | Path, n_frames: int = 50, fps: int = 25, people: int | None = None,
                    clip_seed: int = 0, speed_mps: float = WALK_SPEED_MPS, codec: str = "ffv1",

@@ -122,7 +122,7 @@ class DefaultDataset(Dataset):
         image = read_image(path)
         ann = self._coco[entry.file_name]
         check_size(self._ann_file, ann, image, path)
-        return Sample(entry.file_name, image, ann.gt, str(path))
+        return self.sample(entry.file_name, image, ann.gt, str(path))
 
     def __repr__(self) -> str:
         return f"DefaultDataset(data_dir={str(self.data_dir)!r}, n={len(self.manifest)})"

@@ -22,7 +22,7 @@ import torch
 
 from anonlab.datasets.base import DATASETS, Dataset
 from anonlab.io.images import IMAGE_SUFFIXES, read_image
-from anonlab.types import KINDS, GroundTruth, Sample
+from anonlab.types import KINDS, GroundTruth, Sample, SampleError
 
 
 @dataclass(frozen=True)
@@ -139,13 +139,14 @@ def load_coco(path: str | Path) -> dict[str, CocoImage]:
 
 
 def check_size(coco_file: Path | str, entry: CocoImage, image: torch.Tensor, image_path: Path | str) -> None:
-    """Raise ``ValueError`` when the decoded ``(H, W)`` differs from the size the COCO file records.
+    """Raise :class:`~anonlab.types.SampleError` (a per-image problem: the engine lists the image as failed and
+    goes on) when the decoded ``(H, W)`` (EXIF orientation applied) differs from the size the COCO file records.
 
     A mismatch means the boxes were drawn on another version of the file (or without EXIF rotation).
     """
     got = (int(image.shape[-2]), int(image.shape[-1]))
     if entry.size_hw is not None and entry.size_hw != got:
-        raise ValueError(f"{image_path} decodes to (H, W) = {got} but {coco_file} records {entry.size_hw} "
+        raise SampleError(f"{image_path} decodes to (H, W) = {got} but {coco_file} records {entry.size_hw} "
                          f"for {entry.file_name!r}: its boxes would not fit this image")
 
 
@@ -174,7 +175,7 @@ class FolderDataset(Dataset):
     with no boxes, and :attr:`annotated` is False: the engine fills in pseudo ground truth from detectors.
 
     Sample ids are the relative paths. ``load(i)`` raises :class:`~anonlab.io.images.ImageReadError` for an
-    unreadable image.
+    unreadable image and :class:`~anonlab.types.SampleError` for one whose size differs from its COCO entry.
     """
 
     def __init__(self, root: str, annotations: str | None = None, recursive: bool = False) -> None:
@@ -219,10 +220,10 @@ class FolderDataset(Dataset):
         path = self.root / rel
         image = read_image(path)
         if self._coco is None:
-            return Sample(rel, image, GroundTruth(pseudo_gt=True), str(path))
+            return self.sample(rel, image, GroundTruth(pseudo_gt=True), str(path))
         entry = self._coco[rel]
         check_size(self.annotations, entry, image, path)  # type: ignore[arg-type]
-        return Sample(rel, image, entry.gt, str(path))
+        return self.sample(rel, image, entry.gt, str(path))
 
     def __repr__(self) -> str:
         ann = f", annotations={str(self.annotations)!r}" if self.annotations else ""

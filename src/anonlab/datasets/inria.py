@@ -66,7 +66,7 @@ class InriaPersonDataset(Dataset):
         ann, path = self._ann[index], self._images[index]
         image = read_image(path)
         check_decoded_size(ann, image, path)
-        return Sample(self._ids[index], image, GroundTruth(persons=ann.boxes.clone()), str(path))
+        return self.sample(self._ids[index], image, GroundTruth(persons=ann.boxes.clone()), str(path))
 
     def __repr__(self) -> str:
         return f"InriaPersonDataset(root={str(self.root)!r}, split={self.split!r}, n={len(self._ids)})"

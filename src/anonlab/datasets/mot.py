@@ -207,12 +207,8 @@ class MOTDataset(Dataset):
         boxes, ids, ignore = seq.gt.get(frame, empty)
         sh, sw = seq.info.size_hw
         scale = torch.tensor([w / sw, h / sh, w / sw, h / sh], dtype=torch.float32)
-        boxes = boxes * scale
-        boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
-                             boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1)
-        inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # drop boxes wholly outside the frame
-        gt = GroundTruth(persons=boxes[inside], person_ids=ids[inside], ignore_persons=ignore[inside])
-        return Sample(self._ids[index], image, gt, path)
+        gt = GroundTruth(persons=boxes * scale, person_ids=ids, ignore_persons=ignore)
+        return self.sample(self._ids[index], image, gt, path)  # clipped to the frame, empty boxes dropped
 
     def __repr__(self) -> str:
         return (f"MOTDataset(root={str(self.root)!r}, sequences={len(self._seqs)}, stride={self.stride}, "

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from anonlab.datasets.base import DATASETS, Dataset
 from anonlab.io.images import ImageReadError, read_image
-from anonlab.types import GroundTruth, Sample
+from anonlab.types import GroundTruth, Sample, SampleError
 
 _SIZE = re.compile(r"^Image size \(X x Y x C\)\s*:\s*(\d+)\s*x\s*(\d+)(?:\s*x\s*(\d+))?", re.M)
 _FILE = re.compile(r'^Image filename\s*:\s*"([^"]+)"', re.M)
@@ -116,9 +116,11 @@ def resolve_image(root: Path, ann: PascalAnnotation, fallback_dir: Path) -> Path
 
 
 def check_decoded_size(ann: PascalAnnotation, image: Tensor, path: Path) -> None:
+    """Raise :class:`~anonlab.types.SampleError` (a per-image problem) when the decoded ``(H, W)`` differs from the
+    size the annotation declares."""
     got = (int(image.shape[-2]), int(image.shape[-1]))
     if ann.size_hw is not None and ann.size_hw != got:
-        raise ImageReadError(f"{path} decodes to (H, W) = {got} but {ann.file} declares {ann.size_hw}: "
+        raise SampleError(f"{path} decodes to (H, W) = {got} but {ann.file} declares {ann.size_hw}: "
                              f"its boxes would not fit this image")
 
 
@@ -165,7 +167,7 @@ class PennFudanDataset(Dataset):
         ann, path = self._ann[index], self._images[index]
         image = read_image(path)
         check_decoded_size(ann, image, path)
-        return Sample(self._ids[index], image, GroundTruth(persons=ann.boxes.clone()), str(path))
+        return self.sample(self._ids[index], image, GroundTruth(persons=ann.boxes.clone()), str(path))
 
     def masks(self, index: int) -> Tensor:
         """Instance masks of the ``index``-th image: ``bool (N, H, W)``, row ``k`` for box ``k`` of :meth:`load`."""

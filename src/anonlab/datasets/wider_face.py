@@ -140,7 +140,7 @@ class WiderFaceDataset(Dataset):
         if not 0 <= index < len(self._names):
             raise IndexError(f"wider_face index {index} out of range [0, {len(self._names)})")
         path = self.images_dir / self._names[index]
-        return Sample(self._names[index], read_image(path), self.ground_truth(index), str(path))
+        return self.sample(self._names[index], read_image(path), self.ground_truth(index), str(path))
 
     def __repr__(self) -> str:
         return (f"WiderFaceDataset(root={str(self.root)!r}, split={self.split!r}, events={self.events}, "

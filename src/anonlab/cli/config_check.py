@@ -1,0 +1,195 @@
+"""Configuration problems found before Hydra runs a job, reported as one ``error:`` line (exit 2).
+
+``hydra.main`` prints its own composition errors as a multi-line report and exits 1, and a missing mandatory
+value (``???``) only surfaces as a traceback when the job reads it. :func:`config_error` composes the job's config
+exactly as ``hydra.main`` will (Hydra's compose API, the same config folder and overrides; for ``-m``, every job of
+the sweep, expanded by Hydra's ``BasicSweeper``) and turns the first problem into one line that names the key and
+what is expected: an unknown key (``defense.sigmaa=2``), an unknown group option (``dataset=nosuch``), a value left
+out (``dataset.root`` of ``dataset=pennfudan``: which folder, and how to get it), an unparsable override or an
+interpolation that does not resolve. ``--help``, ``--hydra-help``, ``--info``, ``--version`` and shell completion
+are left to Hydra; ``--cfg`` prints a config with values still missing, so only composition is checked there.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+#: flags after which Hydra does something other than run jobs: nothing to check
+_NOT_A_RUN = ("help", "hydra_help", "version", "shell_completion", "info", "experimental_rerun")
+
+
+def config_error(conf_dir: Path, config_name: str, argv: list[str]) -> str | None:
+    """The first configuration problem of ``anonlab <cmd> argv`` (Hydra arguments: flags and overrides) composed
+    from ``conf_dir/<config_name>.yaml``, as one line without the ``error:`` prefix; None when every job composes,
+    has every mandatory value and resolves. Arguments Hydra's own parser rejects are left to Hydra (None)."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit:  # Hydra's parser will print its usage line itself
+        return None
+    if any(getattr(args, flag, None) for flag in _NOT_A_RUN):
+        return None
+    config_name = args.config_name or config_name
+    if args.config_dir or args.config_path:
+        return None  # another config tree: Hydra reports on it
+    jobs = _jobs(list(args.overrides), bool(args.multirun))
+    if isinstance(jobs, str):
+        return jobs
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        for overrides in jobs:
+            try:
+                cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+            except MissingConfigException as e:
+                return _missing_option(e)
+            except HydraException as e:
+                return _unknown_key(e, conf_dir, config_name, overrides) or _one_line(str(e))
+            except OmegaConfBaseException as e:
+                return _omegaconf_line(e)
+            if args.cfg:
+                continue
+            problem = _unresolved(cfg) or _missing_values(cfg, conf_dir, config_name)
+            if problem:
+                return problem
+    return None
+
+
+def _jobs(overrides: list[str], multirun: bool) -> list[list[str]] | str:
+    """The override list of every job: one job without ``-m``; the sweep expanded by Hydra's basic sweeper with."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not multirun:
+        return [overrides]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        return _one_line(str(e))
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return [list(job) for batch in batches for job in batch] or [overrides]
+
+
+def _one_line(message: str) -> str:
+    lines = [s.strip() for s in message.strip().splitlines() if s.strip()]
+    return "; ".join(lines) if lines else "invalid configuration"
+
+
+def _missing_option(e: MissingConfigException) -> str:
+    missing = str(getattr(e, "missing_cfg_file", "") or "")
+    options = list(getattr(e, "options", None) or [])
+    if "/" in missing and options:
+        group, name = missing.rsplit("/", 1)
+        return f"{group}={name}: no such {group} (no {group}/{name}.yaml); valid: {', '.join(options)}"
+    return _one_line(str(e).split("Config search path:")[0])
+
+
+def _unknown_key(e: HydraException, conf_dir: Path, config_name: str, overrides: list[str]) -> str | None:
+    """``defense.sigmaa=2``: one line naming the key and the keys that exist beside it."""
+    cause = e.__cause__
+    if not isinstance(cause, (ConfigKeyError, ConfigAttributeError)) or not getattr(cause, "full_key", None):
+        return None
+    key = str(cause.full_key)
+    parent, _, leaf = key.rpartition(".")
+    valid = _keys_beside(conf_dir, config_name, [o for o in overrides if _override_key(o) != key], parent)
+    given = next((o for o in overrides if _override_key(o) == key), f"{key}=...")
+    where = f"in {parent}" if parent else "at the top level"
+    listed = f"; valid keys {where}: {', '.join(valid)}" if valid else ""
+    return f"{key}: unknown key {leaf!r}{listed} (to add a new key on purpose: +{given.lstrip('+~')})"
+
+
+def _override_key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def _keys_beside(conf_dir: Path, config_name: str, overrides: list[str], parent: str) -> list[str]:
+    from hydra import compose
+
+    try:
+        cfg = compose(config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException):
+        return []
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return sorted(str(k) for k in node.keys() if not str(k).startswith("_")) if isinstance(node, DictConfig) else []
+
+
+def _omegaconf_line(e: OmegaConfBaseException) -> str:
+    key = getattr(e, "full_key", None)
+    msg = str(e).splitlines()[0].strip() if str(e).strip() else type(e).__name__
+    return f"{key}: {msg}" if key else msg
+
+
+def _missing_values(cfg: DictConfig, conf_dir: Path, config_name: str) -> str | None:
+    """Every mandatory value (``???``) left out, in one line: what each is (the YAML's comment on it) and, for a
+    data set root, the ``anonlab datasets fetch`` command that downloads it."""
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    missing = sorted(key for key, node in _leaves(job) if node._is_missing())
+    if not missing:
+        return None
+    choices = cfg.hydra.runtime.choices if "hydra" in cfg else {}
+    parts = []
+    for key in missing:
+        group, _, leaf = key.rpartition(".")
+        choice = choices.get(group) if group else None
+        yaml = conf_dir / group / f"{choice}.yaml" if choice else conf_dir / f"{config_name}.yaml"
+        what = _yaml_comment(yaml, leaf)
+        fetch = _fetch_hint(group, choice, leaf)
+        text = f"{key} is required" + (f": {what}" if what else "")
+        if fetch:
+            text += f"; {fetch}"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def _yaml_comment(path: Path, leaf: str) -> str | None:
+    """The trailing comment of the ``leaf: ???`` line of ``path`` (the config's own description of the value)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    m = re.search(rf"^\s*{re.escape(leaf)}\s*:\s*\?\?\?\s*#\s*(.+?)\s*$", text, re.MULTILINE)
+    return m.group(1) if m else None
+
+
+def _fetch_hint(group: str, choice: str | None, leaf: str) -> str | None:
+    """For a data set folder left out: ``anonlab datasets fetch NAME`` where that command knows the data set."""
+    if group != "dataset" or choice is None:
+        return None
+    from anonlab.datasets.fetch import SOURCES
+
+    name = leaf[: -len("_root")] if leaf.endswith("_root") else choice  # composite: pennfudan_root
+    if name not in SOURCES:
+        return None
+    return f"`anonlab datasets fetch {name}` downloads it and prints the path to give as {group}.{leaf}"
+
+
+def _unresolved(cfg: DictConfig) -> str | None:
+    """An interpolation of the job's config (``${...}``) that does not resolve. ``${hydra:...}`` needs the running
+    job's Hydra state and is left to Hydra."""
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    for key, node in _leaves(job):
+        if node._is_interpolation() and "${hydra:" in str(node._value()):
+            continue
+        try:
+            OmegaConf.select(job, key, throw_on_resolution_failure=True)
+        except OmegaConfBaseException as e:
+            if "HydraConfig was not set" in str(e):  # a ${hydra:...} reached through another interpolation
+                continue
+            return _omegaconf_line(e)
+    return None
+
+
+def _leaves(node, prefix: str = ""):
+    """``(dotted key, node)`` of every leaf below a DictConfig (lists and interpolations are leaves)."""
+    for k in node.keys():
+        full = f"{prefix}.{k}" if prefix else str(k)
+        child = node._get_node(k)
+        if isinstance(child, DictConfig) and not child._is_interpolation() and not child._is_missing():
+            yield from _leaves(child, full)
+        else:
+            yield full, child
