@@ -28,8 +28,9 @@ import torch
 from torch import Tensor
 
 from anonlab.datasets.base import DATASETS, Dataset
-from anonlab.datasets.video import VIDEO_SUFFIXES, VideoReader, check_stride
-from anonlab.io.images import read_image
+from anonlab.datasets.video import check_stride
+from anonlab.io.images import load_image
+from anonlab.io.video import VIDEO_SUFFIXES, VideoReader
 from anonlab.types import GroundTruth, Sample
 
 PEDESTRIAN = 1
@@ -199,9 +200,11 @@ class MOTDataset(Dataset):
         si, frame, still = self._items[index]
         seq = self._seqs[si]
         if still is not None:
-            image, path = read_image(still), str(still)
+            d = load_image(still)
+            image, path, notes = d.image, str(still), ({str(still): d.note} if d.note else {})
         else:
             image, path = seq.reader.read(frame - 1), f"{seq.video_path}#{frame - 1}"  # type: ignore[union-attr]
+            notes = {str(seq.video_path): seq.reader.notes} if seq.reader.notes else {}  # type: ignore[union-attr]
         h, w = image.shape[-2:]
         empty = (torch.empty(0, 4), torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.bool))
         boxes, ids, ignore = seq.gt.get(frame, empty)
@@ -212,7 +215,7 @@ class MOTDataset(Dataset):
                              boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1)
         inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # drop boxes wholly outside the frame
         gt = GroundTruth(persons=boxes[inside], person_ids=ids[inside], ignore_persons=ignore[inside])
-        return Sample(self._ids[index], image, gt, path)
+        return Sample(self._ids[index], image, gt, path, notes)
 
     def __repr__(self) -> str:
         return (f"MOTDataset(root={str(self.root)!r}, sequences={len(self._seqs)}, stride={self.stride}, "

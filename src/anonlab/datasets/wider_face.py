@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from anonlab.datasets.base import DATASETS, Dataset
-from anonlab.io.images import read_image
+from anonlab.io.images import load_image
 from anonlab.types import GroundTruth, Sample
 
 
@@ -140,7 +140,9 @@ class WiderFaceDataset(Dataset):
         if not 0 <= index < len(self._names):
             raise IndexError(f"wider_face index {index} out of range [0, {len(self._names)})")
         path = self.images_dir / self._names[index]
-        return Sample(self._names[index], read_image(path), self.ground_truth(index), str(path))
+        d = load_image(path)
+        return Sample(self._names[index], d.image, self.ground_truth(index), str(path),
+                      {str(path): d.note} if d.note else {})
 
     def __repr__(self) -> str:
         return (f"WiderFaceDataset(root={str(self.root)!r}, split={self.split!r}, events={self.events}, "
