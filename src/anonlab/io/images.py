@@ -5,8 +5,10 @@ the size and the EXIF orientation; an image over the pixel cap (:func:`limit_pix
 is allocated. Then:
 
 - JPEG (and MPO, the multi-picture JPEG of phones): torchvision (libjpeg-turbo on the CPU, nvJPEG on a CUDA device
-  chosen with :func:`decode_on`); PNG: torchvision (libpng);
-- TIFF (any compression Pillow's libtiff reads), BMP, WebP, GIF (first frame): Pillow.
+  chosen with :func:`decode_on`);
+- PNG, TIFF (any compression Pillow's libtiff reads), BMP, WebP, GIF (first frame): Pillow. PNG does not go to
+  torchvision: its libpng wrapper (0.29) segfaults on a PNG whose image data is shorter than its header promises
+  (found by tests/test_fuzz_reader.py; Pillow raises "image file is truncated").
 
 Channel layouts: grey -> 3 equal channels, palette -> RGB, alpha dropped (not composited); 16-bit samples are
 scaled to 8 bit with rounding, ``round(v * 255 / 65535)`` (the full range maps onto the full range, so a mid-grey
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_jpeg, decode_png
+from torchvision.io import ImageReadMode, decode_jpeg
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
@@ -40,8 +42,8 @@ ORIENTATIONS = {1: "none", 2: "mirrored left-right", 3: "rotated 180°", 4: "mir
                 7: "transversed (mirrored, rotated 90° clockwise)", 8: "rotated 90° counter-clockwise"}
 
 #: Pillow formats and the decoder they go to
-_TORCHVISION = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png"}
-_PILLOW = ("TIFF", "BMP", "DIB", "WEBP", "GIF")
+_TORCHVISION = {"JPEG": "jpeg", "MPO": "jpeg"}
+_PILLOW = ("PNG", "TIFF", "BMP", "DIB", "WEBP", "GIF")
 
 
 class ImageReadError(ValueError):
@@ -121,13 +123,14 @@ def load_image(path: str | Path) -> DecodedImage:
         raise ImageReadError(f"cannot read image {p}: {e.strerror or e}") from e
     if not data:
         raise ImageReadError(f"cannot read image {p}: file is empty")
-    fmt, (w, h), orientation = _probe(p, data)
-    check_pixels(f"cannot read image {p}", w, h)
+    fmt, orientation = _probe(p, data)  # refuses a size over the cap
     notes = []
     if fmt in _TORCHVISION:
         img, bits = _decode_torchvision(p, data, _TORCHVISION[fmt])
     else:
-        img, bits = _decode_pillow(p, data)
+        img, bits, orientation = _decode_pillow(p, data)
+        if bits == 8 and fmt == "PNG" and len(data) > 24 and data[24] == 16:  # IHDR bit depth: Pillow kept >> 8
+            notes.append("16-bit samples reduced to 8 bit (>> 8)")
     if bits == 16:
         img = scale_16_to_8(img)
         notes.append("16-bit samples scaled to 8 bit")
@@ -148,20 +151,28 @@ def _one_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _probe(p: Path, data: bytes) -> tuple[str, tuple[int, int], int]:
-    """(Pillow format name, stored (W, H), EXIF orientation 1-8) from the header only; no pixel data is read."""
+def _exif_orientation(im) -> int:
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except _PIL_ERRORS:  # a corrupt EXIF block: the pixels may still be fine; they are shown as stored
+        return 1
+    # an out-of-range tag means nothing: the stored pixels are shown as they are
+    return orientation if isinstance(orientation, int) and orientation in ORIENTATIONS else 1
+
+
+def _probe(p: Path, data: bytes) -> tuple[str, int]:
+    """(Pillow format name, EXIF orientation 1-8 for a JPEG, else 1) from the header only, no pixel data read;
+    raises :class:`ImageReadError` when the header's width x height exceeds the cap (:func:`limit_pixels`)."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
-            fmt, size = im.format, im.size
-            if fmt == "TIFF":
-                # Pillow reports a TIFF's size with the orientation already applied (libtiff rotates it on load)
-                size = getattr(im, "_tile_size", size)
-            try:
-                orientation = im.getexif().get(0x0112, 1)
-            except _PIL_ERRORS:  # a corrupt EXIF block: the pixels may still be fine; decode them as stored
-                orientation = 1
+            fmt, (w, h) = im.format, im.size
+            check_pixels(f"cannot read image {p}", w, h)
+            # (read after the size check: for some formats Pillow's getexif() decodes the whole image)
+            orientation = _exif_orientation(im) if fmt in _TORCHVISION else 1
+    except ImageReadError:
+        raise
     except Image.DecompressionBombError as e:
         raise ImageReadError(f"cannot read image {p}: {_one_line(e)}") from e
     except _PIL_ERRORS as e:
@@ -170,9 +181,7 @@ def _probe(p: Path, data: bytes) -> tuple[str, tuple[int, int], int]:
     if fmt not in _TORCHVISION and fmt not in _PILLOW:
         raise ImageReadError(f"cannot read image {p}: format {fmt} is not supported; supported: "
                              f"{', '.join(IMAGE_SUFFIXES)}")
-    if not isinstance(orientation, int) or orientation not in ORIENTATIONS:
-        orientation = 1  # an out-of-range tag means nothing: the stored pixels are shown as they are
-    return fmt, size, orientation
+    return fmt, orientation
 
 
 def _jpeg_truncated(data: bytes) -> bool:
@@ -202,15 +211,13 @@ def _jpeg_truncated(data: bytes) -> bool:
 
 
 def _decode_torchvision(p: Path, data: bytes, kind: str) -> tuple[Tensor, int]:
-    """JPEG / PNG through torchvision: ``(image (3, H, W) uint8 or uint16, bits per sample)``, as stored."""
+    """JPEG through torchvision: ``(image (3, H, W) uint8, bits per sample)``, as stored."""
     if kind == "jpeg" and _jpeg_truncated(data):
         raise ImageReadError(f"cannot read image {p}: truncated JPEG (no end-of-image marker after its scan)")
     encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     device = _DECODE_DEVICE.get()
     try:
-        if kind == "png":
-            img = decode_png(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=False)
-        elif device is not None:
+        if device is not None:
             torch.cuda.current_stream(device).synchronize()  # nvJPEG's writes do not wait on the stream
             img = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
             torch.cuda.current_stream(device).synchronize()
@@ -228,20 +235,25 @@ def _decode_torchvision(p: Path, data: bytes, kind: str) -> tuple[Tensor, int]:
     return img, 8
 
 
-def _decode_pillow(p: Path, data: bytes) -> tuple[Tensor, int]:
-    """TIFF / BMP / WebP / GIF (first frame) through Pillow: ``(image (3, H, W) uint8 or uint16, bits)``, with a
-    TIFF's orientation applied by libtiff (Pillow's TIFF loader does so) and the others as stored."""
+def _decode_pillow(p: Path, data: bytes) -> tuple[Tensor, int, int]:
+    """PNG / TIFF / BMP / WebP / GIF (first frame) through Pillow: ``(image (3, H, W) uint8 or uint16, bits, EXIF
+    orientation)``, as stored, except a TIFF, whose orientation libtiff applies (Pillow's TIFF loader does so).
+    Pillow reads 16-bit RGB(A) PNG/TIFF samples as their high byte (``>> 8``); 16-bit grey comes back as uint16."""
     import numpy as np
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.seek(0)
+            im.load()
+            orientation = _exif_orientation(im)
             mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grey (TIFF)
-                arr = np.asarray(im).astype(np.uint16)
-                out = torch.from_numpy(arr.copy())[None].expand(3, -1, -1)
-                return out.contiguous(), 16
+            if mode in ("I;16", "I;16B", "I;16L", "I;16N") or (mode == "I" and im.format == "PNG"):  # 16-bit grey
+                arr = np.asarray(im)
+                if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
+                    raise ImageReadError(f"cannot read image {p}: 16-bit samples out of range")
+                out = torch.from_numpy(arr.astype(np.uint16))[None].expand(3, -1, -1)
+                return out.contiguous(), 16, orientation
             if mode in ("I", "F") or mode.startswith(("I;", "F;")):
                 raise ImageReadError(f"cannot read image {p}: {mode!r} samples (32-bit integer or float) have no "
                                      f"defined 8-bit range; save it as 8- or 16-bit")
@@ -257,7 +269,7 @@ def _decode_pillow(p: Path, data: bytes) -> tuple[Tensor, int]:
         raise ImageReadError(f"cannot read image {p}: decoded to {arr.dtype} {arr.shape}, expected 8-bit RGB")
     img = torch.from_numpy(arr.copy()).permute(2, 0, 1)
     device = _DECODE_DEVICE.get()
-    return (img.to(device) if device is not None else img), 8
+    return (img.to(device) if device is not None else img), 8, orientation
 
 
 def scale_16_to_8(img: Tensor) -> Tensor:

@@ -75,9 +75,12 @@ def _main_stream(container, path: Path):
     import av
 
     skip = av.stream.Disposition.attached_pic | av.stream.Disposition.timed_thumbnails
-    streams = [s for s in container.streams.video if not (int(s.disposition) & int(skip))]
+    # (a stream FFmpeg has no decoder for has no codec context)
+    streams = [s for s in container.streams.video
+               if not (int(s.disposition) & int(skip)) and s.codec_context is not None]
     if not streams:
-        what = "no video stream" if not container.streams.video else "only cover-art or thumbnail video streams"
+        what = ("no video stream" if not container.streams.video
+                else "only cover-art, thumbnail or undecodable video streams")
         raise ImageReadError(f"cannot read video {path}: it has {what}")
     best = container.streams.best("video")
     if best is not None and best in streams:
