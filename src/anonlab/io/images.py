@@ -245,8 +245,8 @@ def _decode_pillow(p: Path, data: bytes) -> tuple[Tensor, int, int]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.seek(0)
+            orientation = _exif_orientation(im)  # before load(): libtiff drops the tag once it has applied it
             im.load()
-            orientation = _exif_orientation(im)
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I;16N") or (mode == "I" and im.format == "PNG"):  # 16-bit grey
                 arr = np.asarray(im)

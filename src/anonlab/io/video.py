@@ -1,8 +1,9 @@
 """Video decoding: the one home of PyAV (FFmpeg) reading. :class:`VideoReader` gives frame ``k`` of a file as
 ``uint8 (3, H, W)`` RGB, upright, decoded on demand.
 
-- The main video stream is read: attached pictures (cover art) and timed-thumbnail streams are skipped, and among
-  the rest FFmpeg's ``av_find_best_stream`` chooses (PyAV ``streams.best("video")``).
+- The main video stream is read: attached pictures (cover art) and timed-thumbnail streams are skipped; among the
+  rest the one with the most frames (then pixels, then FFmpeg's ``av_find_best_stream`` choice) wins, so an
+  unflagged 1-frame thumbnail track beside the clip is not read.
 - The display matrix (phones store portrait clips as landscape frames plus a rotation, ISO/IEC 14496-12 ``tkhd``)
   is applied to every frame, as ``ffmpeg``'s autorotate does (a quarter turn, a half turn, or their mirrored
   forms); :attr:`VideoReader.orientation` is the equivalent EXIF orientation (1 = none) and
@@ -83,9 +84,9 @@ def _main_stream(container, path: Path):
                 else "only cover-art, thumbnail or undecodable video streams")
         raise ImageReadError(f"cannot read video {path}: it has {what}")
     best = container.streams.best("video")
-    if best is not None and best in streams:
-        return best
-    return max(streams, key=lambda s: (s.frames or 0, s.codec_context.width * s.codec_context.height))
+    # a thumbnail track without the disposition flag (a 1-frame stream beside the clip) loses to the clip:
+    # most frames first, then most pixels, then FFmpeg's choice
+    return max(streams, key=lambda s: (s.frames or 0, s.codec_context.width * s.codec_context.height, s is best))
 
 
 class VideoReader:
