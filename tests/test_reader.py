@@ -228,3 +228,35 @@ def test_bench_on_a_rotated_phone_video_equals_the_control(tmp_path):
     assert rot == ctl and sum(v[1] for v in ctl.values()) > 0  # faces found, the same in every frame
     assert ctl_run["reader_notes"] == {}
     assert "rotated 90° clockwise" in rot_run["reader_notes"][str(root / "phone_rot-90.mp4")]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_nvjpeg_applies_exif_orientation_like_the_cpu(tmp_path):
+    from PIL import Image
+
+    from anonlab.io.images import decode_on
+
+    ex = Image.Exif()
+    ex[0x0112] = 6
+    Image.fromarray(np.kron(_picture(), np.ones((4, 4, 1), np.uint8))).save(tmp_path / "o6.jpg", exif=ex, quality=95)
+    cpu = read_image(tmp_path / "o6.jpg")
+    with decode_on("cuda"):
+        gpu = read_image(tmp_path / "o6.jpg")
+    assert gpu.device.type == "cuda" and gpu.shape == cpu.shape == (3, 160, 96)
+    assert (gpu.cpu().float() - cpu.float()).abs().mean() < 1.0
+
+
+@pytest.mark.slow
+def test_bench_pixel_cap_fails_each_image_in_one_line_and_a_bad_cap_stops_first(tmp_path):
+    root = shared_path("cases/tiff")
+    out = tmp_path / "out"
+    proc = anonlab("bench", "dataset=folder", f"dataset.root={root}", f"dataset.annotations={root / 'coco.json'}",
+                   *BENCH, "loader.max_pixels=100000", f"out={out}")  # 320x320 = 102,400 pixels each
+    assert proc.returncode == 3, proc.stderr
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["failures"]) == 3 and all("max_pixels=100,000" in f["error"] for f in run["failures"])
+    proc = anonlab("bench", "dataset=folder", f"dataset.root={root}", *BENCH, "loader.max_pixels=0",
+                   f"out={tmp_path / 'bad'}")
+    assert proc.returncode == 2 and "loader.max_pixels must be an integer >= 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
