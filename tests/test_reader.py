@@ -260,3 +260,29 @@ def test_bench_pixel_cap_fails_each_image_in_one_line_and_a_bad_cap_stops_first(
                    f"out={tmp_path / 'bad'}")
     assert proc.returncode == 2 and "loader.max_pixels must be an integer >= 1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cover_art_stream_is_skipped(tmp_path):
+    import av
+
+    path = tmp_path / "cover_first.mp4"
+    with av.open(str(path), "w") as c:
+        cover = c.add_stream("mjpeg", rate=1)  # an attached picture (cover art), larger than the clip
+        cover.width, cover.height, cover.pix_fmt = 96, 96, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        v = c.add_stream("mpeg4", rate=10)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        for pkt in cover.encode(av.VideoFrame.from_ndarray(_picture(96, 96), format="rgb24")):
+            c.mux(pkt)
+        for pkt in cover.encode():
+            c.mux(pkt)
+        for k in range(3):
+            for pkt in v.encode(av.VideoFrame.from_ndarray(np.roll(_picture(48, 64), k, axis=1), format="rgb24")):
+                c.mux(pkt)
+        for pkt in v.encode():
+            c.mux(pkt)
+    with av.open(str(path)) as c:  # (the MP4 muxer stores the cover after the clip's track)
+        assert [bool(int(s.disposition) & int(av.stream.Disposition.attached_pic)) for s in c.streams.video] == [False, True]
+    r = VideoReader(path)
+    assert (r.size_hw, len(r)) == ((48, 64), 3)
+    assert r.read(2).shape == (3, 48, 64)

@@ -218,6 +218,8 @@ class VideoReader:
                 k = self._next
                 self._next = k + 1
                 if k == index:
+                    # (a stream may change size mid-way: each frame is held to the cap, not only the header's size)
+                    check_pixels(f"cannot decode frame {index} of video {self.path}", frame.width, frame.height)
                     rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
                     return orient(rgb, self.orientation).contiguous()
         except av.error.FFmpegError as e:
