@@ -95,6 +95,19 @@ def test_channel_layouts_become_rgb(tmp_path, mode, fmt):
     assert out.dtype == torch.uint8 and out.shape == (3, 24, 40)
 
 
+@pytest.mark.parametrize("name", ["a.jpg", "a.png", "a.tif", "lzw.tif", "a.bmp", "a.webp", "a.gif"])
+def test_a_truncated_image_is_a_one_line_failure(tmp_path, name):
+    from PIL import Image
+
+    kw = {"compression": "tiff_lzw"} if name == "lzw.tif" else {}
+    Image.fromarray(np.kron(_picture(), np.ones((4, 4, 1), np.uint8))).save(tmp_path / name, **kw)
+    assert read_image(tmp_path / name).shape == (3, 96, 160)
+    data = (tmp_path / name).read_bytes()
+    (tmp_path / name).write_bytes(data[: len(data) * 6 // 10])
+    with pytest.raises(ImageReadError, match=rf"cannot read image .*{name}: [^\n]+$"):
+        read_image(tmp_path / name)
+
+
 def test_jpeg_with_trailing_data_is_a_photo_and_a_cut_one_is_refused(tmp_path):
     data = package_file(*BUS).read_bytes()
     (tmp_path / "motion.jpg").write_bytes(data + b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096))

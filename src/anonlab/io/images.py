@@ -11,9 +11,10 @@ is allocated. Then:
   (found by tests/test_fuzz_reader.py; Pillow raises "image file is truncated").
 
 Channel layouts: grey -> 3 equal channels, palette -> RGB, alpha dropped (not composited); 16-bit samples are
-scaled to 8 bit with rounding, ``round(v * 255 / 65535)`` (the full range maps onto the full range, so a mid-grey
-16-bit file stays mid-grey). The EXIF orientation (JPEG APP1, PNG eXIf, TIFF and WebP EXIF) is applied, so frames
-and the boxes drawn on them are in the upright frame; :func:`load_image` returns which orientation was applied.
+scaled to 8 bit, never clipped: 16-bit grey by ``round(v * 255 / 65535)`` (exact integer arithmetic), 16-bit
+RGB(A) by Pillow's ``v >> 8`` (both map the full range onto the full range, so a mid-grey file stays mid-grey).
+The EXIF orientation (JPEG APP1, PNG eXIf, TIFF and WebP EXIF) is applied, so frames and the boxes drawn on them
+are in the upright frame; :func:`load_image` returns which orientation was applied.
 """
 
 from __future__ import annotations
@@ -141,7 +142,9 @@ def load_image(path: str | Path) -> DecodedImage:
     return DecodedImage(img.contiguous(), orientation, "; ".join(notes) or None)
 
 
-#: the errors Pillow raises for a malformed file (found by tests/test_fuzz_reader.py, besides OSError)
+#: the exception types Pillow's format plugins raise for malformed input (OSError for most; the others from header
+#: parsing, e.g. TypeError "Missing dimensions" for a TIFF without size tags); tests/test_fuzz_reader.py checks that
+#: nothing else escapes
 _PIL_ERRORS = (OSError, ValueError, TypeError, SyntaxError, IndexError, KeyError, EOFError, struct.error,
                ZeroDivisionError, OverflowError, MemoryError, RuntimeError)
 
