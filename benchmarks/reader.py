@@ -1,5 +1,6 @@
 """The one reader's cost: ``anonlab.io.images.read_image`` (header probe with Pillow, pixel cap, JPEG truncation
-walk, decode, orientation) vs torchvision's ``decode_image`` alone (the reader before issue 11), per format.
+walk, decode, orientation, a contiguous (3, H, W) tensor) vs torchvision's ``decode_image(...).contiguous()``,
+which is what the reader before issue 11 ran (it refused 16-bit files and TIFFs), per format.
 
     python benchmarks/reader.py --repeats 20 --out benchmarks/out/reader_cpu.json
 
@@ -67,7 +68,7 @@ def main() -> None:
         data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
 
         def tv(data=data):
-            return decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+            return decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True).contiguous()
 
         try:
             tv()

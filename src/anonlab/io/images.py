@@ -178,6 +178,9 @@ def _probe(p: Path, data: bytes) -> tuple[str, int]:
         raise
     except Image.DecompressionBombError as e:
         raise ImageReadError(f"cannot read image {p}: {_one_line(e)}") from e
+    except Image.UnidentifiedImageError as e:  # (its message names the BytesIO object, not the file)
+        raise ImageReadError(f"cannot read image {p}: not an image of a supported format ("
+                             f"{', '.join(IMAGE_SUFFIXES)})") from e
     except _PIL_ERRORS as e:
         raise ImageReadError(f"cannot read image {p}: not a readable image ({_one_line(e)}); supported: "
                              f"{', '.join(IMAGE_SUFFIXES)}") from e
@@ -270,7 +273,7 @@ def _decode_pillow(p: Path, data: bytes) -> tuple[Tensor, int, int]:
         raise ImageReadError(f"cannot read image {p}: {_one_line(e)}") from e
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ImageReadError(f"cannot read image {p}: decoded to {arr.dtype} {arr.shape}, expected 8-bit RGB")
-    img = torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    img = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))  # one copy: to (3, H, W), writable
     device = _DECODE_DEVICE.get()
     return (img.to(device) if device is not None else img), 8, orientation
 
