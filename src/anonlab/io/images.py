@@ -73,7 +73,8 @@ def decode_on(device: torch.device | str | None) -> Iterator[None]:
 def limit_pixels(max_pixels: int) -> Iterator[None]:
     """Within this block (and in threads started with a copy of its context), images and video frames whose
     header declares more than ``max_pixels`` pixels (width x height) are refused with :class:`ImageReadError`
-    before their pixels are allocated. Raises ``ValueError`` for a cap that is not an integer >= 1."""
+    before their pixels are allocated. Raises ``ValueError`` for a cap that is not an integer >= 1. (Above
+    2 x Pillow's ``MAX_IMAGE_PIXELS``, 179 MP, Pillow refuses the file itself, with its own one-line message.)"""
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
         raise ValueError(f"max_pixels must be an integer >= 1, got {max_pixels!r}")
     token = _MAX_PIXELS.set(max_pixels)
