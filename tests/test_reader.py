@@ -299,3 +299,17 @@ def test_cover_art_stream_is_skipped(tmp_path):
     r = VideoReader(path)
     assert (r.size_hw, len(r)) == ((48, 64), 3)
     assert r.read(2).shape == (3, 48, 64)
+
+
+@pytest.mark.slow
+def test_bench_scores_the_readable_part_of_a_truncated_video_and_reports_the_damage(tmp_path):
+    data = _mp4(tmp_path / "full.mp4", frames=20).read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 6 // 10])
+    out = tmp_path / "out"
+    proc = anonlab("bench", "dataset=video", f"dataset.path={tmp_path / 'cut.mp4'}", *BENCH,
+                   "pseudo_gt.face=[centerface]", "pseudo_gt.person=[]", "pseudo_gt.min_votes.face=1", f"out={out}")
+    assert proc.returncode in (0, 3), proc.stderr  # 3 when the last, partial frame does not decode
+    assert "Traceback" not in proc.stderr and "reader_notes" in proc.stderr
+    run = json.loads((out / "run.json").read_text())
+    assert "promises 20 frames" in run["reader_notes"][str(tmp_path / "cut.mp4")]
+    assert 0 < run["n_images"] < 20
