@@ -34,15 +34,15 @@ from torch import Tensor
 
 from anonlab.camera import Camera
 from anonlab.camera.scale import median_face_height, rescale_to_face
-from anonlab.datasets import SAMPLE_ERRORS, Dataset, normalize_ground_truth
+from anonlab.datasets import Dataset, normalize_ground_truth
 from anonlab.defenses import DEFENSES, RegionDefense
 from anonlab.detectors import DETECTORS
-from anonlab.io.images import check_device_decode, decode_on
+from anonlab.io.images import DEFAULT_MAX_PIXELS, check_device_decode, decode_on, limit_pixels
 from anonlab.metrics.matching import disappearance, match_image
 from anonlab.metrics.pseudo_gt import pseudo_ground_truth
 from anonlab.metrics.summary import summarize
 from anonlab.store import RESULT_SCHEMA, ShardStore, plan_chunks
-from anonlab.types import PRECISIONS, Detections, Detector, GroundTruth, Sample
+from anonlab.types import PRECISIONS, Detections, Detector, GroundTruth, Sample, SampleError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 #: the region kind a worn defense's ``target`` sits on
@@ -206,7 +206,7 @@ class BenchResult:
 def iter_batches(dataset: Dataset, indices: range | list[int], batch_size: int, failures: list[Failure], log,
                  face_px: float | None = None, skipped: list[str] | None = None, workers: int = 1,
                  decode_device: torch.device | None = None, pad_to: int = 0,
-                 refs: list[str] | None = None) -> Iterator[list[Sample]]:
+                 refs: list[str] | None = None, notes: dict[str, str] | None = None) -> Iterator[list[Sample]]:
     """Decode the samples at ``indices`` in order, optionally rescale each so its median annotated face is
     ``face_px`` high (frames without annotated faces are listed in ``skipped``), bucket them by (H, W) and yield
     full buckets (then the remainders). ``pad_to`` > 0 pads each frame at the bottom and right with black up to
@@ -217,9 +217,10 @@ def iter_batches(dataset: Dataset, indices: range | list[int], batch_size: int, 
     detectors; datasets that read one stream (``Dataset.sequential``) use one thread, which keeps their reads in
     order. ``decode_device``: decode JPEGs on this CUDA device (nvJPEG). Memory stays bounded: at most
     ``2 * workers + batch_size`` frames are decoded ahead. A sample that raises one of
-    :data:`~anonlab.datasets.SAMPLE_ERRORS` while it is loaded, rescaled or padded (an unreadable file, a size
+    :class:`~anonlab.types.SampleError` (or its subclass :class:`~anonlab.io.images.ImageReadError`) while it is loaded, rescaled or padded (an unreadable file, a size
     that differs from its annotation, a frame too large to rescale) is recorded in ``failures`` with its one-line
-    message and skipped; the run goes on. Any other exception is a bug and propagates.
+    message and skipped; the run goes on. Any other exception is a bug and propagates. ``notes`` collects the
+    samples' reader notes (``{file: line}``: rotation applied, bit depth scaled, damage found), one entry per file.
     """
     refs = dataset.refs() if refs is None else refs
     workers = min(int(workers), 1) if getattr(dataset, "sequential", False) else int(workers)
@@ -230,16 +231,18 @@ def iter_batches(dataset: Dataset, indices: range | list[int], batch_size: int, 
             if face_px is not None:
                 s = rescale_to_face(s, face_px)
             return _pad_sample(s, pad_to) if s is not None and pad_to > 0 else s
-        except SAMPLE_ERRORS as e:
+        except SampleError as e:
             return e
 
     buckets: dict[tuple[int, int], list[Sample]] = defaultdict(list)
     with decode_on(decode_device), _ordered_map(load, list(indices), workers, 2 * workers + batch_size) as results:
         for i, s in results:
-            if isinstance(s, SAMPLE_ERRORS):
+            if isinstance(s, SampleError):
                 failures.append(Failure(refs[i], str(s)))
                 log(f"error: {s}")
                 continue
+            if s is not None and notes is not None and s.notes:
+                notes.update(s.notes)
             if s is None:  # no annotated face to rescale by
                 if skipped is not None:
                     skipped.append(refs[i])
@@ -336,8 +339,16 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
 
     Everything is built and validated before the first image is decoded. Results are written chunk by chunk as
     Parquet shards under ``out/shards/<job hash>/`` (a temporary folder when ``out`` is None); a re-run with the
-    same ``out`` and configuration computes only the chunks a killed run did not finish.
+    same ``out`` and configuration computes only the chunks a killed run did not finish. Images and video frames
+    whose header declares more than ``loader.max_pixels`` pixels are refused (a failed image, or for a video at
+    dataset construction a one-line error) before they are decoded.
     """
+    max_pixels = _int_option(cfg, "loader.max_pixels", DEFAULT_MAX_PIXELS, 1)
+    with limit_pixels(max_pixels):
+        return _run_bench(cfg, progress, log, out, max_pixels)
+
+
+def _run_bench(cfg: DictConfig, progress: bool, log, out: str | Path | None, max_pixels: int) -> BenchResult:
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t0 = time.perf_counter()
     device = torch.device(cfg.device)
@@ -407,7 +418,9 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
                                            (cfg.get("detector_overrides") or {}).get(n), det_precision[n])
               for s in settings for n in detectors}
     # the shards' identity: every row's hash, the chunking, and the images (a folder that changed never reuses)
-    job_hash = _config_hash(sorted(hashes.values()), shard_images, refs[: chunks[-1].stop] if chunks else [])
+    # (a non-default pixel cap changes which images fail: it joins the identity, leaving default jobs' hashes as they were)
+    job_hash = _config_hash(sorted(hashes.values()), shard_images, refs[: chunks[-1].stop] if chunks else [],
+                            *([max_pixels] if max_pixels != DEFAULT_MAX_PIXELS else []))
 
     with contextlib.ExitStack() as stack:
         root = Path(out) if out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -426,24 +439,26 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
             for chunk in todo:
                 failures: list[Failure] = []
                 skipped: list[str] = []
+                notes: dict[str, str] = {}
                 rows: list[dict] = []
                 n = 0
                 for batch in iter_batches(dataset, range(chunk.start, chunk.stop), batch_size, failures, log,
                                           face_px, skipped, workers, device if decode == "device" else None,
-                                          pad_to, refs):
+                                          pad_to, refs, notes):
                     rows.extend(_evaluate_batch(ctx, batch, advance))
                     n += len(batch)
                 store.write(chunk, rows, {"n_images": n, "skipped_no_face": skipped,
-                                          "failures": [vars(f) for f in failures]})
+                                          "failures": [vars(f) for f in failures], "reader_notes": notes})
         table, metas = store.read(chunks)
 
     summary = summarize(table, seed=seed)
     failures = [Failure(**f) for m in metas for f in m.get("failures", [])]
     skipped = [s for m in metas for s in m.get("skipped_no_face", [])]
+    reader_notes = {k: v for m in metas for k, v in (m.get("reader_notes") or {}).items()}
     return BenchResult(table, summary, failures, [s.label() for s in settings], list(detectors),
                        time.perf_counter() - t0, sum(m.get("n_images", 0) for m in metas), job_hash,
                        Path(out) if out is not None else None,
-                       extra={"skipped_no_face": skipped, "precision": det_precision,
+                       extra={"skipped_no_face": skipped, "reader_notes": reader_notes, "precision": det_precision,
                               "shards": {"count": len(chunks), "computed": len(todo), "images_per_shard": shard_images,
                                          "split": [split_index, split_count]}})
 

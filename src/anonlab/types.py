@@ -167,12 +167,15 @@ class GroundTruth:
 @dataclass(frozen=True)
 class Sample:
     """One image of a dataset: ``image`` is ``uint8 (3, H, W)`` RGB, on the CPU (or on the CUDA device when the
-    engine decodes JPEGs there, see :func:`anonlab.io.images.decode_on`)."""
+    engine decodes JPEGs there, see :func:`anonlab.io.images.decode_on`). ``notes``: ``{file path: one line}``
+    saying what the reader did to the stored pixels (EXIF or display-matrix rotation, 16-bit scaling) or what
+    damage it found (a truncated video); the engine records them per file in run.json (``reader_notes``)."""
 
     image_id: str
     image: Tensor
     gt: GroundTruth
     path: str = ""
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 class Detector(nn.Module):

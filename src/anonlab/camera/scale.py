@@ -61,4 +61,4 @@ def rescale_to_face(sample: Sample, face_px: float, max_side: int = MAX_SIDE) ->
     g = sample.gt
     gt = GroundTruth(faces=g.faces * scale, persons=g.persons * scale, face_ids=g.face_ids, person_ids=g.person_ids,
                      ignore_faces=g.ignore_faces, ignore_persons=g.ignore_persons, pseudo_gt=g.pseudo_gt)
-    return Sample(sample.image_id, resize_image(sample.image, size), gt, sample.path)
+    return Sample(sample.image_id, resize_image(sample.image, size), gt, sample.path, sample.notes)

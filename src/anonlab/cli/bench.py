@@ -41,6 +41,10 @@ def run_and_write(cfg: DictConfig, out_dir: str) -> int:
     print_recall_table(result.summary, title=f"Recall (%) — {result.n_images} images, regions {cfg.regions.source}")
     print(f"wrote {out}/results.parquet ({result.table.num_rows} rows), summary.md, run.json "
           f"in {result.wall_s:.1f} s", file=sys.stderr)
+    notes = result.extra.get("reader_notes") or {}
+    if notes:
+        print(f"note: the reader rotated, rescaled or found damage in {len(notes)} file(s); see {out}/run.json "
+              f"(reader_notes)", file=sys.stderr)
     if result.failures:
         print(f"error: {len(result.failures)} image(s) could not be used; see {out}/run.json", file=sys.stderr)
         return 3

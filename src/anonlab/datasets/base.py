@@ -13,8 +13,6 @@ from anonlab.io.images import ImageReadError  # noqa: F401  (re-exported)
 from anonlab.registry import Registry
 from anonlab.types import KINDS, GroundTruth, Sample, SampleError
 
-#: what a per-sample problem raises: the engine lists the sample in run.json's failures and goes on (exit 3)
-SAMPLE_ERRORS: tuple[type[Exception], ...] = (SampleError, ImageReadError)
 
 
 def normalize_ground_truth(gt: GroundTruth, size_hw: tuple[int, int] | torch.Size) -> GroundTruth:
@@ -48,7 +46,7 @@ class Dataset:
     """Streams ``Sample``s (one image + ground truth each); never loads the whole set into memory.
 
     ``__iter__`` yields samples in a stable order. A sample that cannot be used raises one of
-    :data:`SAMPLE_ERRORS` from ``load(i)`` (:class:`ImageReadError` for a file that does not decode,
+    :class:`~anonlab.types.SampleError` from ``load(i)`` (:class:`ImageReadError`, a subclass, for a file that does not decode,
     :class:`~anonlab.types.SampleError` for any other problem of that sample alone, e.g. a size that differs from
     its annotation); ``__iter__`` is built on ``refs()`` + ``load`` so the engine can record the failure and go on.
     Every ``load`` builds its result with :meth:`sample`, which normalises the ground truth to the frame.
@@ -67,9 +65,11 @@ class Dataset:
         return len(self.pseudo_kinds) < len(KINDS)
 
     @staticmethod
-    def sample(image_id: str, image: Tensor, gt: GroundTruth, path: str = "") -> Sample:
-        """The finished sample: ``gt`` normalised to ``image``'s ``(H, W)`` by :func:`normalize_ground_truth`."""
-        return Sample(image_id, image, normalize_ground_truth(gt, image.shape[-2:]), path)
+    def sample(image_id: str, image: Tensor, gt: GroundTruth, path: str = "",
+               notes: dict[str, str] | None = None) -> Sample:
+        """The finished sample: ``gt`` normalised to ``image``'s ``(H, W)`` by :func:`normalize_ground_truth`;
+        ``notes`` are the reader's notes on the file (see :class:`~anonlab.types.Sample`)."""
+        return Sample(image_id, image, normalize_ground_truth(gt, image.shape[-2:]), path, dict(notes or {}))
 
     def refs(self) -> list[str]:
         """Stable identifiers (image ids) of all samples, cheap: no decoding."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from anonlab.datasets.base import DATASETS, Dataset
 from anonlab.datasets.folder import CocoImage, check_size, load_coco
-from anonlab.io.images import read_image
+from anonlab.io.images import load_image
 from anonlab.types import Sample
 from anonlab.weights import sha256_file
 
@@ -119,10 +119,10 @@ class DefaultDataset(Dataset):
         if not 0 <= index < len(self.manifest):
             raise IndexError(f"default dataset index {index} out of range [0, {len(self.manifest)})")
         entry, path = self.manifest[index], self._paths[index]
-        image = read_image(path)
+        decoded = load_image(path)
         ann = self._coco[entry.file_name]
-        check_size(self._ann_file, ann, image, path)
-        return self.sample(entry.file_name, image, ann.gt, str(path))
+        check_size(self._ann_file, ann, decoded.image, path)
+        return self.sample(entry.file_name, decoded.image, ann.gt, str(path), decoded.notes(path))
 
     def __repr__(self) -> str:
         return f"DefaultDataset(data_dir={str(self.data_dir)!r}, n={len(self.manifest)})"

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from anonlab.datasets.base import DATASETS, Dataset
-from anonlab.io.images import IMAGE_SUFFIXES, read_image
+from anonlab.io.images import IMAGE_SUFFIXES, load_image
 from anonlab.types import KINDS, GroundTruth, Sample, SampleError
 
 
@@ -218,12 +218,13 @@ class FolderDataset(Dataset):
             raise IndexError(f"folder dataset index {index} out of range [0, {len(self._files)})")
         rel = self._files[index]
         path = self.root / rel
-        image = read_image(path)
+        decoded = load_image(path)
+        image, notes = decoded.image, decoded.notes(path)
         if self._coco is None:
-            return self.sample(rel, image, GroundTruth(pseudo_gt=True), str(path))
+            return self.sample(rel, image, GroundTruth(pseudo_gt=True), str(path), notes)
         entry = self._coco[rel]
         check_size(self.annotations, entry, image, path)  # type: ignore[arg-type]
-        return self.sample(rel, image, entry.gt, str(path))
+        return self.sample(rel, image, entry.gt, str(path), notes)
 
     def __repr__(self) -> str:
         ann = f", annotations={str(self.annotations)!r}" if self.annotations else ""

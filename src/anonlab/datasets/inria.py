@@ -20,7 +20,7 @@ from anonlab.datasets.pennfudan import (
     parse_pascal_folder,
     resolve_image,
 )
-from anonlab.io.images import read_image
+from anonlab.io.images import load_image
 from anonlab.types import GroundTruth, Sample
 
 SPLITS = ("Train", "Test")
@@ -64,9 +64,10 @@ class InriaPersonDataset(Dataset):
         if not 0 <= index < len(self._ids):
             raise IndexError(f"inria index {index} out of range [0, {len(self._ids)})")
         ann, path = self._ann[index], self._images[index]
-        image = read_image(path)
-        check_decoded_size(ann, image, path)
-        return self.sample(self._ids[index], image, GroundTruth(persons=ann.boxes.clone()), str(path))
+        decoded = load_image(path)
+        check_decoded_size(ann, decoded.image, path)
+        return self.sample(self._ids[index], decoded.image, GroundTruth(persons=ann.boxes.clone()), str(path),
+                           decoded.notes(path))
 
     def __repr__(self) -> str:
         return f"InriaPersonDataset(root={str(self.root)!r}, split={self.split!r}, n={len(self._ids)})"

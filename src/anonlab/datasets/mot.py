@@ -28,8 +28,9 @@ import torch
 from torch import Tensor
 
 from anonlab.datasets.base import DATASETS, Dataset
-from anonlab.datasets.video import VIDEO_SUFFIXES, VideoReader, check_stride
-from anonlab.io.images import read_image
+from anonlab.datasets.video import check_stride
+from anonlab.io.images import load_image
+from anonlab.io.video import VIDEO_SUFFIXES, VideoReader
 from anonlab.types import GroundTruth, Sample
 
 PEDESTRIAN = 1
@@ -54,8 +55,9 @@ def read_seqinfo(path: Path) -> SeqInfo:
     try:
         with open(path, encoding="utf-8") as f:
             cp.read_file(f)
-    except (OSError, configparser.Error) as e:
-        raise ValueError(f"cannot read MOT seqinfo {path}: {e}") from e
+    except (OSError, configparser.Error, UnicodeDecodeError) as e:
+        msg = " ".join(str(e).split())  # configparser's messages span lines
+        raise ValueError(f"cannot read MOT seqinfo {path}: {msg}") from e
     if not cp.has_section("Sequence"):
         raise ValueError(f"MOT seqinfo {path}: no [Sequence] section")
     sec = cp["Sequence"]
@@ -63,9 +65,16 @@ def read_seqinfo(path: Path) -> SeqInfo:
         hw = (int(sec["imHeight"]), int(sec["imWidth"]))
     except (KeyError, ValueError) as e:
         raise ValueError(f"MOT seqinfo {path}: imWidth and imHeight must be integers ({e})") from e
+    if min(hw) < 1:
+        raise ValueError(f"MOT seqinfo {path}: imWidth and imHeight must be >= 1, got {hw[1]}x{hw[0]}")
     length = sec.get("seqLength")
-    return SeqInfo(sec.get("name", path.parent.name), sec.get("imDir", "img1"), sec.get("imExt", ".jpg"), hw,
-                   int(length) if length else None)
+    try:
+        n = int(length) if length else None
+    except ValueError as e:
+        raise ValueError(f"MOT seqinfo {path}: seqLength must be an integer, got {length!r}") from e
+    if n is not None and n < 0:
+        raise ValueError(f"MOT seqinfo {path}: seqLength must be >= 0, got {n}")
+    return SeqInfo(sec.get("name", path.parent.name), sec.get("imDir", "img1"), sec.get("imExt", ".jpg"), hw, n)
 
 
 def read_mot_gt(path: Path) -> dict[int, tuple[Tensor, Tensor, Tensor]]:
@@ -76,9 +85,11 @@ def read_mot_gt(path: Path) -> dict[int, tuple[Tensor, Tensor, Tensor]]:
     except OSError as e:
         raise FileNotFoundError(f"cannot read MOT ground truth {path}: {e}") from e
     except ValueError as e:
-        raise ValueError(f"MOT ground truth {path}: not a numeric CSV ({e})") from e
+        raise ValueError(f"MOT ground truth {path}: not a numeric CSV ({' '.join(str(e).split())})") from e
     if rows.size == 0:
         return {}
+    if not np.isfinite(rows).all() or (np.abs(rows[:, :2]) >= 2 ** 62).any():
+        raise ValueError(f"MOT ground truth {path}: every value must be finite, frame and id within int64")
     ncol = rows.shape[1]
     if ncol not in (7, 9, 10):
         raise ValueError(f"MOT ground truth {path}: expected 9 (MOT16/17/20) or 10 (MOT15) columns, got {ncol}")
@@ -199,16 +210,18 @@ class MOTDataset(Dataset):
         si, frame, still = self._items[index]
         seq = self._seqs[si]
         if still is not None:
-            image, path = read_image(still), str(still)
+            d = load_image(still)
+            image, path, notes = d.image, str(still), d.notes(still)
         else:
             image, path = seq.reader.read(frame - 1), f"{seq.video_path}#{frame - 1}"  # type: ignore[union-attr]
+            notes = {str(seq.video_path): seq.reader.notes} if seq.reader.notes else {}  # type: ignore[union-attr]
         h, w = image.shape[-2:]
         empty = (torch.empty(0, 4), torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.bool))
         boxes, ids, ignore = seq.gt.get(frame, empty)
         sh, sw = seq.info.size_hw
         scale = torch.tensor([w / sw, h / sh, w / sw, h / sh], dtype=torch.float32)
         gt = GroundTruth(persons=boxes * scale, person_ids=ids, ignore_persons=ignore)
-        return self.sample(self._ids[index], image, gt, path)  # clipped to the frame, empty boxes dropped
+        return self.sample(self._ids[index], image, gt, path, notes)  # clipped to the frame, empty boxes dropped
 
     def __repr__(self) -> str:
         return (f"MOTDataset(root={str(self.root)!r}, sequences={len(self._seqs)}, stride={self.stride}, "

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from anonlab.datasets.base import DATASETS, Dataset
-from anonlab.io.images import ImageReadError, read_image
+from anonlab.io.images import ImageReadError, load_image
 from anonlab.types import GroundTruth, Sample, SampleError
 
 _SIZE = re.compile(r"^Image size \(X x Y x C\)\s*:\s*(\d+)\s*x\s*(\d+)(?:\s*x\s*(\d+))?", re.M)
@@ -165,9 +165,10 @@ class PennFudanDataset(Dataset):
         """The ``index``-th image as ``uint8 (3, H, W)`` RGB with its person boxes (ids -1, no faces)."""
         self._check(index)
         ann, path = self._ann[index], self._images[index]
-        image = read_image(path)
-        check_decoded_size(ann, image, path)
-        return self.sample(self._ids[index], image, GroundTruth(persons=ann.boxes.clone()), str(path))
+        decoded = load_image(path)
+        check_decoded_size(ann, decoded.image, path)
+        return self.sample(self._ids[index], decoded.image, GroundTruth(persons=ann.boxes.clone()), str(path),
+                           decoded.notes(path))
 
     def masks(self, index: int) -> Tensor:
         """Instance masks of the ``index``-th image: ``bool (N, H, W)``, row ``k`` for box ``k`` of :meth:`load`."""

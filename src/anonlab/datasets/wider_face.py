@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from anonlab.datasets.base import DATASETS, Dataset
-from anonlab.io.images import read_image
+from anonlab.io.images import load_image
 from anonlab.types import GroundTruth, Sample
 
 
@@ -36,7 +36,7 @@ def read_wider_gt(path: Path) -> list[tuple[str, Tensor]]:
         i += 1
         if not name:
             continue
-        if i >= n_lines or not lines[i].strip().isdigit():
+        if i >= n_lines or not (lines[i].strip().isascii() and lines[i].strip().isdigit()):
             raise ValueError(f"WIDER FACE ground truth {path}:{i + 1}: expected the face count of {name!r}, got "
                              f"{lines[i].strip()[:40] if i < n_lines else 'end of file'!r}")
         n = int(lines[i])
@@ -55,7 +55,9 @@ def read_wider_gt(path: Path) -> list[tuple[str, Tensor]]:
                 break
             try:
                 vals = [int(float(f)) for f in fields]
-            except ValueError:
+            except (ValueError, OverflowError):  # not a number; inf
+                vals = []
+            if any(abs(v) >= 1 << 62 for v in vals):  # past int64: not a pixel coordinate
                 vals = []
             if len(vals) != 10:
                 raise ValueError(f"WIDER FACE ground truth {path}:{i + 1}: face {len(rows) + 1} of {name!r} needs 10 "
@@ -140,7 +142,9 @@ class WiderFaceDataset(Dataset):
         if not 0 <= index < len(self._names):
             raise IndexError(f"wider_face index {index} out of range [0, {len(self._names)})")
         path = self.images_dir / self._names[index]
-        return self.sample(self._names[index], read_image(path), self.ground_truth(index), str(path))
+        d = load_image(path)
+        return self.sample(self._names[index], d.image, self.ground_truth(index), str(path),
+                           d.notes(path))
 
     def __repr__(self) -> str:
         return (f"WiderFaceDataset(root={str(self.root)!r}, split={self.split!r}, events={self.events}, "

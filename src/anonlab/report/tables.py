@@ -78,7 +78,8 @@ def print_recall_table(summary: Sequence[dict], title: str = "Recall (%)") -> No
             color = "" if v is None or s == settings[0] else ("green" if v < 0.2 else "yellow" if v < 0.5 else "red")
             vals.append(f"[{color}]{_pct(v)}[/]" if color else _pct(v))
         table.add_row(s, *vals)
-    width = max(len(s) for s in settings) + 4 + sum(max(len(d), 7) + 3 for d in detectors)
+    # (no rows at all, e.g. every image failed to load: an empty table, not a crash)
+    width = max((len(s) for s in settings), default=0) + 4 + sum(max(len(d), 7) + 3 for d in detectors)
     Console(width=max(80, width)).print(table)
 
 

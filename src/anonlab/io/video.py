@@ -1,0 +1,246 @@
+"""Video decoding: the one home of PyAV (FFmpeg) reading. :class:`VideoReader` gives frame ``k`` of a file as
+``uint8 (3, H, W)`` RGB, upright, decoded on demand.
+
+- The main video stream is read: attached pictures (cover art) and timed-thumbnail streams are skipped; among the
+  rest the one with the most frames (then pixels, then FFmpeg's ``av_find_best_stream`` choice) wins, so an
+  unflagged 1-frame thumbnail track beside the clip is not read.
+- The display matrix (phones store portrait clips as landscape frames plus a rotation, ISO/IEC 14496-12 ``tkhd``)
+  is applied to every frame, as ``ffmpeg``'s autorotate does (a quarter turn, a half turn, or their mirrored
+  forms); :attr:`VideoReader.orientation` is the equivalent EXIF orientation (1 = none) and
+  :attr:`VideoReader.notes` says, on one line, what was applied and what damage was found.
+- Damage: a file whose packets end early (truncated download, a camera that lost power) keeps the frames it holds;
+  the shortfall from the frame count the header promises is reported in :attr:`VideoReader.notes`, not raised.
+  A frame that cannot be decoded raises :class:`~anonlab.io.images.ImageReadError` from :meth:`VideoReader.read`
+  (the engine lists it as failed and goes on).
+
+Nothing decodes a whole video: the reader indexes the packets' timestamps once (demux only, no decoding) and
+decodes the first frame (for its size and display matrix); then for each requested frame it either decodes
+forward from the last frame it returned (sequential access, the engine's order) or seeks to the nearest key frame
+before it and decodes up to it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import struct
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from anonlab.io.images import ORIENTATIONS, ImageReadError, check_pixels, orient
+
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv")
+
+#: decode forward (instead of seeking) when the wanted frame is at most this many frames ahead
+_FORWARD_WINDOW = 64
+
+
+def display_orientation(matrix: tuple[int, ...] | None) -> int:
+    """The EXIF orientation (1-8) equivalent to a display matrix (9 int32, 16.16 fixed point, libavutil/display.h),
+    following ffmpeg's autorotate (fftools ``get_rotation`` and the transpose/flip it inserts). None -> 1.
+    Raises ``ValueError`` for a rotation that is not a multiple of 90° (ffmpeg would rotate by an odd angle)."""
+    if matrix is None:
+        return 1
+    a, b, _, c, d, *_ = matrix
+    sx, sy = (a * a + c * c) ** 0.5, (b * b + d * d) ** 0.5
+    if sx == 0 or sy == 0:
+        return 1  # a degenerate matrix: ffmpeg shows such frames as stored
+    import math
+
+    # av_display_rotation_get returns -atan2(b, a); ffmpeg's theta is its negation (clockwise), in [0, 360)
+    theta = round(math.degrees(math.atan2(b / sy, a / sx))) % 360
+    if abs(theta - 90 * round(theta / 90)) > 1:
+        raise ValueError(f"display matrix rotates by {theta}°, not a multiple of 90°")
+    theta = (90 * round(theta / 90)) % 360
+    if theta == 90:
+        return 5 if c > 0 else 6  # cclock_flip (transpose) / clock
+    if theta == 270:
+        return 7 if c < 0 else 8  # clock_flip (transverse) / cclock
+    if theta == 180:
+        return {(True, True): 3, (True, False): 2, (False, True): 4}.get((a < 0, d < 0), 1)
+    return 4 if d < 0 else (2 if a < 0 else 1)
+
+
+def _frame_matrix(frame) -> tuple[int, ...] | None:
+    for sd in frame.side_data:  # (PyAV 18: .values() raises KeyError for SEI entries; iterating is fine)
+        if "DISPLAYMATRIX" in str(sd.type):
+            raw = bytes(sd)
+            return struct.unpack("=9i", raw[:36]) if len(raw) >= 36 else None
+    return None
+
+
+def _main_stream(container, path: Path):
+    """The stream to read: not a cover picture nor a thumbnail track; FFmpeg's best among the rest."""
+    import av
+
+    skip = av.stream.Disposition.attached_pic | av.stream.Disposition.timed_thumbnails
+    # (a stream FFmpeg has no decoder for has no codec context)
+    streams = [s for s in container.streams.video
+               if not (int(s.disposition) & int(skip)) and s.codec_context is not None]
+    if not streams:
+        what = ("no video stream" if not container.streams.video
+                else "only cover-art, thumbnail or undecodable video streams")
+        raise ImageReadError(f"cannot read video {path}: it has {what}")
+    best = container.streams.best("video")
+    # a thumbnail track without the disposition flag (a 1-frame stream beside the clip) loses to the clip:
+    # most frames first, then most pixels, then FFmpeg's choice
+    return max(streams, key=lambda s: (s.frames or 0, s.codec_context.width * s.codec_context.height, s is best))
+
+
+class VideoReader:
+    """Frame ``k`` (0-based, presentation order) of a video file as ``uint8 (3, H, W)`` RGB, upright, decoded on
+    demand.
+
+    ``len(reader)`` is the number of video frames (packets of the main stream, counted once by demuxing, without
+    decoding); ``size_hw`` the upright frame size (the size ffmpeg, OpenCV and deface report); ``fps`` the
+    stream's average rate (0.0 if unknown); ``orientation`` the EXIF-equivalent orientation applied (1 = none);
+    ``notes`` a one-line account of the rotation applied and the damage found (None when neither).
+
+    Frames are numbered by counting decoder output, never from timestamps (AVI files carry decode-order
+    timestamps, so B-frames come out with non-monotonic ``pts``). To reach frame ``k`` the reader decodes forward
+    from the last frame it returned when ``k`` is at most ``_FORWARD_WINDOW`` ahead, else it seeks to the last key
+    frame at or before decode position ``k`` and counts from there (a key frame's presentation index equals its
+    decode position in closed-GOP streams; if the first frame after a seek is not an intra-coded key frame, the
+    reader decodes from the start instead). Raises :class:`~anonlab.io.images.ImageReadError` naming the file
+    when it holds no readable video frame, and ``FileNotFoundError`` when it does not exist.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        import av
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"video {self.path} does not exist")
+        keys: list[tuple[int, int]] = []  # (decode position, seek timestamp) of key frames
+        n = 0
+        damage: list[str] = []
+        try:
+            with av.open(str(self.path)) as c:
+                s = _main_stream(c, self.path)
+                self._stream_index = s.index
+                w, h = int(s.codec_context.width), int(s.codec_context.height)
+                check_pixels(f"cannot read video {self.path}", w, h)
+                self.fps = float(s.average_rate) if s.average_rate else 0.0
+                promised = int(s.frames or 0)
+                try:
+                    for pkt in c.demux(s):
+                        if not pkt.size:
+                            continue
+                        ts = pkt.pts if pkt.pts is not None else pkt.dts
+                        if pkt.is_keyframe and ts is not None:
+                            keys.append((n, ts))
+                        n += 1
+                except av.error.FFmpegError as e:
+                    damage.append(f"demuxing stopped after {n} packets ({e})")
+                if promised > n:
+                    damage.append(f"the header promises {promised} frames, the file holds {n} (truncated?)")
+                first = self._first_frame(c, s) if n else None
+        except av.error.FFmpegError as e:
+            raise ImageReadError(f"cannot read video {self.path}: {e}") from e
+        except (ValueError, OverflowError) as e:  # PyAV's own checks (bad rates, sizes) on a malformed header
+            if isinstance(e, ImageReadError):
+                raise
+            raise ImageReadError(f"cannot read video {self.path}: {e}") from e
+        if n == 0 or first is None:
+            raise ImageReadError(f"cannot read video {self.path}: no decodable video frame"
+                                 + (f" ({'; '.join(damage)})" if damage else ""))
+        try:
+            self.orientation = display_orientation(_frame_matrix(first))
+        except ValueError as e:
+            raise ImageReadError(f"cannot read video {self.path}: {e}") from e
+        fh, fw = first.height, first.width
+        self.size_hw = (fw, fh) if self.orientation >= 5 else (fh, fw)
+        notes = []
+        if self.orientation != 1:
+            notes.append(f"display matrix: {ORIENTATIONS[self.orientation]} (EXIF-equivalent orientation "
+                         f"{self.orientation})")
+        notes.extend(damage)
+        self.notes: str | None = "; ".join(notes) or None
+        self._n = n
+        self._keys = keys
+        self._container = None
+        self._frames = None  # decoder iterator
+        self._next: int | None = None  # index of the frame the iterator yields next (None: must seek)
+
+    @staticmethod
+    def _first_frame(c, s):
+        import av
+
+        c.seek(0)
+        try:
+            return next(iter(c.decode(s)), None)
+        except av.error.FFmpegError:
+            return None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _open(self):
+        import av
+
+        if self._container is None:
+            self._container = av.open(str(self.path))
+        return self._container, self._container.streams[self._stream_index]
+
+    def _seek(self, index: int) -> None:
+        """Position the decoder so that it yields frame ``self._next <= index`` next."""
+        c, s = self._open()
+        k = bisect.bisect_right(self._keys, (index, float("inf"))) - 1
+        if k <= 0:
+            c.seek(0)
+            self._frames, self._next = iter(c.decode(s)), 0
+            return
+        pos, ts = self._keys[k]
+        c.seek(ts, stream=s, backward=True, any_frame=False)
+        frames = iter(c.decode(s))
+        first = next(frames, None)
+        # not an intra frame (AVI flags some P-frames as key frames) or an inexact seek: count from the start
+        if (first is None or not first.key_frame or getattr(first.pict_type, "name", str(first.pict_type)) != "I"
+                or (first.pts is not None and first.pts != ts)):
+            c.seek(0)
+            self._frames, self._next = iter(c.decode(s)), 0
+            return
+        self._frames = itertools.chain([first], frames)
+        self._next = pos
+
+    def read(self, index: int) -> Tensor:
+        """Frame ``index`` as a contiguous ``uint8 (3, H, W)`` RGB CPU tensor, upright (``size_hw``)."""
+        import av
+
+        if not 0 <= index < self._n:
+            raise IndexError(f"frame {index} out of range [0, {self._n}) of video {self.path}")
+        try:
+            if self._next is None or not 0 <= index - self._next <= _FORWARD_WINDOW:
+                self._seek(index)
+            for frame in self._frames:
+                k = self._next
+                self._next = k + 1
+                if k == index:
+                    # (a stream may change size mid-way: each frame is held to the cap, not only the header's size)
+                    check_pixels(f"cannot decode frame {index} of video {self.path}", frame.width, frame.height)
+                    rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+                    return orient(rgb, self.orientation).contiguous()
+        except av.error.FFmpegError as e:
+            self._next = None
+            raise ImageReadError(f"cannot decode frame {index} of video {self.path}: {e}") from e
+        self._next = None
+        raise ImageReadError(f"cannot decode frame {index} of video {self.path}: the stream ended before it "
+                             f"({self._n} packets)")
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        self._container, self._frames, self._next = None, None, None
+
+    def __getstate__(self) -> dict:  # picklable (e.g. for data-loader workers): the open decoder is not
+        state = dict(self.__dict__)
+        state.update(_container=None, _frames=None, _next=None)
+        return state
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
