@@ -11,7 +11,7 @@ from torch import Tensor
 
 from anonlab.io.images import ImageReadError  # noqa: F401  (re-exported)
 from anonlab.registry import Registry
-from anonlab.types import KINDS, GroundTruth, Sample, SampleError
+from anonlab.types import KINDS, GroundTruth, Sample
 
 
 
