@@ -97,7 +97,8 @@ if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
     print(f"  {p.name}, {p.total_memory / 2**30:.0f} GiB, capability {p.major}.{p.minor}, {p.multi_processor_count} SMs")
 import cv2, anonlab
-print("cv2", cv2.__version__, "| anonlab", anonlab.__version__, anonlab.__file__)
+print("cv2", cv2.__version__, "CascadeClassifier (haar):", hasattr(cv2, "CascadeClassifier"),
+      "HOGDescriptor (hog_person):", hasattr(cv2, "HOGDescriptor"), "| anonlab", anonlab.__version__, anonlab.__file__)
 EOF
     command -v nvidia-smi >/dev/null && nvidia-smi || echo "nvidia-smi: not found"
 } > "$W/versions.txt" 2>&1
