@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 from pathlib import Path
@@ -29,6 +30,18 @@ def shared_path(rel: str) -> Path:
     if not p.exists():
         pytest.skip(f"{p} not found: set ANONLAB_SHARED or place shared/ beside the checkout")
     return p
+
+
+#: detectors whose packages the device run leaves out (benchmarks/device/wheels.txt: over its travel limit)
+DEVICE_OPTIONAL = {"dlib_hog": ("dlib",), "dlib_cnn": ("dlib", "face_recognition_models")}
+
+
+def require_packages(detector: str) -> None:
+    """Skip, naming the package, when ``detector`` needs one of :data:`DEVICE_OPTIONAL`'s packages and it is not
+    installed (only the device run lacks them; CI installs every dependency, so there nothing is skipped)."""
+    for module in DEVICE_OPTIONAL.get(detector, ()):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{detector} needs {module!r}, which is not installed (the device run leaves it out)")
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from anonlab.datasets import DATASETS
 from anonlab.defenses import DEFENSES
 from anonlab.detectors import DETECTORS
 from anonlab.engine import CONF_DIR
-from conftest import shared_path
+from conftest import require_packages, shared_path
 from images import BUS, package_file
 
 REGISTRIES = {"dataset": DATASETS, "camera": CAMERAS, "defense": DEFENSES, "detector": DETECTORS}
@@ -55,6 +55,8 @@ def test_conf_dir_is_found_from_the_package():
 def test_every_config_instantiates(group: str, name: str, tmp_path: Path) -> None:
     if group == "detector" and name in NEEDS_SHARED:
         shared_path("models")
+    if group == "detector":
+        require_packages(name)
     cfg = _compose([f"{group}={name}", *REQUIRED.get((group, name), lambda tmp: [])(tmp_path)])
     obj = hydra.utils.instantiate(cfg[group], _convert_="all")
     assert isinstance(obj, REGISTRIES[group].get(name))

