@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from anonlab._counter_rng import hash32
+from anonlab._counter_rng import counter_normal, counter_uniform, hash32
+from anonlab.filters import filter2d
 from anonlab.types import check_images
 
 #: resolution presets, (H, W)
@@ -190,20 +191,6 @@ def disk_kernel(radius_px: float, device: torch.device | str = "cpu", supersampl
     return (ker / ker.sum()).float()
 
 
-def filter2d(x: Tensor, kernel: Tensor) -> Tensor:
-    """Correlate each channel of float (B, C, H, W) with a (k, k) kernel, replicate borders, same size out."""
-    check_float_images(x)
-    k = kernel.shape[-1]
-    if k == 1:
-        return x * kernel.reshape(()).to(x)
-    c = x.shape[1]
-    r = k // 2
-    if x.shape[0] == 0:
-        return x.clone()
-    xp = F.pad(x, (r, r, r, r), mode="replicate")
-    return F.conv2d(xp, kernel.to(x).expand(c, 1, k, k), groups=c)
-
-
 def motion_blur_float(x: Tensor, length_px: float, angle_deg: float = 0.0) -> Tensor:
     return filter2d(x, motion_kernel(length_px, angle_deg, x.device))
 
@@ -225,23 +212,6 @@ def defocus_blur(images: Tensor, radius_px: float) -> Tensor:
 # ---------------------------------------------------------------------------------------------- randomness
 
 _M32 = 0xFFFFFFFF
-
-
-
-
-def _uniform(index: Tensor, key: Tensor) -> Tensor:
-    """float64 uniform in (0, 1) from (key, index); ``key`` (an already hashed 32-bit stream id) broadcasts
-    against ``index``. One hash per value: ``index ^ key`` is a bijection, so streams never repeat a value
-    at the same position."""
-    return (hash32(index ^ key).double() + 0.5) / 4294967296.0
-
-
-def counter_normal(index: Tensor, key: Tensor) -> Tensor:
-    """Standard-normal float32 values at integer positions ``index`` for stream ``key`` (int64, broadcasts):
-    Box-Muller on two counter-based hashes, the same numbers on every device."""
-    u1 = _uniform(2 * index, key)
-    u2 = _uniform(2 * index + 1, key)
-    return (torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * math.pi * u2)).float()
 
 
 def frame_keys(images: Tensor, seed: int) -> Tensor:
@@ -326,7 +296,7 @@ def poisson_counts(lam: Tensor, keys: Tensor, lam_max: float | None = None, stre
     lam = lam.detach().float().clamp(min=0)
     top = POISSON_EXACT_MAX if lam_max is None else min(POISSON_EXACT_MAX, float(lam_max))
     kmax = math.ceil(top + 6 * math.sqrt(top) + 6)  # P(N > kmax) < 1e-7 for lam <= top
-    u = _uniform(idx, k).float()
+    u = counter_uniform(idx, k).float()
     small = lam <= POISSON_EXACT_MAX
     subset = lam.device.type == "cpu"  # on the host, walk only the dim pixels (a gather costs no device sync)
     lam_w, u_w = (lam[small], u[small]) if subset else (lam, u)
