@@ -31,8 +31,7 @@ MATMUL_KERNEL_MIN = 48
 
 def check_border(border: str) -> None:
     """Raise ``ValueError`` naming the valid border modes unless ``border`` is one of them."""
-    if border not in BORDERS:
-        raise ValueError(f"unknown border mode {border!r}; valid: {', '.join(BORDERS)}")
+    check_choice("border mode", border, BORDERS)
 
 
 def gaussian_radius(sigma: float) -> int:
@@ -110,8 +109,7 @@ def separable_filter(x: Tensor, kx: Tensor, ky: Tensor, anchor_x: int, anchor_y:
     unknown border or method.
     """
     check_border(border)
-    if method not in METHODS:
-        raise ValueError(f"unknown filter method {method!r}; valid: {', '.join(METHODS)}")
+    check_choice("filter method", method, METHODS)
     return _filter_axis(_filter_axis(x, kx, anchor_x, -1, border, method), ky, anchor_y, -2, border, method)
 
 
@@ -148,8 +146,7 @@ class GaussianBlur2d(nn.Module):
         super().__init__()
         check_positive("sigma", sigma)
         check_border(border)
-        if method not in METHODS:
-            raise ValueError(f"unknown filter method {method!r}; valid: {', '.join(METHODS)}")
+        check_choice("filter method", method, METHODS)
         self.sigma, self.border, self.method = float(sigma), border, method
 
     def forward(self, x: Tensor) -> Tensor:

@@ -12,8 +12,6 @@ are quantized to quarter-octave buckets (at most 9 % off) so that one filter pas
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from anonlab.detectors._common import clip_boxes
+from anonlab.detectors._common import from_host, host_rgb, xywh_to_xyxy
 from anonlab.detectors.base import DETECTORS
 from anonlab.types import Detections, Detector, check_images
 
@@ -104,9 +105,8 @@ class HaarFace(Detector):
             return Detections.empty(device)
         import cv2
 
-        host = torch.empty((b, h, w, 3), dtype=torch.uint8)  # standard strides even for size-1 dimensions
-        host = host.copy_(images.permute(0, 2, 3, 1)).numpy()  # the one device-to-host copy; the caller's is untouched
-        rects, weights, owner = [], [], []
+        host = host_rgb(images)  # the one device-to-host copy; the caller's is untouched
+        boxes, scores = [], []
         for i in range(b):  # OpenCV is per image
             gray = cv2.cvtColor(host[i], cv2.COLOR_RGB2GRAY)
             found, _levels, level_weights = self._cascade.detectMultiScale3(
@@ -116,18 +116,10 @@ class HaarFace(Detector):
                 minSize=(self.min_size[1], self.min_size[0]),  # OpenCV wants (w, h)
                 outputRejectLevels=True,
             )
-            if len(found):
-                rects.append(torch.from_numpy(found.reshape(-1, 4)).float())
-                weights.append(torch.as_tensor(level_weights, dtype=torch.float32).reshape(-1))
-                owner.append(torch.full((len(found),), i, dtype=torch.int64))
-        if not rects:
-            return Detections.empty(device)
-        xywh = torch.cat(rects)
-        boxes = clip_boxes(torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1), (h, w))
-        scores = self.weights_to_scores(torch.cat(weights))
-        batch_idx = torch.cat(owner)
-        dets = Detections(boxes, scores, torch.zeros_like(batch_idx), batch_idx).above(self.score_floor)
-        return dets.to(device)
+            boxes.append(xywh_to_xyxy(torch.from_numpy(np.asarray(found, dtype=np.int32).reshape(-1, 4)).float()))
+            scores.append(self.weights_to_scores(torch.as_tensor(np.asarray(level_weights), dtype=torch.float32)
+                                                 .reshape(-1)))
+        return from_host(boxes, scores, (h, w), device, self.score_floor)
 
     def extra_repr(self) -> str:
         return (

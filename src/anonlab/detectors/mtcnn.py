@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from anonlab.detectors._common import clip_boxes
+from anonlab.detectors._common import from_host
 from anonlab.detectors.base import DETECTORS
 from anonlab.types import Detections, Detector, check_images
 
@@ -105,15 +105,9 @@ class MTCNNFace(Detector):
             images.permute(0, 2, 3, 1), self.min_face_size, self.net.pnet, self.net.rnet, self.net.onet,
             thresholds, self.factor, device,
         )  # fmt: skip
-        per_image = [np.asarray(batch_boxes[i], dtype=np.float32).reshape(-1, 5) for i in range(b)]
-        counts = torch.tensor([len(x) for x in per_image], dtype=torch.int64)
-        found = torch.from_numpy(np.concatenate(per_image))  # (N, 5): x1, y1, x2, y2, prob
-        batch_idx = torch.repeat_interleave(torch.arange(b), counts)
-        dets = Detections(
-            clip_boxes(found[:, :4], (h, w)).contiguous(), found[:, 4].contiguous(), torch.zeros_like(batch_idx),
-            batch_idx,
-        )
-        return dets.above(self.score_floor).to(device)
+        per_image = [torch.from_numpy(np.asarray(batch_boxes[i], dtype=np.float32).reshape(-1, 5)) for i in range(b)]
+        # (N_i, 5) per image: x1, y1, x2, y2, prob
+        return from_host([p[:, :4] for p in per_image], [p[:, 4] for p in per_image], (h, w), device, self.score_floor)
 
     def extra_repr(self) -> str:
         return (
