@@ -162,16 +162,16 @@ def test_relative_sigma_scales_with_box_height(device):
 @pytest.mark.parametrize(
     ("factory", "message"),
     [
-        (lambda: GaussianBlur(sigma=-1), "sigma must be > 0"),
+        (lambda: GaussianBlur(sigma=-1), "sigma must be a number > 0"),
         (lambda: GaussianBlur(sigma=2, sigma_rel=0.5), "exactly one of sigma, sigma_rel"),
         (lambda: GaussianBlur(sigma=None), "exactly one"),
-        (lambda: Pixelate(blocks=0), "blocks must be a positive integer"),
-        (lambda: Pixelate(blocks=2.5), "blocks must be a positive integer"),
-        (lambda: BoxBlur(kernel=0), "kernel must be a positive integer"),
-        (lambda: GaussianBlur(sigma=2, mask_scale=0.9), "mask_scale must be >= 1"),
+        (lambda: Pixelate(blocks=0), "blocks must be an integer >= 1"),
+        (lambda: Pixelate(blocks=2.5), "blocks must be an integer >= 1"),
+        (lambda: BoxBlur(kernel=0), "kernel must be an integer >= 1"),
+        (lambda: GaussianBlur(sigma=2, mask_scale=0.9), "mask_scale must be a number >= 1"),
         (lambda: SolidFill(shape="circle"), "valid: rect, ellipse"),
         (lambda: SolidFill(color=(0, 0, 300)), "color must be three integers"),
-        (lambda: AdditiveNoise(std=0), "std must be > 0"),
+        (lambda: AdditiveNoise(std=0), "std must be a number > 0"),
     ],
 )
 def test_bad_values_raise_when_built(factory, message):

@@ -121,7 +121,7 @@ def test_missing_patch_file_names_it(tmp_path):
 def test_bad_placement_values_raise_when_built():
     for kwargs, msg in (({"target": "hat"}, "unknown target 'hat'; valid: torso, face"),
                         ({"rotation_deg": -1}, r"rotation_deg must be a number in \[0, 180"),
-                        ({"size": 0}, "size must be the patch width")):
+                        ({"size": 0}, r"size must be a number in \(0, 4\] \(the patch width")):
         with pytest.raises(ValueError, match=msg):
             GreyPatch(**kwargs)
 
