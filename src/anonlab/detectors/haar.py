@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from anonlab._checks import check_int, check_range
 from anonlab.detectors._common import from_host, host_rgb, xywh_to_xyxy
 from anonlab.detectors.base import DETECTORS
 from anonlab.types import Detections, Detector, check_images
@@ -76,12 +77,9 @@ class HaarFace(Detector):
         min_size: Sequence[int] | int = (24, 24),
     ) -> None:
         super().__init__(threshold, score_floor)
-        if isinstance(scale_factor, bool) or not float(scale_factor) > 1.0:
-            raise ValueError(f"haar: scale_factor (pyramid step) must be > 1, got {scale_factor!r}")
-        if not (isinstance(min_neighbors, int) and not isinstance(min_neighbors, bool) and min_neighbors >= 0):
-            raise ValueError(f"haar: min_neighbors must be an int >= 0, got {min_neighbors!r}")
-        self.scale_factor = float(scale_factor)
-        self.min_neighbors = min_neighbors
+        self.scale_factor = check_range("scale_factor", scale_factor, 1.0, lo_open=True, where="haar",
+                                        note="pyramid step")
+        self.min_neighbors = check_int("min_neighbors", min_neighbors, 0, where="haar")
         self.min_size = _size_hw(min_size, "min_size")
 
         import cv2

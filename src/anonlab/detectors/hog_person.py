@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from anonlab._checks import check_positive, check_range
 from anonlab.detectors._common import from_host, host_rgb, xywh_to_xyxy
 from anonlab.detectors.base import DETECTORS
 from anonlab.types import Detections, Detector, check_images
@@ -69,13 +70,9 @@ class HOGPerson(Detector):
         super().__init__(threshold, score_floor)
         self.win_stride = _pair(win_stride, "win_stride", 1)
         self.padding = _pair(padding, "padding", 0)
-        if not float(scale) > 1.0:
-            raise ValueError(f"hog_person: scale (pyramid step) must be > 1, got {scale!r}")
-        if not 0.0 < float(nms_iou) <= 1.0:
-            raise ValueError(f"hog_person: nms_iou must be in (0, 1], got {nms_iou!r}")
-        if not float(margin_scale) > 0.0:
-            raise ValueError(f"hog_person: margin_scale must be > 0, got {margin_scale!r}")
-        self.scale, self.nms_iou, self.margin_scale = float(scale), float(nms_iou), float(margin_scale)
+        self.scale = check_range("scale", scale, 1.0, lo_open=True, where="hog_person", note="pyramid step")
+        self.nms_iou = check_range("nms_iou", nms_iou, 0.0, 1.0, lo_open=True, where="hog_person")
+        self.margin_scale = check_positive("margin_scale", margin_scale, where="hog_person")
         # the SVM margin OpenCV must reach for a window to score >= score_floor (logit of the floor)
         f = min(max(self.score_floor, 1e-6), 1.0 - 1e-6)
         self.hit_threshold = math.log(f / (1.0 - f)) / self.margin_scale

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from anonlab._checks import check_int, check_range
 from anonlab.detectors._common import from_host
 from anonlab.detectors.base import DETECTORS
 from anonlab.types import Detections, Detector, check_images
@@ -59,8 +60,7 @@ class MTCNNFace(Detector):
         factor: float = 0.709,
     ) -> None:
         super().__init__(threshold, score_floor)
-        if not (isinstance(min_face_size, int) and not isinstance(min_face_size, bool) and min_face_size >= 1):
-            raise ValueError(f"mtcnn: min_face_size must be an int >= 1 pixels, got {min_face_size!r}")
+        check_int("min_face_size", min_face_size, 1, where="mtcnn", note="pixels")
         stages = tuple(stage_thresholds) if isinstance(stage_thresholds, Sequence) else ()
         if len(stages) != 2 or not all(
             isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t <= 1.0 for t in stages
@@ -68,8 +68,7 @@ class MTCNNFace(Detector):
             raise ValueError(
                 f"mtcnn: stage_thresholds must be two numbers in [0, 1] (P-Net, R-Net), got {stage_thresholds!r}"
             )
-        if isinstance(factor, bool) or not (isinstance(factor, (int, float)) and 0.0 < factor < 1.0):
-            raise ValueError(f"mtcnn: factor (pyramid step) must be in (0, 1), got {factor!r}")
+        check_range("factor", factor, 0.0, 1.0, lo_open=True, hi_open=True, where="mtcnn", note="pyramid step")
         self.min_face_size = min_face_size
         self.stage_thresholds = (float(stages[0]), float(stages[1]))
         self.factor = float(factor)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from anonlab._checks import check_range
 from anonlab.defenses.patch import POSE_DIMS, Pose, PoseRanges, pose_from_uniform
 from anonlab.filters import gaussian_blur2d
 
@@ -27,8 +28,7 @@ class EOT:
     blur_sigma: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
-        if isinstance(self.noise, bool) or not isinstance(self.noise, (int, float)) or self.noise < 0:
-            raise ValueError(f"eot.noise must be a number >= 0, got {self.noise!r}")
+        check_range("eot.noise", self.noise, 0)
         b = tuple(self.blur_sigma)
         if len(b) != 2 or not 0 <= b[0] <= b[1]:
             raise ValueError(f"eot.blur_sigma must be a range [lo, hi] with 0 <= lo <= hi pixels, got {list(b)!r}")
