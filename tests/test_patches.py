@@ -91,6 +91,7 @@ def test_non_differentiable_detector_is_refused_naming_the_differentiable_ones(t
     assert not list(tmp_path.iterdir())  # failed before any work
 
 
+@pytest.mark.slow  # ~11 s on 2 cores (a CLI subprocess importing torch)
 def test_cli_patch_train_bad_detector_is_a_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "anonlab.cli.main", "patch", "train", "detector=hog_person",
                            f"out={tmp_path}"], check=False, capture_output=True, text=True, timeout=300)
