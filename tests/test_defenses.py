@@ -41,7 +41,8 @@ def dets(device):
     return Detections.from_list([BOXES], device=device)
 
 
-@pytest.mark.parametrize("sigma", [1.5, 8.0, 30.0, 400.0])  # 400: kernel far larger than the image
+@pytest.mark.parametrize("sigma", [1.5, 8.0, 30.0, pytest.param(400.0, marks=pytest.mark.slow)])  # 400: kernel far
+# larger than the image (~30 s on 2 cores: slow)
 def test_gaussian_blur_matches_opencv(bus, dets, sigma):
     out = GaussianBlur(sigma=sigma)(bus, dets)
     k = 2 * math.ceil(3 * sigma) + 1
@@ -178,6 +179,7 @@ def test_wrong_image_dtype_raises():
         GaussianBlur(sigma=2)(torch.zeros(1, 3, 8, 8), Detections.empty())
 
 
+@pytest.mark.slow  # ~19 s on 2 cores
 @settings(max_examples=40, deadline=None)
 @given(
     boxes=st.lists(st.tuples(*[st.floats(-50, 120, allow_nan=False)] * 4), min_size=0, max_size=6),

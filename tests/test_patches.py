@@ -51,6 +51,7 @@ def trained(tmp_path_factory):
     return train_patch(cfg, progress=False, log=lambda msg: None)
 
 
+@pytest.mark.slow  # the `trained` fixture runs 20 CPU training steps: ~1-2 min on 2 cores
 def test_twenty_cpu_steps_lower_the_loss_and_leave_the_detector_unchanged(trained):
     from anonlab.detectors import DETECTORS
 
@@ -69,6 +70,7 @@ def test_twenty_cpu_steps_lower_the_loss_and_leave_the_detector_unchanged(traine
     assert m["detector"] == "yolox_nano" and m["steps"] == 20 and m["patch_size_hw"] == [300, 300]
 
 
+@pytest.mark.slow  # the `trained` fixture runs 20 CPU training steps: ~1-2 min on 2 cores
 def test_saved_png_round_trips_exactly_into_the_patch_defense(trained):
     u8 = (trained.patch * 255).round().clamp(0, 255).to(torch.uint8)
     assert torch.equal(load_patch(trained.png), u8)
