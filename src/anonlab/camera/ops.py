@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from anonlab._checks import check_int
+from anonlab._checks import check_int, check_positive, check_range
 from anonlab._counter_rng import counter_normal, counter_uniform, hash32
 from anonlab.filters import filter2d
 from anonlab.types import check_images
@@ -79,8 +79,7 @@ def resolution_hw(name: str) -> tuple[int, int]:
 
 def focal_px(width_px: int, hfov_deg: float) -> float:
     """Pinhole focal length in pixels of a sensor ``width_px`` wide with horizontal field of view ``hfov_deg``."""
-    if not 0 < hfov_deg < 180:
-        raise ValueError(f"hfov_deg must be in (0, 180), got {hfov_deg!r}")
+    check_range("hfov_deg", hfov_deg, 0, 180, lo_open=True, hi_open=True, note="degrees")
     return (width_px / 2) / math.tan(math.radians(hfov_deg) / 2)
 
 
@@ -89,8 +88,7 @@ def axis_distance(distance_m: float, mount_height_m: float, subject_height_m: fl
     """Distance (m) from the camera to the subject's face along the optical axis (see module docstring).
 
     ``distance_m``: horizontal distance; ``tilt_deg``: downward tilt of the axis, None = aimed at the face."""
-    if not distance_m > 0:
-        raise ValueError(f"distance_m must be > 0 metres, got {distance_m!r}")
+    check_positive("distance_m", distance_m, note="metres")
     dh = mount_height_m - subject_height_m
     if tilt_deg is None:
         return math.hypot(distance_m, dh)
@@ -157,8 +155,7 @@ def motion_kernel(length_px: float, angle_deg: float = 0.0, device: torch.device
     """(k, k) float32 kernel summing to 1: a line segment ``length_px`` long through the centre at
     ``angle_deg`` (0 = horizontal motion, counter-clockwise), drawn with sub-pixel bilinear splatting.
     ``length_px`` <= 0 gives the 1 x 1 identity."""
-    if length_px < 0:
-        raise ValueError(f"length_px must be >= 0, got {length_px!r}")
+    check_range("length_px", length_px, 0)
     if length_px == 0:
         return torch.ones(1, 1, device=device)
     r = math.ceil(length_px / 2) + 1
@@ -179,8 +176,7 @@ def motion_kernel(length_px: float, angle_deg: float = 0.0, device: torch.device
 def disk_kernel(radius_px: float, device: torch.device | str = "cpu", supersample: int = 16) -> Tensor:
     """(k, k) float32 defocus kernel summing to 1: each tap is the share of its pixel covered by a disk of
     ``radius_px`` (estimated on a ``supersample`` x ``supersample`` sub-grid). ``radius_px`` <= 0: identity."""
-    if radius_px < 0:
-        raise ValueError(f"radius_px must be >= 0, got {radius_px!r}")
+    check_range("radius_px", radius_px, 0)
     if radius_px == 0:
         return torch.ones(1, 1, device=device)
     r = math.ceil(radius_px)
