@@ -72,7 +72,8 @@ def filter_matrix(kernel: Tensor, anchor: int, n: int, border: str = "reflect") 
     j = torch.arange(n, device=kernel.device)
     src = border_index(j[None, :] - anchor + torch.arange(k, device=kernel.device)[:, None], n, border)  # (k, n)
     m = torch.zeros(n, n, dtype=kernel.dtype, device=kernel.device)
-    m.index_put_((src.reshape(-1), j.expand(k, n).reshape(-1)), kernel[:, None].expand(k, n).reshape(-1), accumulate=True)
+    m.index_put_((src.reshape(-1), j.expand(k, n).reshape(-1)), kernel[:, None].expand(k, n).reshape(-1),
+                 accumulate=True)
     return m
 
 

@@ -12,5 +12,5 @@ from anonlab.defenses.modules import (
 )
 from anonlab.defenses.regions import Regions, make_regions
 
-__all__ = ["DEFENSES", "Defense", "RegionDefense", "Regions", "make_regions", "AdditiveNoise", "BoxBlur", "GaussianBlur",
-           "NoDefense", "Pixelate", "SolidFill"]
+__all__ = ["DEFENSES", "Defense", "RegionDefense", "Regions", "make_regions", "AdditiveNoise", "BoxBlur",
+           "GaussianBlur", "NoDefense", "Pixelate", "SolidFill"]

@@ -175,7 +175,8 @@ class DlibCNN(Detector):
             scores.append(torch.tensor([d.confidence for d in dets], dtype=torch.float32))
         scale = torch.tensor([w / hw[1], h / hw[0], w / hw[1], h / hw[0]])
         boxes = [bx * scale for bx in boxes]
-        return from_host(boxes, [torch.sigmoid(self.margin_scale * s) for s in scores], (h, w), device, self.score_floor)
+        scores = [torch.sigmoid(self.margin_scale * s) for s in scores]
+        return from_host(boxes, scores, (h, w), device, self.score_floor)
 
     def extra_repr(self) -> str:
         return (
