@@ -81,15 +81,17 @@ SLOW_CAMERAS = {"phone_1080p"}
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_CAMERAS else n
                                   for n in CAMERAS.names()])
-def test_camera_contract(name, frames):
-    cam = from_conf("camera", name)
+def test_camera_contract(name, frames, device):
+    cam = from_conf("camera", name).to(device)
     assert type(cam) is CAMERAS.get(name)
+    frames = frames.to(device)
     before = frames.clone()
     cap = cam.capture(frames)
-    assert cap.dtype == torch.uint8 and cap.ndim == 4 and cap.shape[:2] == (2, 3)
+    assert cap.dtype == torch.uint8 and cap.ndim == 4 and cap.shape[:2] == (2, 3) and cap.device == frames.device
     rel = cam.release(cap)
-    assert rel.dtype == torch.uint8 and rel.ndim == 4 and rel.shape[:2] == (2, 3)
+    assert rel.dtype == torch.uint8 and rel.ndim == 4 and rel.shape[:2] == (2, 3) and rel.device == frames.device
     assert torch.equal(frames, before), "the input was modified"
+    assert torch.equal(cam.capture(frames), cap), "capture is not deterministic"
     h, w = cap.shape[-2:]
     inside = torch.tensor([[0.0, 0.0, 640.0, 480.0], [100.0, 50.0, 300.0, 400.0], [639.0, 479.0, 640.0, 480.0]])
     boxes = cam.capture_boxes(inside, (480, 640))
