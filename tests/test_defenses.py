@@ -41,7 +41,8 @@ def dets(device):
     return Detections.from_list([BOXES], device=device)
 
 
-@pytest.mark.parametrize("sigma", [1.5, 8.0, 30.0, 400.0])  # 400: kernel far larger than the image
+@pytest.mark.parametrize("sigma", [1.5, 8.0, 30.0, pytest.param(400.0, marks=pytest.mark.slow)])  # 400: kernel far
+# larger than the image (~30 s on 2 cores: slow)
 def test_gaussian_blur_matches_opencv(bus, dets, sigma):
     out = GaussianBlur(sigma=sigma)(bus, dets)
     k = 2 * math.ceil(3 * sigma) + 1
@@ -138,17 +139,6 @@ def test_noise_statistics_and_determinism(device):
     assert not torch.equal(a, AdditiveNoise(std=20.0, seed=4)(grey, d))
 
 
-@pytest.mark.parametrize("name", ["gaussian_blur", "box_blur", "pixelate", "solid", "noise", "none"])
-def test_input_not_modified_and_empty_regions_are_identity(bus, device, name):
-    before = bus.clone()
-    defense = DEFENSES.get(name)() if name in ("solid", "noise", "none") else {
-        "gaussian_blur": GaussianBlur(sigma=5), "box_blur": BoxBlur(kernel=9), "pixelate": Pixelate(blocks=4)}[name]
-    out = defense(bus, Detections.from_list([BOXES], device=device))
-    assert torch.equal(bus, before)
-    assert out.dtype == torch.uint8 and out.shape == bus.shape and out.device == bus.device
-    assert torch.equal(defense(bus, Detections.empty(device)), bus)
-
-
 def test_relative_sigma_scales_with_box_height(device):
     """sigma_rel=0.25 on a 200-px box equals sigma=50 (a power of 2**(1/4) away: quantization is exact here)."""
     img = load(BUS).to(device)
@@ -162,16 +152,16 @@ def test_relative_sigma_scales_with_box_height(device):
 @pytest.mark.parametrize(
     ("factory", "message"),
     [
-        (lambda: GaussianBlur(sigma=-1), "sigma must be > 0"),
+        (lambda: GaussianBlur(sigma=-1), "sigma must be a number > 0"),
         (lambda: GaussianBlur(sigma=2, sigma_rel=0.5), "exactly one of sigma, sigma_rel"),
         (lambda: GaussianBlur(sigma=None), "exactly one"),
-        (lambda: Pixelate(blocks=0), "blocks must be a positive integer"),
-        (lambda: Pixelate(blocks=2.5), "blocks must be a positive integer"),
-        (lambda: BoxBlur(kernel=0), "kernel must be a positive integer"),
-        (lambda: GaussianBlur(sigma=2, mask_scale=0.9), "mask_scale must be >= 1"),
+        (lambda: Pixelate(blocks=0), "blocks must be an integer >= 1"),
+        (lambda: Pixelate(blocks=2.5), "blocks must be an integer >= 1"),
+        (lambda: BoxBlur(kernel=0), "kernel must be an integer >= 1"),
+        (lambda: GaussianBlur(sigma=2, mask_scale=0.9), "mask_scale must be a number >= 1"),
         (lambda: SolidFill(shape="circle"), "valid: rect, ellipse"),
         (lambda: SolidFill(color=(0, 0, 300)), "color must be three integers"),
-        (lambda: AdditiveNoise(std=0), "std must be > 0"),
+        (lambda: AdditiveNoise(std=0), "std must be a number > 0"),
     ],
 )
 def test_bad_values_raise_when_built(factory, message):
@@ -189,6 +179,7 @@ def test_wrong_image_dtype_raises():
         GaussianBlur(sigma=2)(torch.zeros(1, 3, 8, 8), Detections.empty())
 
 
+@pytest.mark.slow  # ~19 s on 2 cores
 @settings(max_examples=40, deadline=None)
 @given(
     boxes=st.lists(st.tuples(*[st.floats(-50, 120, allow_nan=False)] * 4), min_size=0, max_size=6),

@@ -51,6 +51,7 @@ def trained(tmp_path_factory):
     return train_patch(cfg, progress=False, log=lambda msg: None)
 
 
+@pytest.mark.slow  # the `trained` fixture runs 20 CPU training steps: ~1-2 min on 2 cores
 def test_twenty_cpu_steps_lower_the_loss_and_leave_the_detector_unchanged(trained):
     from anonlab.detectors import DETECTORS
 
@@ -69,6 +70,7 @@ def test_twenty_cpu_steps_lower_the_loss_and_leave_the_detector_unchanged(traine
     assert m["detector"] == "yolox_nano" and m["steps"] == 20 and m["patch_size_hw"] == [300, 300]
 
 
+@pytest.mark.slow  # the `trained` fixture runs 20 CPU training steps: ~1-2 min on 2 cores
 def test_saved_png_round_trips_exactly_into_the_patch_defense(trained):
     u8 = (trained.patch * 255).round().clamp(0, 255).to(torch.uint8)
     assert torch.equal(load_patch(trained.png), u8)
@@ -91,6 +93,7 @@ def test_non_differentiable_detector_is_refused_naming_the_differentiable_ones(t
     assert not list(tmp_path.iterdir())  # failed before any work
 
 
+@pytest.mark.slow  # ~11 s on 2 cores (a CLI subprocess importing torch)
 def test_cli_patch_train_bad_detector_is_a_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "anonlab.cli.main", "patch", "train", "detector=hog_person",
                            f"out={tmp_path}"], check=False, capture_output=True, text=True, timeout=300)
@@ -121,7 +124,7 @@ def test_missing_patch_file_names_it(tmp_path):
 def test_bad_placement_values_raise_when_built():
     for kwargs, msg in (({"target": "hat"}, "unknown target 'hat'; valid: torso, face"),
                         ({"rotation_deg": -1}, r"rotation_deg must be a number in \[0, 180"),
-                        ({"size": 0}, "size must be the patch width")):
+                        ({"size": 0}, r"size must be a number in \(0, 4\] \(the patch width")):
         with pytest.raises(ValueError, match=msg):
             GreyPatch(**kwargs)
 

@@ -22,7 +22,7 @@ def test_rescale_gives_the_face_height_within_one_pixel(face_px):
 def test_rescale_needs_faces_and_a_positive_height():
     ds = DATASETS.build("default")
     s = ds.load(0)
-    with pytest.raises(ValueError, match="face_px must be > 0"):
+    with pytest.raises(ValueError, match="face_px must be a number > 0"):
         rescale_to_face(s, 0)
     from dataclasses import replace
 

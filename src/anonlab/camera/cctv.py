@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
+from anonlab._checks import check_positive, check_range
 from anonlab.camera import ops
 from anonlab.camera.base import CAMERAS, Camera
 from anonlab.types import check_images
@@ -73,21 +74,18 @@ class SimulatedCamera(Camera):
             if p["source_face_px"] is None or not p["source_face_px"] > 0:
                 raise ValueError(f"distance_m needs source_face_px > 0 (face height in the input images), "
                                  f"got {p['source_face_px']!r}")
-            if not p["face_height_m"] > 0:
-                raise ValueError(f"face_height_m must be > 0, got {p['face_height_m']!r}")
+            check_positive("face_height_m", p["face_height_m"], note="metres")
             ops.axis_distance(p["distance_m"], p["mount_height_m"], p["subject_height_m"], p["tilt_deg"])
         for key in ("defocus_px", "speed_mps", "shutter_s", "read_sigma"):
-            if not p[key] >= 0:
-                raise ValueError(f"{key} must be >= 0, got {p[key]!r}")
+            check_range(key, p[key], 0)
         if p["speed_mps"] > 0 and p["distance_m"] is None:
             raise ValueError("speed_mps needs distance_m (the pixel scale at the subject) and resolution")
         for key in ("exposure", "gamma", "contrast"):
-            if not p[key] > 0:
-                raise ValueError(f"{key} must be > 0, got {p[key]!r}")
-        if p["gain"] is not None and not p["gain"] > 0:
-            raise ValueError(f"gain must be > 0 or null (auto: 1 / exposure), got {p['gain']!r}")
-        if p["photons_at_white"] is not None and not p["photons_at_white"] > 0:
-            raise ValueError(f"photons_at_white must be > 0 or null (no shot noise), got {p['photons_at_white']!r}")
+            check_positive(key, p[key])
+        if p["gain"] is not None:
+            check_positive("gain", p["gain"], note="or null: auto, 1 / exposure")
+        if p["photons_at_white"] is not None:
+            check_positive("photons_at_white", p["photons_at_white"], note="or null: no shot noise")
         if p["capture_jpeg"] is not None:
             ops.check_quality(p["capture_jpeg"])
         codec = p["release_codec"]

@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from anonlab._checks import check_int, check_positive, check_range
 from anonlab.camera.ops import focal_px
 
 #: lossless codecs a clip may be written with: FFmpeg encoder -> (pixel format, container suffix)
@@ -80,13 +81,10 @@ class GroundCamera:
         if isinstance(h, bool) or isinstance(w, bool) or int(h) != h or int(w) != w or h < 1 or w < 1:
             raise ValueError(f"camera size_hw must be two integers >= 1, got {self.size_hw!r}")
         object.__setattr__(self, "size_hw", (int(h), int(w)))
-        if not 2.0 < self.height_m <= 100.0:
-            raise ValueError(f"camera height_m must be in (2, 100] metres (mounted above head height), got "
-                             f"{self.height_m!r}")
-        if not 0.0 <= self.tilt_deg < 90.0:
-            raise ValueError(f"camera tilt_deg must be in [0, 90) degrees below the horizontal, got {self.tilt_deg!r}")
-        if not 0.0 < self.hfov_deg < 180.0:
-            raise ValueError(f"camera hfov_deg must be in (0, 180) degrees, got {self.hfov_deg!r}")
+        check_range("camera height_m", self.height_m, 2.0, 100.0, lo_open=True,
+                    note="metres, mounted above head height")
+        check_range("camera tilt_deg", self.tilt_deg, 0.0, 90.0, hi_open=True, note="degrees below the horizontal")
+        check_range("camera hfov_deg", self.hfov_deg, 0.0, 180.0, lo_open=True, hi_open=True, note="degrees")
 
     @property
     def focal(self) -> float:
@@ -236,8 +234,7 @@ def sample_placements(camera: GroundCamera, aspects: Sequence[float], generator:
     fits vertically and is at least ``min_px`` tall (:meth:`GroundCamera.depth_range`), feet column uniform over
     the columns where its scaled width fits. Draws from ``generator`` only."""
     lo, hi = check_height_range(height_range_m)
-    if not min_px >= 1:
-        raise ValueError(f"min_px must be >= 1 pixel, got {min_px!r}")
+    check_range("min_px", min_px, 1, note="pixels")
     k = len(aspects)
     u01 = torch.rand(k, 3, generator=generator, dtype=torch.float64)
     heights = lo + (hi - lo) * u01[:, 0]
@@ -401,12 +398,9 @@ def sample_walks(camera: GroundCamera, aspects: Sequence[float], n_frames: int, 
     :func:`sample_placements`, the direction uniformly over the ground plane's 360 degrees, the speed
     uniformly within +-15 % of ``speed_mps``; frame ``t`` is at ``p_mid + v (t - (n_frames - 1) / 2) / fps``.
     Returns ``n_frames`` placements (people may walk out of the frame; a person is then clipped, or absent)."""
-    if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames < 1:
-        raise ValueError(f"n_frames must be an integer >= 1, got {n_frames!r}")
-    if not fps > 0:
-        raise ValueError(f"fps must be > 0, got {fps!r}")
-    if not speed_mps >= 0:
-        raise ValueError(f"speed_mps must be >= 0 m/s, got {speed_mps!r}")
+    check_int("n_frames", n_frames, 1)
+    check_positive("fps", fps)
+    check_range("speed_mps", speed_mps, 0, note="m/s")
     mid = sample_placements(camera, aspects, generator, height_range_m, min_px)
     k = len(aspects)
     r = torch.rand(k, 2, generator=generator, dtype=torch.float64)
@@ -440,8 +434,7 @@ def write_mot_clip(folder: str | Path, frames: Iterable[tuple[Tensor, SceneTruth
 
     if codec not in CLIP_CODECS:
         raise ValueError(f"unknown clip codec {codec!r}; valid (lossless): {', '.join(CLIP_CODECS)}")
-    if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
-        raise ValueError(f"fps must be an integer >= 1, got {fps!r}")
+    check_int("fps", fps, 1)
     pix_fmt, suffix = CLIP_CODECS[codec]
     folder = Path(folder)
     (folder / "gt").mkdir(parents=True, exist_ok=True)

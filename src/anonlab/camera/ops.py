@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from anonlab._counter_rng import hash32
+from anonlab._checks import check_int, check_positive, check_range
+from anonlab._counter_rng import counter_normal, counter_uniform, hash32
+from anonlab.filters import filter2d
 from anonlab.types import check_images
 
 #: resolution presets, (H, W)
@@ -77,8 +79,7 @@ def resolution_hw(name: str) -> tuple[int, int]:
 
 def focal_px(width_px: int, hfov_deg: float) -> float:
     """Pinhole focal length in pixels of a sensor ``width_px`` wide with horizontal field of view ``hfov_deg``."""
-    if not 0 < hfov_deg < 180:
-        raise ValueError(f"hfov_deg must be in (0, 180), got {hfov_deg!r}")
+    check_range("hfov_deg", hfov_deg, 0, 180, lo_open=True, hi_open=True, note="degrees")
     return (width_px / 2) / math.tan(math.radians(hfov_deg) / 2)
 
 
@@ -87,8 +88,7 @@ def axis_distance(distance_m: float, mount_height_m: float, subject_height_m: fl
     """Distance (m) from the camera to the subject's face along the optical axis (see module docstring).
 
     ``distance_m``: horizontal distance; ``tilt_deg``: downward tilt of the axis, None = aimed at the face."""
-    if not distance_m > 0:
-        raise ValueError(f"distance_m must be > 0 metres, got {distance_m!r}")
+    check_positive("distance_m", distance_m, note="metres")
     dh = mount_height_m - subject_height_m
     if tilt_deg is None:
         return math.hypot(distance_m, dh)
@@ -155,8 +155,7 @@ def motion_kernel(length_px: float, angle_deg: float = 0.0, device: torch.device
     """(k, k) float32 kernel summing to 1: a line segment ``length_px`` long through the centre at
     ``angle_deg`` (0 = horizontal motion, counter-clockwise), drawn with sub-pixel bilinear splatting.
     ``length_px`` <= 0 gives the 1 x 1 identity."""
-    if length_px < 0:
-        raise ValueError(f"length_px must be >= 0, got {length_px!r}")
+    check_range("length_px", length_px, 0)
     if length_px == 0:
         return torch.ones(1, 1, device=device)
     r = math.ceil(length_px / 2) + 1
@@ -177,8 +176,7 @@ def motion_kernel(length_px: float, angle_deg: float = 0.0, device: torch.device
 def disk_kernel(radius_px: float, device: torch.device | str = "cpu", supersample: int = 16) -> Tensor:
     """(k, k) float32 defocus kernel summing to 1: each tap is the share of its pixel covered by a disk of
     ``radius_px`` (estimated on a ``supersample`` x ``supersample`` sub-grid). ``radius_px`` <= 0: identity."""
-    if radius_px < 0:
-        raise ValueError(f"radius_px must be >= 0, got {radius_px!r}")
+    check_range("radius_px", radius_px, 0)
     if radius_px == 0:
         return torch.ones(1, 1, device=device)
     r = math.ceil(radius_px)
@@ -188,20 +186,6 @@ def disk_kernel(radius_px: float, device: torch.device | str = "cpu", supersampl
     inside = (sub[:, None] ** 2 + sub[None, :] ** 2 <= radius_px**2).double()
     ker = inside.view(k, s, k, s).mean(dim=(1, 3))
     return (ker / ker.sum()).float()
-
-
-def filter2d(x: Tensor, kernel: Tensor) -> Tensor:
-    """Correlate each channel of float (B, C, H, W) with a (k, k) kernel, replicate borders, same size out."""
-    check_float_images(x)
-    k = kernel.shape[-1]
-    if k == 1:
-        return x * kernel.reshape(()).to(x)
-    c = x.shape[1]
-    r = k // 2
-    if x.shape[0] == 0:
-        return x.clone()
-    xp = F.pad(x, (r, r, r, r), mode="replicate")
-    return F.conv2d(xp, kernel.to(x).expand(c, 1, k, k), groups=c)
 
 
 def motion_blur_float(x: Tensor, length_px: float, angle_deg: float = 0.0) -> Tensor:
@@ -225,23 +209,6 @@ def defocus_blur(images: Tensor, radius_px: float) -> Tensor:
 # ---------------------------------------------------------------------------------------------- randomness
 
 _M32 = 0xFFFFFFFF
-
-
-
-
-def _uniform(index: Tensor, key: Tensor) -> Tensor:
-    """float64 uniform in (0, 1) from (key, index); ``key`` (an already hashed 32-bit stream id) broadcasts
-    against ``index``. One hash per value: ``index ^ key`` is a bijection, so streams never repeat a value
-    at the same position."""
-    return (hash32(index ^ key).double() + 0.5) / 4294967296.0
-
-
-def counter_normal(index: Tensor, key: Tensor) -> Tensor:
-    """Standard-normal float32 values at integer positions ``index`` for stream ``key`` (int64, broadcasts):
-    Box-Muller on two counter-based hashes, the same numbers on every device."""
-    u1 = _uniform(2 * index, key)
-    u2 = _uniform(2 * index + 1, key)
-    return (torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * math.pi * u2)).float()
 
 
 def frame_keys(images: Tensor, seed: int) -> Tensor:
@@ -326,7 +293,7 @@ def poisson_counts(lam: Tensor, keys: Tensor, lam_max: float | None = None, stre
     lam = lam.detach().float().clamp(min=0)
     top = POISSON_EXACT_MAX if lam_max is None else min(POISSON_EXACT_MAX, float(lam_max))
     kmax = math.ceil(top + 6 * math.sqrt(top) + 6)  # P(N > kmax) < 1e-7 for lam <= top
-    u = _uniform(idx, k).float()
+    u = counter_uniform(idx, k).float()
     small = lam <= POISSON_EXACT_MAX
     subset = lam.device.type == "cpu"  # on the host, walk only the dim pixels (a gather costs no device sync)
     lam_w, u_w = (lam[small], u[small]) if subset else (lam, u)
@@ -393,13 +360,13 @@ def low_light_float(x: Tensor, keys: Tensor, exposure: float = 1.0, gain: float 
 
 
 def check_quality(quality: int) -> None:
-    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-        raise ValueError(f"JPEG quality must be an int in 1..100, got {quality!r}")
+    """Raise ``ValueError`` unless ``quality`` is a JPEG quality, an integer in [1, 100]."""
+    check_int("JPEG quality", quality, 1, 100)
 
 
 def check_crf(crf: int) -> None:
-    if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
-        raise ValueError(f"CRF must be an int in 0..51, got {crf!r}")
+    """Raise ``ValueError`` unless ``crf`` is an x264/x265 constant rate factor, an integer in [0, 51]."""
+    check_int("CRF", crf, 0, 51)
 
 
 def jpeg(images: Tensor, quality: int) -> Tensor:

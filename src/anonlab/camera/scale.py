@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from anonlab._checks import check_positive
 from anonlab.types import GroundTruth, Sample, SampleError
 
 
@@ -45,8 +46,7 @@ def rescale_to_face(sample: Sample, face_px: float, max_side: int = MAX_SIDE) ->
     (a problem of this frame alone: the engine lists it as failed and scores the others) when the result would
     exceed ``max_side`` pixels on a side (a tiny face blown up).
     """
-    if not face_px > 0:
-        raise ValueError(f"face_px must be > 0 pixels, got {face_px!r}")
+    check_positive("face_px", face_px, note="pixels")
     current = median_face_height(sample.gt)
     if current is None or current <= 0:
         return None

@@ -1,4 +1,5 @@
-"""The defense registry and the ``RegionDefense`` base that every module twin builds on."""
+"""The defense registry, the ``Defense`` base of every registered defense and ``RegionDefense``, the base of the
+module twins of the pure region functions."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from anonlab._checks import check_choice, check_range
 from anonlab.defenses.regions import SHAPES, Regions, make_regions
 from anonlab.registry import Registry
 from anonlab.types import Detections, check_images
@@ -15,34 +17,24 @@ from anonlab.types import Detections, check_images
 DEFENSES: Registry[nn.Module] = Registry("defense")
 
 
-class RegionDefense(nn.Module):
-    """Twin of a pure region function: stores validated config, builds regions, calls the function.
+class Defense(nn.Module):
+    """Base of every registered defense: ``forward(images uint8 (B,3,H,W), dets: Detections on the same device)
+    -> a new uint8 (B,3,H,W)``, plus the setting's identity in results (``params``, ``label``, ``params_json``).
 
-    ``forward(images uint8 (B,3,H,W), dets: Detections on the same device) -> uint8 (B,3,H,W)``; ``dets`` are
-    the regions to anonymize (ground truth, or a detector's boxes in the realistic pipeline).
-    ``shape``: ``rect`` or ``ellipse`` (inscribed); ``mask_scale`` >= 1 enlarges each box about its centre.
+    Contract (checked for every entry by ``tests/test_defense_conformance.py``): shape, dtype and device are kept,
+    the input is not modified, and pixels outside the boxes stay unchanged unless the class sets
+    ``outside_changes`` (a worn patch can reach beyond its box).
     """
 
     name: ClassVar[str] = ""
+    #: whether pixels outside the (scaled) boxes may change
+    outside_changes: ClassVar[bool] = False
 
-    def __init__(self, shape: str = "rect", mask_scale: float = 1.0) -> None:
-        super().__init__()
-        if shape not in SHAPES:
-            raise ValueError(f"{self.name}: unknown region shape {shape!r}; valid: {', '.join(SHAPES)}")
-        if not mask_scale >= 1.0:
-            raise ValueError(f"{self.name}: mask_scale must be >= 1 (1.3 enlarges boxes by 30 %), got {mask_scale!r}")
-        self.shape = shape
-        self.mask_scale = float(mask_scale)
-
-    def apply(self, images: Tensor, regions: Regions) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def forward(self, images: Tensor, dets: Detections) -> Tensor:
+    def check_inputs(self, images: Tensor, dets: Detections) -> None:
+        """Raise ``ValueError`` unless ``images`` is uint8 (B, 3, H, W) and ``dets`` lie on its device."""
         check_images(images, f"{self.name} input")
         if dets.device != images.device:
             raise ValueError(f"{self.name}: detections on {dets.device}, images on {images.device}")
-        regions = make_regions(dets, images.shape[0], tuple(images.shape[-2:]), self.shape, self.mask_scale)
-        return self.apply(images, regions)
 
     def params(self) -> dict[str, Any]:
         """Constructor arguments as given (None-valued alternatives dropped): the setting's identity in results."""
@@ -72,24 +64,30 @@ class RegionDefense(nn.Module):
         return json.dumps(self.params(), sort_keys=True)
 
 
+class RegionDefense(Defense):
+    """Twin of a pure region function: stores validated config, builds regions, calls the function.
+
+    ``forward(images uint8 (B,3,H,W), dets: Detections on the same device) -> uint8 (B,3,H,W)``; ``dets`` are
+    the regions to anonymize (ground truth, or a detector's boxes in the realistic pipeline).
+    ``shape``: ``rect`` or ``ellipse`` (inscribed); ``mask_scale`` >= 1 enlarges each box about its centre.
+    """
+
+    def __init__(self, shape: str = "rect", mask_scale: float = 1.0) -> None:
+        super().__init__()
+        check_choice("region shape", shape, SHAPES, where=self.name)
+        self.shape = shape
+        self.mask_scale = check_range("mask_scale", mask_scale, 1.0, where=self.name, note="1.3 enlarges boxes by 30 %")
+
+    def apply(self, images: Tensor, regions: Regions) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, images: Tensor, dets: Detections) -> Tensor:
+        self.check_inputs(images, dets)
+        regions = make_regions(dets, images.shape[0], tuple(images.shape[-2:]), self.shape, self.mask_scale)
+        return self.apply(images, regions)
+
+
 def _same(value: Any, default: Any) -> bool:
     if isinstance(default, tuple):
         default = list(default)
     return value == default
-
-
-def exactly_one(name: str, **options: Any) -> tuple[str, Any]:
-    """Return the one option that is not None; raise naming all of them otherwise."""
-    given = {k: v for k, v in options.items() if v is not None}
-    if len(given) != 1:
-        raise ValueError(f"{name}: give exactly one of {', '.join(options)}, got {given or 'none'}")
-    return next(iter(given.items()))
-
-
-def positive(name: str, what: str, value: Any, integer: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-    if integer:
-        ok = ok and float(value).is_integer()
-    if not ok:
-        kind = "a positive integer" if integer else "> 0"
-        raise ValueError(f"{name}: {what} must be {kind}, got {value!r}")

@@ -8,7 +8,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from anonlab.defenses import ops
-from anonlab.defenses.base import DEFENSES, RegionDefense, exactly_one, positive
+from anonlab._checks import check_int, check_positive, exactly_one
+from anonlab.defenses.base import DEFENSES, RegionDefense
 from anonlab.defenses.regions import Regions
 from anonlab.types import Detections, check_images
 
@@ -36,7 +37,7 @@ class GaussianBlur(RegionDefense):
                  mask_scale: float = 1.0) -> None:
         super().__init__(shape, mask_scale)
         what, value = exactly_one(self.name, sigma=sigma, sigma_rel=sigma_rel)
-        positive(self.name, what, value)
+        check_positive(what, value, where=self.name)
         self.sigma = None if sigma is None else float(sigma)
         self.sigma_rel = None if sigma_rel is None else float(sigma_rel)
 
@@ -52,7 +53,10 @@ class BoxBlur(RegionDefense):
                  mask_scale: float = 1.0) -> None:
         super().__init__(shape, mask_scale)
         what, value = exactly_one(self.name, kernel=kernel, kernel_rel=kernel_rel)
-        positive(self.name, what, value, integer=what == "kernel")
+        if what == "kernel":
+            check_int(what, value, 1, where=self.name, note="pixels", whole_floats=True)
+        else:
+            check_positive(what, value, where=self.name)
         self.kernel = None if kernel is None else int(kernel)
         self.kernel_rel = None if kernel_rel is None else float(kernel_rel)
 
@@ -68,7 +72,7 @@ class Pixelate(RegionDefense):
                  mask_scale: float = 1.0) -> None:
         super().__init__(shape, mask_scale)
         what, value = exactly_one(self.name, blocks=blocks, block_px=block_px)
-        positive(self.name, what, value, integer=True)
+        check_int(what, value, 1, where=self.name, whole_floats=True)
         self.blocks = None if blocks is None else int(blocks)
         self.block_px = None if block_px is None else int(block_px)
 
@@ -98,9 +102,8 @@ class AdditiveNoise(RegionDefense):
 
     def __init__(self, std: float = 32.0, seed: int = 0, shape: str = "rect", mask_scale: float = 1.0) -> None:
         super().__init__(shape, mask_scale)
-        positive(self.name, "std", std)
-        if not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"{self.name}: seed must be a non-negative integer, got {seed!r}")
+        check_positive("std", std, where=self.name, note="grey levels")
+        check_int("seed", seed, 0, where=self.name)
         self.std = float(std)
         self.seed = seed
 

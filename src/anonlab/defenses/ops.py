@@ -12,14 +12,12 @@ are quantized to quarter-octave buckets (at most 9 % off) so that one filter pas
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from anonlab._counter_rng import hash32
+from anonlab._counter_rng import counter_normal, seed_key
 from anonlab.defenses.regions import Regions
+from anonlab.filters import MATMUL_KERNEL_MIN, gaussian_blur2d, gaussian_radius, separable_filter
 from anonlab.types import check_images
 
 #: relative strengths are rounded to 2**(k/4)
@@ -29,58 +27,6 @@ BUCKETS_PER_OCTAVE = 4
 def quantize(values: Tensor) -> Tensor:
     """Round positive values to the nearest 2**(k/4) (relative error <= 9 %)."""
     return torch.exp2(torch.round(torch.log2(values.clamp(min=1e-6)) * BUCKETS_PER_OCTAVE) / BUCKETS_PER_OCTAVE)
-
-
-def gaussian_kernel1d(sigma: float, radius: int, device: torch.device) -> Tensor:
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device)
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    return (k / k.sum()).float()
-
-
-#: kernels longer than this are applied as a dense (n x n) band matrix product instead of a convolution:
-#: cost then no longer grows with the kernel (a face-sized sigma has kernels of hundreds of taps)
-MATMUL_KERNEL_MIN = 48
-
-
-def reflect101_index(i: Tensor, n: int) -> Tensor:
-    """Map any integer index to [0, n) the way OpenCV's BORDER_REFLECT_101 does (…2 1 | 0 1 2 … n-1 | n-2 …)."""
-    if n == 1:
-        return torch.zeros_like(i)
-    period = 2 * (n - 1)
-    i = i.remainder(period)
-    return torch.where(i >= n, period - i, i)
-
-
-def filter_matrix(kernel: Tensor, anchor: int, n: int) -> Tensor:
-    """(n, n) matrix M with ``out = x @ M`` equal to correlating x (length n) with ``kernel`` anchored at
-    ``anchor`` under reflect-101 borders."""
-    k = kernel.numel()
-    j = torch.arange(n, device=kernel.device)
-    src = reflect101_index(j[None, :] - anchor + torch.arange(k, device=kernel.device)[:, None], n)  # (k, n)
-    m = torch.zeros(n, n, dtype=kernel.dtype, device=kernel.device)
-    m.index_put_((src.reshape(-1), j.expand(k, n).reshape(-1)), kernel[:, None].expand(k, n).reshape(-1), accumulate=True)
-    return m
-
-
-def _filter_axis(x: Tensor, kernel: Tensor, anchor: int, dim: int) -> Tensor:
-    """Correlate float (B, C, H, W) along ``dim`` (-1 = W, -2 = H) with reflect-101 borders."""
-    n = x.shape[dim]
-    k = kernel.numel()
-    if k >= MATMUL_KERNEL_MIN or k > n:
-        m = filter_matrix(kernel, anchor, n)
-        return x @ m if dim == -1 else (x.transpose(-1, -2) @ m).transpose(-1, -2)
-    c = x.shape[1]
-    if dim == -1:
-        x = F.pad(x, (anchor, k - 1 - anchor, 0, 0), mode="reflect") if k > 1 else x
-        return F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    x = F.pad(x, (0, 0, anchor, k - 1 - anchor), mode="reflect") if k > 1 else x
-    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def separable_filter(x: Tensor, kx: Tensor, ky: Tensor, anchor_x: int, anchor_y: int) -> Tensor:
-    """Correlate float (B, C, H, W) with kx along W and ky along H, reflect-101 borders (OpenCV's default),
-    same size out; kernels of any length, also longer than the image."""
-    return _filter_axis(_filter_axis(x, kx, anchor_x, -1), ky, anchor_y, -2)
 
 
 def _to_uint8(x: Tensor) -> Tensor:
@@ -184,9 +130,7 @@ def _filter_by_bucket(images: Tensor, regions: Regions, bucket_of_box: Tensor, f
 
 
 class _Gauss:
-    @staticmethod
-    def radius(sigma: float) -> int:
-        return math.ceil(3 * sigma)
+    radius = staticmethod(gaussian_radius)
 
     def reach(self, key: list[float]) -> tuple[int, int]:
         r = self.radius(key[0])
@@ -197,10 +141,7 @@ class _Gauss:
         return 2 * r + 1, 2 * r + 1
 
     def __call__(self, x: Tensor, key: list[float]) -> Tensor:
-        sigma = key[0]
-        r = self.radius(sigma)
-        k = gaussian_kernel1d(sigma, r, x.device)
-        return separable_filter(x, k, k, r, r)
+        return gaussian_blur2d(x, key[0])
 
 
 class _Box:
@@ -317,15 +258,6 @@ def solid_fill(images: Tensor, regions: Regions, color: tuple[int, int, int] = (
 
 
 
-def frozen_normal(index: Tensor, seed: int) -> Tensor:
-    """Standard-normal float32 values for integer positions ``index`` from a counter-based hash: the same
-    numbers on every device and for every batch size (a value depends only on (seed, position))."""
-    key = seed * 0x9E3779B1
-    u1 = (hash32(index * 2 + key).double() + 0.5) / 4294967296.0
-    u2 = (hash32(index * 2 + 1 + key).double() + 0.5) / 4294967296.0
-    return (torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * math.pi * u2)).float()
-
-
 def additive_noise(images: Tensor, regions: Regions, std: float, seed: int = 0) -> Tensor:
     """Add Gaussian noise of ``std`` grey levels inside the regions, then round and clip to [0, 255].
 
@@ -342,7 +274,7 @@ def additive_noise(images: Tensor, regions: Regions, std: float, seed: int = 0) 
     c = torch.arange(3, device=dev).view(3, 1, 1)
     ys = torch.arange(y1, y2, device=dev).view(1, -1, 1)
     xs = torch.arange(x1, x2, device=dev).view(1, 1, -1)
-    z = frozen_normal((c * h + ys) * w + xs, seed)  # indexed by frame position: a pixel's noise is fixed
+    z = counter_normal((c * h + ys) * w + xs, seed_key(seed, dev))  # indexed by frame position: a pixel's noise is fixed
     win = images[:, :, y1:y2, x1:x2]
     noisy = _to_uint8(win.float() + std * z)
     out[:, :, y1:y2, x1:x2] = torch.where(regions.mask[:, :, y1:y2, x1:x2], noisy, win)

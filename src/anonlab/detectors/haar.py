@@ -18,10 +18,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from anonlab.detectors._common import clip_boxes
+from anonlab._checks import check_int, check_range
+from anonlab.detectors._common import from_host, host_rgb, xywh_to_xyxy
 from anonlab.detectors.base import DETECTORS
 from anonlab.types import Detections, Detector, check_images
 
@@ -75,12 +77,9 @@ class HaarFace(Detector):
         min_size: Sequence[int] | int = (24, 24),
     ) -> None:
         super().__init__(threshold, score_floor)
-        if isinstance(scale_factor, bool) or not float(scale_factor) > 1.0:
-            raise ValueError(f"haar: scale_factor (pyramid step) must be > 1, got {scale_factor!r}")
-        if not (isinstance(min_neighbors, int) and not isinstance(min_neighbors, bool) and min_neighbors >= 0):
-            raise ValueError(f"haar: min_neighbors must be an int >= 0, got {min_neighbors!r}")
-        self.scale_factor = float(scale_factor)
-        self.min_neighbors = min_neighbors
+        self.scale_factor = check_range("scale_factor", scale_factor, 1.0, lo_open=True, where="haar",
+                                        note="pyramid step")
+        self.min_neighbors = check_int("min_neighbors", min_neighbors, 0, where="haar")
         self.min_size = _size_hw(min_size, "min_size")
 
         import cv2
@@ -104,9 +103,8 @@ class HaarFace(Detector):
             return Detections.empty(device)
         import cv2
 
-        host = torch.empty((b, h, w, 3), dtype=torch.uint8)  # standard strides even for size-1 dimensions
-        host = host.copy_(images.permute(0, 2, 3, 1)).numpy()  # the one device-to-host copy; the caller's is untouched
-        rects, weights, owner = [], [], []
+        host = host_rgb(images)  # the one device-to-host copy; the caller's is untouched
+        boxes, scores = [], []
         for i in range(b):  # OpenCV is per image
             gray = cv2.cvtColor(host[i], cv2.COLOR_RGB2GRAY)
             found, _levels, level_weights = self._cascade.detectMultiScale3(
@@ -116,18 +114,10 @@ class HaarFace(Detector):
                 minSize=(self.min_size[1], self.min_size[0]),  # OpenCV wants (w, h)
                 outputRejectLevels=True,
             )
-            if len(found):
-                rects.append(torch.from_numpy(found.reshape(-1, 4)).float())
-                weights.append(torch.as_tensor(level_weights, dtype=torch.float32).reshape(-1))
-                owner.append(torch.full((len(found),), i, dtype=torch.int64))
-        if not rects:
-            return Detections.empty(device)
-        xywh = torch.cat(rects)
-        boxes = clip_boxes(torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1), (h, w))
-        scores = self.weights_to_scores(torch.cat(weights))
-        batch_idx = torch.cat(owner)
-        dets = Detections(boxes, scores, torch.zeros_like(batch_idx), batch_idx).above(self.score_floor)
-        return dets.to(device)
+            boxes.append(xywh_to_xyxy(torch.from_numpy(np.asarray(found, dtype=np.int32).reshape(-1, 4)).float()))
+            scores.append(self.weights_to_scores(torch.as_tensor(np.asarray(level_weights), dtype=torch.float32)
+                                                 .reshape(-1)))
+        return from_host(boxes, scores, (h, w), device, self.score_floor)
 
     def extra_repr(self) -> str:
         return (

@@ -17,10 +17,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from anonlab.detectors._common import clip_boxes, nms_detections
+from anonlab._checks import check_positive, check_range
+from anonlab.detectors._common import from_host, host_rgb, xywh_to_xyxy
 from anonlab.detectors.base import DETECTORS
 from anonlab.types import Detections, Detector, check_images
 
@@ -68,13 +70,9 @@ class HOGPerson(Detector):
         super().__init__(threshold, score_floor)
         self.win_stride = _pair(win_stride, "win_stride", 1)
         self.padding = _pair(padding, "padding", 0)
-        if not float(scale) > 1.0:
-            raise ValueError(f"hog_person: scale (pyramid step) must be > 1, got {scale!r}")
-        if not 0.0 < float(nms_iou) <= 1.0:
-            raise ValueError(f"hog_person: nms_iou must be in (0, 1], got {nms_iou!r}")
-        if not float(margin_scale) > 0.0:
-            raise ValueError(f"hog_person: margin_scale must be > 0, got {margin_scale!r}")
-        self.scale, self.nms_iou, self.margin_scale = float(scale), float(nms_iou), float(margin_scale)
+        self.scale = check_range("scale", scale, 1.0, lo_open=True, where="hog_person", note="pyramid step")
+        self.nms_iou = check_range("nms_iou", nms_iou, 0.0, 1.0, lo_open=True, where="hog_person")
+        self.margin_scale = check_positive("margin_scale", margin_scale, where="hog_person")
         # the SVM margin OpenCV must reach for a window to score >= score_floor (logit of the floor)
         f = min(max(self.score_floor, 1e-6), 1.0 - 1e-6)
         self.hit_threshold = math.log(f / (1.0 - f)) / self.margin_scale
@@ -96,8 +94,8 @@ class HOGPerson(Detector):
         if b == 0 or h < WINDOW_HW[0] or w < WINDOW_HW[1]:
             # No 64x128 window fits (also: OpenCV 4.14's detectMultiScale corrupts the heap on such inputs).
             return Detections.empty(device)
-        host = images.cpu().permute(0, 2, 3, 1).numpy()  # the one device-to-host copy; (B, H, W, RGB)
-        rects, margins, owner = [], [], []
+        host = host_rgb(images)  # the one device-to-host copy; (B, H, W, RGB)
+        boxes, scores = [], []
         for i in range(b):  # OpenCV is per image
             bgr = host[i, :, :, ::-1].copy()  # contiguous BGR copy; the caller's tensor is untouched
             found, weights = self._hog.detectMultiScale(
@@ -108,19 +106,9 @@ class HOGPerson(Detector):
                 scale=self.scale,
                 groupThreshold=0,  # raw windows; NMS below (see module docstring)
             )
-            if len(found):
-                rects.append(torch.from_numpy(found.reshape(-1, 4)).float())
-                margins.append(torch.from_numpy(weights.reshape(-1)).float())
-                owner.append(torch.full((len(found),), i, dtype=torch.int64))
-        if not rects:
-            return Detections.empty(device)
-        xywh = torch.cat(rects)
-        boxes = clip_boxes(torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1), (h, w))
-        scores = self.margins_to_scores(torch.cat(margins))
-        batch_idx = torch.cat(owner)
-        labels = torch.zeros_like(batch_idx)
-        dets = nms_detections(boxes, scores, labels, batch_idx, self.nms_iou, self.score_floor)
-        return dets.to(device)
+            boxes.append(xywh_to_xyxy(torch.from_numpy(np.asarray(found, dtype=np.int32).reshape(-1, 4)).float()))
+            scores.append(self.margins_to_scores(torch.from_numpy(np.asarray(weights).reshape(-1)).float()))
+        return from_host(boxes, scores, (h, w), device, self.score_floor, nms_iou=self.nms_iou)
 
     def extra_repr(self) -> str:
         return (

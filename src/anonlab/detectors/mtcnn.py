@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from anonlab.detectors._common import clip_boxes
+from anonlab._checks import check_int, check_range
+from anonlab.detectors._common import from_host
 from anonlab.detectors.base import DETECTORS
 from anonlab.types import Detections, Detector, check_images
 
@@ -59,8 +60,7 @@ class MTCNNFace(Detector):
         factor: float = 0.709,
     ) -> None:
         super().__init__(threshold, score_floor)
-        if not (isinstance(min_face_size, int) and not isinstance(min_face_size, bool) and min_face_size >= 1):
-            raise ValueError(f"mtcnn: min_face_size must be an int >= 1 pixels, got {min_face_size!r}")
+        check_int("min_face_size", min_face_size, 1, where="mtcnn", note="pixels")
         stages = tuple(stage_thresholds) if isinstance(stage_thresholds, Sequence) else ()
         if len(stages) != 2 or not all(
             isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t <= 1.0 for t in stages
@@ -68,8 +68,7 @@ class MTCNNFace(Detector):
             raise ValueError(
                 f"mtcnn: stage_thresholds must be two numbers in [0, 1] (P-Net, R-Net), got {stage_thresholds!r}"
             )
-        if isinstance(factor, bool) or not (isinstance(factor, (int, float)) and 0.0 < factor < 1.0):
-            raise ValueError(f"mtcnn: factor (pyramid step) must be in (0, 1), got {factor!r}")
+        check_range("factor", factor, 0.0, 1.0, lo_open=True, hi_open=True, where="mtcnn", note="pyramid step")
         self.min_face_size = min_face_size
         self.stage_thresholds = (float(stages[0]), float(stages[1]))
         self.factor = float(factor)
@@ -105,15 +104,9 @@ class MTCNNFace(Detector):
             images.permute(0, 2, 3, 1), self.min_face_size, self.net.pnet, self.net.rnet, self.net.onet,
             thresholds, self.factor, device,
         )  # fmt: skip
-        per_image = [np.asarray(batch_boxes[i], dtype=np.float32).reshape(-1, 5) for i in range(b)]
-        counts = torch.tensor([len(x) for x in per_image], dtype=torch.int64)
-        found = torch.from_numpy(np.concatenate(per_image))  # (N, 5): x1, y1, x2, y2, prob
-        batch_idx = torch.repeat_interleave(torch.arange(b), counts)
-        dets = Detections(
-            clip_boxes(found[:, :4], (h, w)).contiguous(), found[:, 4].contiguous(), torch.zeros_like(batch_idx),
-            batch_idx,
-        )
-        return dets.above(self.score_floor).to(device)
+        per_image = [torch.from_numpy(np.asarray(batch_boxes[i], dtype=np.float32).reshape(-1, 5)) for i in range(b)]
+        # (N_i, 5) per image: x1, y1, x2, y2, prob
+        return from_host([p[:, :4] for p in per_image], [p[:, 4] for p in per_image], (h, w), device, self.score_floor)
 
     def extra_repr(self) -> str:
         return (

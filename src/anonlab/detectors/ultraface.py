@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from anonlab import weights as _weights
+from anonlab._checks import check_range
 from anonlab.detectors._common import onnx_to_torch, quiet_onnx2torch
 from anonlab.detectors.base import DETECTORS, DenseDetector
 
@@ -45,8 +46,7 @@ class UltraFace(DenseDetector):
         antialias: bool = True, weights: str | None = None,
     ) -> None:
         super().__init__(threshold, score_floor)
-        if not 0.0 < nms_iou <= 1.0:
-            raise ValueError(f"ultraface: nms_iou must be in (0, 1], got {nms_iou!r}")
+        check_range("nms_iou", nms_iou, 0.0, 1.0, lo_open=True, where="ultraface")
         if not isinstance(antialias, bool):
             raise ValueError(f"ultraface: antialias must be true or false, got {antialias!r}")
         self.nms_iou = float(nms_iou)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from anonlab import weights as _weights
+from anonlab._checks import check_range
 from anonlab.detectors._common import clip_boxes, letterbox, nms_detections
 from anonlab.detectors.base import DETECTORS
 from anonlab.types import Detections, Detector, check_images
@@ -127,8 +128,7 @@ class UltralyticsYOLO(Detector):
         super().__init__(threshold, score_floor)
         if not weights:
             raise ValueError("yolo: weights is required: a local .pt checkpoint (e.g. yolov8n.pt) or a model .yaml")
-        if not 0.0 < float(nms_iou) <= 1.0:
-            raise ValueError(f"yolo: nms_iou must be in (0, 1], got {nms_iou!r}")
+        check_range("nms_iou", nms_iou, 0.0, 1.0, lo_open=True, where="yolo")
         if str(weights) in _weights.KNOWN:  # a known name (`anonlab weights fetch yolov8n`): found locally, hash checked
             weights = _weights.resolve(_weights.KNOWN[str(weights)])
         self.weights_path = Path(os.fspath(weights)).expanduser().resolve()

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from anonlab import weights
+from anonlab._checks import check_range
 from anonlab.detectors._common import (
     clip_boxes,
     letterbox,
@@ -120,9 +121,8 @@ class YOLOXNano(Detector):
         super().__init__(threshold, score_floor)
         if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 32 or input_size % 32:
             raise ValueError(f"yolox_nano: input_size must be a positive multiple of 32 pixels, got {input_size!r}")
-        if not 0.0 < float(nms_iou) <= 1.0:
-            raise ValueError(f"yolox_nano: nms_iou must be in (0, 1], got {nms_iou!r}")
-        self.input_size, self.nms_iou = input_size, float(nms_iou)
+        self.input_size = input_size
+        self.nms_iou = check_range("nms_iou", nms_iou, 0.0, 1.0, lo_open=True, where="yolox_nano")
         self.weights_path: Path = _resolve(weights)
         self.net = unbake_batch(onnx_to_torch(self.weights_path, self.name), self.name)
         grid, strides = grid_and_strides((input_size, input_size))

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from anonlab import weights as _weights
+from anonlab._checks import check_int, check_range
 from anonlab.detectors._common import onnx_to_torch
 from anonlab.detectors.base import DETECTORS, DenseDetector
 
@@ -91,12 +92,8 @@ class YuNet(DenseDetector):
         max_side: int = 640, weights: str | None = None,
     ) -> None:
         super().__init__(threshold, score_floor)
-        if not 0.0 < nms_iou <= 1.0:
-            raise ValueError(f"yunet: nms_iou must be in (0, 1], got {nms_iou!r}")
-        if not (isinstance(max_side, int) and max_side >= DIVISOR):
-            raise ValueError(f"yunet: max_side must be an int >= {DIVISOR} pixels, got {max_side!r}")
-        self.nms_iou = float(nms_iou)
-        self.max_side = max_side
+        self.nms_iou = check_range("nms_iou", nms_iou, 0.0, 1.0, lo_open=True, where="yunet")
+        self.max_side = check_int("max_side", max_side, DIVISOR, where="yunet", note="pixels")
         self.weights_path = _weights.resolve(_weights.YUNET, weights)
         self.net = onnx_to_torch(self.weights_path, "yunet")
 

@@ -26,15 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from anonlab.defenses.patch import (
-    TARGETS,
-    adjust_colour,
-    patch_corners,
-    placement_rects,
-    render_canvases,
-    save_patch,
-)
-from anonlab.defenses.patch import composite as composite_patch
+from anonlab.defenses.patch import TARGETS, paste_patch, save_patch
 from anonlab.detectors import DETECTORS
 from anonlab.detectors._common import letterbox
 from anonlab.engine import build_config, package_version, progress_bar
@@ -168,13 +160,8 @@ class PatchTrainer:
         if boxes.shape[0]:
             ranges = self.eot.pose if randomize else type(self.eot.pose)()
             pose = sample_pose(boxes.shape[0], ranges, self.gen)
-            aspect = self.patch.shape[-2] / self.patch.shape[-1]
-            rects = placement_rects(boxes, self.target, self.size, self.center_y, aspect)
-            cv = render_canvases(self.patch, patch_corners(rects, pose))
-            colour = adjust_colour(cv.colour, pose)
-            if randomize:
-                colour = photometric(colour, self.eot, self.gen)
-            frames = composite_patch(frames, colour, cv.inside, cv.origin, bidx)
+            effect = (lambda colour: photometric(colour, self.eot, self.gen)) if randomize else None
+            frames = paste_patch(frames, self.patch, boxes, bidx, self.target, self.size, self.center_y, pose, effect)
         if self.camera is not None:
             frames = self.camera.capture_float(frames)
         return frames
