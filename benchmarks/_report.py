@@ -22,7 +22,8 @@ def run_job(overrides: list[str]):
 
     from hydra import compose, initialize_config_dir
 
-    from anonlab.engine import CONF_DIR, run_bench
+    from anonlab.build import CONF_DIR
+    from anonlab.engine import run_bench
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="bench", overrides=overrides)

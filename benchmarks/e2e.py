@@ -66,8 +66,8 @@ from anonlab.detectors import DETECTORS
 from anonlab.detectors._common import clip_boxes, nms_detections
 from anonlab.detectors.centerface import decode as cf_decode
 from anonlab.detectors.centerface import input_size
-from anonlab.engine import environment
 from anonlab.io.images import read_image
+from anonlab.provenance import environment
 from anonlab.weights import package_file
 
 RGB = ImageReadMode.RGB

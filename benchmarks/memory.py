@@ -79,7 +79,7 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    from anonlab.engine import environment
+    from anonlab.provenance import environment
 
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(args.video) if args.video else synthetic_video(Path(tmp) / "pan.mp4", 10 * args.frames)

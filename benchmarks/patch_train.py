@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from anonlab.build import build_detectors
 from anonlab.datasets import DATASETS
-from anonlab.engine import build_detectors, environment
 from anonlab.patches.eot import EOT
 from anonlab.patches.objectives import detection_loss
 from anonlab.patches.train import PatchTrainer, load_frames
+from anonlab.provenance import environment
 
 EOT_DEFAULT = {"jitter": 0.1, "scale": 0.2, "rotation_deg": 15.0, "perspective": 0.08, "brightness": 0.1,
                "contrast": 0.2, "noise": 0.03, "blur_sigma": [0.0, 1.0]}

@@ -19,7 +19,7 @@ import sys
 
 from _report import emit, run_job
 
-from anonlab.engine import environment
+from anonlab.provenance import environment
 from anonlab.weights import shared_root
 
 FACE = ["centerface", "yunet", "ultraface"]

@@ -24,13 +24,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+from _report import emit, run_job
 from torchvision.io import encode_jpeg
 
-from _report import emit, run_job
-
 from anonlab.datasets.default import DATA_DIR
-from anonlab.engine import environment
 from anonlab.io.images import read_image
+from anonlab.provenance import environment
 from anonlab.weights import package_file
 
 SWEEP = ("[{name: gaussian_blur, sigma: null, sigma_rel: [0.1, 0.25, 0.5]}, {name: box_blur, kernel_rel: [0.1, 0.25, 0.5]},"

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from anonlab.datasets import DATASETS
 from anonlab.defenses import BoxBlur, GaussianBlur, Pixelate, SolidFill
 from anonlab.detectors import DETECTORS
-from anonlab.engine import environment
+from anonlab.provenance import environment
 from anonlab.types import Detections
 
 SIZES = {"720p": (720, 1280), "1080p": (1080, 1920), "d1": (576, 704), "480p": (480, 640)}

@@ -9,8 +9,8 @@ import torch
 import yaml
 from images import BUS, load
 
+from anonlab.build import CONF_DIR
 from anonlab.camera import CAMERAS, ops
-from anonlab.engine import CONF_DIR
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:

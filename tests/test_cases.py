@@ -14,15 +14,15 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 from hydra import compose, initialize_config_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import shared_path
-
+from anonlab.build import CONF_DIR
 from anonlab.camera.scale import median_face_height
 from anonlab.datasets import DATASETS, normalize_ground_truth
-from anonlab.engine import CONF_DIR, run_bench
+from anonlab.engine import run_bench
 from anonlab.metrics.matching import match_image
 from anonlab.types import GroundTruth
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import shared_path
 from images import BUS, ZIDANE, package_file
 

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import hydra
 import pytest
+from conftest import require_packages, shared_path
 from hydra import compose, initialize_config_dir
+from images import BUS, package_file
 
+from anonlab.build import CONF_DIR
 from anonlab.camera import CAMERAS
 from anonlab.datasets import DATASETS
 from anonlab.defenses import DEFENSES
 from anonlab.detectors import DETECTORS
-from anonlab.engine import CONF_DIR
-from conftest import require_packages, shared_path
-from images import BUS, package_file
 
 REGISTRIES = {"dataset": DATASETS, "camera": CAMERAS, "defense": DEFENSES, "detector": DETECTORS}
 CASES = [(g, p.stem) for g in REGISTRIES for p in sorted((CONF_DIR / g).glob("*.yaml"))]
@@ -70,7 +70,7 @@ def test_conf_group_matches_registry(group: str) -> None:
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
 def test_every_experiment_composes_and_builds_its_settings(experiment: str) -> None:
-    from anonlab.engine import build_settings
+    from anonlab.build import build_settings
 
     cfg = _compose([f"experiment={experiment}"])
     settings = build_settings(cfg)
@@ -81,7 +81,7 @@ def test_every_experiment_composes_and_builds_its_settings(experiment: str) -> N
 
 
 def test_default_experiment_has_five_defenses_three_strengths_each() -> None:
-    from anonlab.engine import build_settings
+    from anonlab.build import build_settings
 
     settings = build_settings(_compose([]))
     per_defense: dict[str, int] = {}

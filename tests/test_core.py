@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import shared_path
+from images import BUS, package_file
 
 from anonlab import weights
 from anonlab.io.images import ImageReadError, read_image
 from anonlab.registry import Registry
 from anonlab.types import Detections, GroundTruth
-from conftest import shared_path
-from images import BUS, package_file
 
 
 def test_registry_refuses_duplicates_and_lists_valid_names():

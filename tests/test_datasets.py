@@ -9,14 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 from torchvision.ops import box_iou
 
 from anonlab.datasets import DATASETS, ImageReadError
-from anonlab.datasets.default import DATA_DIR, DefaultDataset, package_path, read_manifest
+from anonlab.datasets.default import (
+    DATA_DIR,
+    DefaultDataset,
+    package_path,
+    read_manifest,
+)
 from anonlab.datasets.folder import FolderDataset, load_coco
 from anonlab.types import KINDS
 from anonlab.weights import sha256_file
-from conftest import shared_path
 
 ANNOTATIONS = DATA_DIR / "annotations.json"
 

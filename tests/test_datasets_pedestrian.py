@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import shared_path
 from torchvision.io import write_jpeg, write_png
 
 from anonlab.datasets import DATASETS
@@ -24,7 +25,6 @@ from anonlab.datasets.mot import MOTDataset
 from anonlab.datasets.pennfudan import PennFudanDataset, parse_pascal_v1
 from anonlab.datasets.video import VideoDataset, VideoReader
 from anonlab.datasets.wider_face import WiderFaceDataset
-from conftest import shared_path
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -10,11 +10,19 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from anonlab.defenses import DEFENSES, AdditiveNoise, BoxBlur, GaussianBlur, Pixelate, SolidFill, make_regions
-from anonlab.defenses import ops
-from anonlab.types import Detections
 from images import BUS, load
+
+from anonlab.defenses import (
+    DEFENSES,
+    AdditiveNoise,
+    BoxBlur,
+    GaussianBlur,
+    Pixelate,
+    SolidFill,
+    make_regions,
+    ops,
+)
+from anonlab.types import Detections
 
 # two people's heads/torsos in bus.jpg (1080 x 810), one box touching the right border
 BOXES = torch.tensor([[50.0, 400.0, 250.0, 700.0], [670.0, 380.0, 810.0, 700.0]])

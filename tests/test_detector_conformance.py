@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import require_packages, shared_path
+from images import ZIDANE, load, package_file
 
 from anonlab.detectors import DETECTORS
 from anonlab.types import Detections, Detector
-from conftest import require_packages, shared_path
-from images import ZIDANE, load, package_file
 
 NEEDS_SHARED = {"yunet", "ultraface", "yolox_nano"}
 

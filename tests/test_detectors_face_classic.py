@@ -15,6 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
+from conftest import require_packages
+from images import ASTRONAUT, BUS, ZIDANE, load
 from torchvision.ops import box_iou
 
 from anonlab.detectors import DETECTORS
@@ -23,8 +25,6 @@ from anonlab.detectors.dlib_detectors import DlibCNN, DlibHOG
 from anonlab.detectors.haar import HaarFace
 from anonlab.detectors.mtcnn import MTCNNFace
 from anonlab.types import Detections, Detector
-from conftest import require_packages
-from images import ASTRONAUT, BUS, ZIDANE, load
 
 NAMES = ("haar", "dlib_hog", "dlib_cnn", "mtcnn")
 ZIDANE_FACES = torch.tensor([[530.0, 255, 675, 440], [905, 100, 1065, 285]])  # Zidane, Ancelotti

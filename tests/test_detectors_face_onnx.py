@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO, shared_path
 from omegaconf import OmegaConf
 from torch import Tensor
 from torchvision.ops import box_iou
@@ -22,7 +23,6 @@ from anonlab.detectors.ultraface import UltraFace
 from anonlab.detectors.yunet import YuNet
 from anonlab.io.images import read_image
 from anonlab.types import Detections
-from conftest import REPO, shared_path
 
 YUNET_FILE = "models/face_detection_yunet_2023mar.onnx"
 ULTRAFACE_FILE = "models/ultraface_version-RFB-320.onnx"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import shared_path
 from torchvision.ops import box_iou
 
 from anonlab.detectors.hog_person import HOGPerson
@@ -25,7 +26,6 @@ from anonlab.detectors.ultralytics_yolo import UltralyticsYOLO
 from anonlab.detectors.yolox import YOLOXNano
 from anonlab.io.images import read_image
 from anonlab.types import Detections
-from conftest import shared_path
 
 ULTRALYTICS = Path(importlib.util.find_spec("ultralytics").submodule_search_locations[0])
 

@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from images import ASTRONAUT, load
 
 from anonlab._checks import check_int, check_positive, check_range
 from anonlab._counter_rng import counter_normal, seed_key
 from anonlab.filters import GaussianBlur2d, filter2d, gaussian_blur2d
-from images import ASTRONAUT, load
 
 CV_BORDER = {"reflect": cv2.BORDER_REFLECT_101, "replicate": cv2.BORDER_REPLICATE}
 

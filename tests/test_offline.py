@@ -78,9 +78,10 @@ def test_network_guard_refuses_connections(offline_env, tmp_path):
 def test_readme_default_job_on_a_fresh_clone_offline(offline_env, tmp_path):
     """The README's first command (``anonlab bench``), with nothing but the package: exit 0, every bundled
     detector in the printed table, and results written."""
-    from anonlab.detectors import DETECTORS
-    from anonlab.engine import CONF_DIR
     from omegaconf import OmegaConf
+
+    from anonlab.build import CONF_DIR
+    from anonlab.detectors import DETECTORS
 
     proc = _anonlab(offline_env, "bench", "progress=false", f"out={tmp_path / 'run'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -11,9 +11,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 from hydra import compose, initialize_config_dir
+from images import BUS, load
 from omegaconf import OmegaConf, open_dict
 
+from anonlab.build import CONF_DIR, build_settings
 from anonlab.defenses import DEFENSES
 from anonlab.defenses.patch import (
     GreyPatch,
@@ -25,11 +28,9 @@ from anonlab.defenses.patch import (
     pose_from_uniform,
     save_patch,
 )
-from anonlab.engine import CONF_DIR, build_settings, run_bench
+from anonlab.engine import run_bench
 from anonlab.patches import NotDifferentiableError, train_patch, weights_hash
 from anonlab.types import Detections
-from conftest import shared_path
-from images import BUS, load
 
 # two people in bus.jpg (1080 x 810), one box touching the right border
 BOXES = torch.tensor([[52.0, 400.0, 245.0, 898.0], [669.0, 396.0, 810.0, 876.0]])

@@ -15,11 +15,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import shared_path
+from images import BUS, package_file
 
 from anonlab.io.images import ImageReadError, limit_pixels, load_image, read_image
 from anonlab.io.video import VideoReader
-from conftest import shared_path
-from images import BUS, package_file
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 

@@ -9,15 +9,15 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
+from conftest import shared_path
+from images import BUS, ZIDANE, load, package_file
 from omegaconf import OmegaConf
+from test_datasets_pedestrian import inria_fixture
 
 from anonlab.camera import CAMERAS
 from anonlab.datasets import DATASETS
-from anonlab.defenses import DEFENSES, Defense
-from anonlab.types import Detections, Sample
-from conftest import shared_path
-from images import BUS, ZIDANE, load, package_file
-from test_datasets_pedestrian import inria_fixture
+from anonlab.defenses import DEFENSES
+from anonlab.types import Defense, Detections, Sample
 
 CONF = Path(__file__).resolve().parents[1] / "src" / "anonlab" / "conf"
 

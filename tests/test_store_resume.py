@@ -17,8 +17,10 @@ from hydra import compose, initialize_config_dir
 from images import BUS, package_file
 from omegaconf import open_dict
 
-from anonlab.engine import CONF_DIR, BenchError, iter_batches, run_bench
+from anonlab.build import CONF_DIR, BenchError
+from anonlab.engine import run_bench
 from anonlab.io.images import decode_on, read_image
+from anonlab.loader import iter_batches
 from anonlab.metrics.summary import summarize
 from anonlab.store import (
     EVIDENCE_COLUMNS,

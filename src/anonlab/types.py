@@ -10,7 +10,7 @@ Conventions (see STYLE.md §3):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -248,3 +248,81 @@ def _to_float32(out: Any) -> Any:
     if isinstance(out, (list, tuple)):
         return type(out)(_to_float32(o) for o in out)
     return out
+
+
+# ---------------------------------------------------------------------------------------------- declared contracts
+
+
+@runtime_checkable
+class Defense(Protocol):
+    """What the engine needs of a defense setting; :class:`anonlab.defenses.base.DefenseBase` implements it.
+
+    ``defense(images, regions) -> images``: ``images`` ``uint8 (B, 3, H, W)`` RGB and ``regions``
+    :class:`Detections` (xyxy pixels of those images) on the same device; returns a new ``uint8 (B, 3, H, W)``.
+    A *redaction* (blur, pixelation, a mask) edits the recorded footage: the engine applies it to the captured
+    frame at the region source's boxes. A *worn* defense (``worn = True``: a printed patch) is in the scene: the
+    engine applies it to the input frame on the annotated objects of kind :meth:`worn_on` (whoever wears it,
+    whatever a detector finds), and the camera then records it.
+    """
+
+    name: ClassVar[str]
+    worn: ClassVar[bool]
+
+    def worn_on(self) -> Kind | None:
+        """The object kind a worn defense sits on (``"person"`` for a torso patch), None for a redaction."""
+        ...
+
+    def controls(self) -> list[Defense]:
+        """Settings that must run beside this one to read it honestly (a patch brings a noise and a grey patch of
+        the same size and placement); empty for most defenses."""
+        ...
+
+    def label(self) -> str:
+        """The setting's short name in results, e.g. ``pixelate(blocks=8)``."""
+        ...
+
+    def params(self) -> dict[str, Any]: ...
+
+    def params_json(self) -> str: ...
+
+    def __call__(self, images: Tensor, regions: Detections) -> Tensor: ...
+
+
+@runtime_checkable
+class DenseScorer(Protocol):
+    """A differentiable detector's dense scores, the interface attacks (adversarial patches, EOT) optimise against.
+
+    ``objectives`` declares which scores the detector has (Thys et al. 2019: ``obj`` objectness, ``cls`` the
+    person class probability, ``obj_cls`` their product; ``heatmap`` the face score map of a dense face detector).
+    ``dense_scores(x, objective)`` maps ``x`` ``float32 (B, 3, H, W)`` RGB in [0, 1] (any size) to ``(B, A)``
+    scores in [0, 1], one per anchor or map cell, differentiable w.r.t. ``x``. Checked when a trainer is built
+    (:func:`anonlab.patches.objectives.check_objective`), as ART checks ``_estimator_requirements``.
+    """
+
+    name: ClassVar[str]
+    objectives: ClassVar[tuple[str, ...]]
+
+    def dense_scores(self, x: Tensor, objective: str) -> Tensor: ...
+
+
+@runtime_checkable
+class Recognizer(Protocol):
+    """A face (or body) embedder, for identity leakage: does a redacted person stay unidentified?
+
+    ``embed(crops)`` maps aligned crops ``uint8 (N, 3, H, W)`` RGB with ``(H, W) == input_size_hw`` to ``float32
+    (N, embedding_dim)`` on the same device. ``alignment`` names how a crop is made from a detection: ``"arcface5"``
+    (similarity transform of 5 landmarks to the ArcFace 112x112 template), ``"dlib5"`` (dlib's 5-point chip),
+    ``"box"`` (the box resized, for body re-identification or when no landmarks are found). ``distance`` is
+    ``"cosine"`` (1 - cosine similarity of L2-normalised embeddings) or ``"euclidean"``; ``threshold`` the
+    published same-person operating point in that distance, or None where the source gives none.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[Kind]
+    input_size_hw: ClassVar[tuple[int, int]]
+    alignment: ClassVar[str]
+    embedding_dim: ClassVar[int]
+    distance: ClassVar[str]
+    threshold: ClassVar[float | None]
+
+    def embed(self, crops: Tensor) -> Tensor: ...

@@ -15,7 +15,6 @@ from torch import Tensor
 from anonlab._checks import check_positive
 from anonlab.types import GroundTruth, Sample, SampleError
 
-
 #: the longest side (pixels) a rescaled frame may have: 8192, the texture limit of common GPUs and 4x the long side
 #: of 4K UHD; a 3-channel uint8 frame of 8192 x 8192 is 192 MiB before any detector runs
 MAX_SIDE = 8192

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from anonlab.engine import environment, run_bench
+from anonlab.engine import run_bench
+from anonlab.provenance import environment
 from anonlab.report.tables import markdown, print_recall_table
 from anonlab.store import SUMMARY_SCHEMA, atomic_write, write_table
 

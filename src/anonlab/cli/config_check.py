@@ -17,7 +17,11 @@ from pathlib import Path
 
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+)
 
 #: flags after which Hydra does something other than run jobs: nothing to check
 _NOT_A_RUN = ("help", "hydra_help", "version", "shell_completion", "info", "experimental_rerun")

@@ -20,8 +20,8 @@ def _bench_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
+    from anonlab.build import BenchError
     from anonlab.cli.bench import run_and_write
-    from anonlab.engine import BenchError
 
     overrides = list(HydraConfig.get().overrides.task)
     if _names_group(overrides, "defense") and not _names_group(overrides, "sweep"):
@@ -47,8 +47,8 @@ def _names_group(overrides: list[str], group: str) -> bool:
 def check_config(config_name: str, argv: list[str]) -> int | None:
     """Compose ``config_name`` with ``argv`` as Hydra will (every job of a multirun); on a configuration problem
     print one ``error:`` line naming the key and return :data:`EXIT_BAD_CONFIG`, before any work; else None."""
+    from anonlab.build import CONF_DIR
     from anonlab.cli.config_check import config_error
-    from anonlab.engine import CONF_DIR
 
     problem = config_error(CONF_DIR, config_name, argv)
     if problem is None:
@@ -61,7 +61,7 @@ def bench(argv: list[str]) -> int:
     """Hand the remaining arguments to Hydra (overrides, -m, --help, --cfg job, ...) once they compose."""
     import hydra
 
-    from anonlab.engine import CONF_DIR
+    from anonlab.build import CONF_DIR
 
     bad = check_config("bench", argv)
     if bad is not None:

@@ -42,8 +42,8 @@ def _train_task(cfg) -> None:
 
 
 def _eval_task(cfg) -> None:
+    from anonlab.build import CONF_DIR
     from anonlab.cli.bench import write_outputs
-    from anonlab.engine import CONF_DIR
     from anonlab.patches.evaluate import evaluate, markdown_tables
 
     out = Path(str(cfg.out))
@@ -74,7 +74,7 @@ def patch(argv: list[str]) -> int:
     """Dispatch ``train``/``eval`` to Hydra with the remaining arguments (overrides, -m, --help, --cfg job)."""
     import hydra
 
-    from anonlab.engine import CONF_DIR
+    from anonlab.build import CONF_DIR
 
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, end="")

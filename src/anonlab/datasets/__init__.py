@@ -10,7 +10,12 @@ from anonlab.datasets import (  # noqa: F401  (registration side effect)
     video,
     wider_face,
 )
-from anonlab.datasets.base import DATASETS, Dataset, ImageReadError, normalize_ground_truth
+from anonlab.datasets.base import (
+    DATASETS,
+    Dataset,
+    ImageReadError,
+    normalize_ground_truth,
+)
 from anonlab.types import SampleError
 
 __all__ = ["DATASETS", "Dataset", "ImageReadError", "SampleError", "normalize_ground_truth"]

@@ -14,7 +14,6 @@ from anonlab.registry import Registry
 from anonlab.types import KINDS, GroundTruth, Sample
 
 
-
 def normalize_ground_truth(gt: GroundTruth, size_hw: tuple[int, int] | torch.Size) -> GroundTruth:
     """``gt`` fitted to a frame of ``size_hw = (H, W)`` pixels: every box (faces and persons, ignored or not)
     clipped to ``[0, W] x [0, H]``, and every box that has zero width or height after clipping (degenerate in the

@@ -1,4 +1,5 @@
-"""The defense registry, the ``Defense`` base of every registered defense and ``RegionDefense``, the base of the
+"""The defense registry, the ``DefenseBase`` of every registered defense (it implements the
+:class:`anonlab.types.Defense` protocol) and ``RegionDefense``, the base of the
 module twins of the pure region functions."""
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from torch import Tensor, nn
 from anonlab._checks import check_choice, check_range
 from anonlab.defenses.regions import SHAPES, Regions, make_regions
 from anonlab.registry import Registry
-from anonlab.types import Detections, check_images
+from anonlab.types import Defense, Detections, Kind, check_images
 
 DEFENSES: Registry[nn.Module] = Registry("defense")
 
 
-class Defense(nn.Module):
+class DefenseBase(nn.Module):
     """Base of every registered defense: ``forward(images uint8 (B,3,H,W), dets: Detections on the same device)
     -> a new uint8 (B,3,H,W)``, plus the setting's identity in results (``params``, ``label``, ``params_json``).
 
@@ -29,6 +30,16 @@ class Defense(nn.Module):
     name: ClassVar[str] = ""
     #: whether pixels outside the (scaled) boxes may change
     outside_changes: ClassVar[bool] = False
+    #: worn in the scene (see :class:`anonlab.types.Defense`); redactions are not
+    worn: ClassVar[bool] = False
+
+    def worn_on(self) -> Kind | None:
+        """The object kind a worn defense sits on; None for a redaction."""
+        return None
+
+    def controls(self) -> list[Defense]:
+        """Settings that run beside this one (see :class:`anonlab.types.Defense`); none by default."""
+        return []
 
     def check_inputs(self, images: Tensor, dets: Detections) -> None:
         """Raise ``ValueError`` unless ``images`` is uint8 (B, 3, H, W) and ``dets`` lie on its device."""
@@ -64,7 +75,7 @@ class Defense(nn.Module):
         return json.dumps(self.params(), sort_keys=True)
 
 
-class RegionDefense(Defense):
+class RegionDefense(DefenseBase):
     """Twin of a pure region function: stores validated config, builds regions, calls the function.
 
     ``forward(images uint8 (B,3,H,W), dets: Detections on the same device) -> uint8 (B,3,H,W)``; ``dets`` are

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from anonlab.defenses import ops
 from anonlab._checks import check_int, check_positive, exactly_one
+from anonlab.defenses import ops
 from anonlab.defenses.base import DEFENSES, RegionDefense
 from anonlab.defenses.regions import Regions
 from anonlab.types import Detections, check_images

@@ -17,7 +17,12 @@ from torch import Tensor
 
 from anonlab._counter_rng import counter_normal, seed_key
 from anonlab.defenses.regions import Regions
-from anonlab.filters import MATMUL_KERNEL_MIN, gaussian_blur2d, gaussian_radius, separable_filter
+from anonlab.filters import (
+    MATMUL_KERNEL_MIN,
+    gaussian_blur2d,
+    gaussian_radius,
+    separable_filter,
+)
 from anonlab.types import check_images
 
 #: relative strengths are rounded to 2**(k/4)

@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from anonlab._counter_rng import counter_uniform, hash32
 from anonlab._checks import check_choice, check_int, check_range
-from anonlab.defenses.base import DEFENSES, Defense
-from anonlab.types import Detections
+from anonlab._counter_rng import counter_uniform, hash32
+from anonlab.defenses.base import DEFENSES, DefenseBase
+from anonlab.types import Detections, Kind
 
 TARGETS: dict[str, dict[str, float]] = {
     "torso": {"size": 0.5, "center_y": 0.35},
@@ -352,12 +352,17 @@ def apply_patch(frames: Tensor, patch: Tensor, boxes: Tensor, batch_idx: Tensor,
 # ---------------------------------------------------------------------------------------------- defenses
 
 
-class PatchDefenseBase(Defense):
+class PatchDefenseBase(DefenseBase):
     """A patch pasted on every region box (``target`` torso: person boxes, ``regions.target=person``; face: face
     boxes), with seeded pose noise per box (ranges as in :class:`PoseRanges`). Subclasses choose the pixels."""
 
     #: worn in the scene: the engine pastes it on the input frame's annotated boxes, before the camera records
     worn: ClassVar[bool] = True
+    #: the object kind each placement ``target`` sits on (a torso patch on persons, a mouth-and-nose mask on faces)
+    TARGET_KIND: ClassVar[dict[str, Kind]] = {"torso": "person", "face": "face"}
+
+    def worn_on(self) -> Kind:
+        return self.TARGET_KIND[self.target]
     #: the patch is placed relative to its box and may reach beyond it (size up to 4 box widths, pose noise)
     outside_changes: ClassVar[bool] = True
 

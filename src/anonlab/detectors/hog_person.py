@@ -95,7 +95,7 @@ class HOGPerson(Detector):
             # No 64x128 window fits (also: OpenCV 4.14's detectMultiScale corrupts the heap on such inputs).
             return Detections.empty(device)
         host = host_rgb(images)  # the one device-to-host copy; (B, H, W, RGB)
-        boxes, scores = [], []
+        boxes, margins = [], []
         for i in range(b):  # OpenCV is per image
             bgr = host[i, :, :, ::-1].copy()  # contiguous BGR copy; the caller's tensor is untouched
             found, weights = self._hog.detectMultiScale(
@@ -107,7 +107,10 @@ class HOGPerson(Detector):
                 groupThreshold=0,  # raw windows; NMS below (see module docstring)
             )
             boxes.append(xywh_to_xyxy(torch.from_numpy(np.asarray(found, dtype=np.int32).reshape(-1, 4)).float()))
-            scores.append(self.margins_to_scores(torch.from_numpy(np.asarray(weights).reshape(-1)).float()))
+            margins.append(torch.from_numpy(np.asarray(weights).reshape(-1)).float())
+        # one sigmoid over the whole batch: vectorised kernels round the tail of a tensor differently, so scores
+        # would depend on how the batch is split
+        scores = self.margins_to_scores(torch.cat(margins)).split([len(m) for m in margins])
         return from_host(boxes, scores, (h, w), device, self.score_floor, nms_iou=self.nms_iou)
 
     def extra_repr(self) -> str:

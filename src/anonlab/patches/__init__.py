@@ -5,7 +5,13 @@ training and the ``patch``/``noise_patch``/``grey_patch`` defenses."""
 
 from anonlab.patches.eot import EOT
 from anonlab.patches.objectives import NotDifferentiableError, differentiable_detectors
-from anonlab.patches.train import PatchTrainer, PatchTrainingError, TrainedPatch, train_patch, weights_hash
+from anonlab.patches.train import (
+           PatchTrainer,
+           PatchTrainingError,
+           TrainedPatch,
+           train_patch,
+           weights_hash,
+)
 
 __all__ = ["EOT", "NotDifferentiableError", "PatchTrainer", "PatchTrainingError", "TrainedPatch",
            "differentiable_detectors", "train_patch", "weights_hash"]

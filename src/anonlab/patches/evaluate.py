@@ -31,9 +31,9 @@ class HeldOutDataset(Dataset):
         skip = set(exclude or [])
         self._index = [i for i, r in enumerate(base.refs()) if r not in skip]
         self._refs = [base.refs()[i] for i in self._index]
-        self.name = f"{getattr(base, 'name', '') or type(base).__name__}:held_out" if skip else base.name
+        self.name = f"{base.name or type(base).__name__}:held_out" if skip else base.name
         self.pseudo_kinds = base.pseudo_kinds
-        self.sequential = getattr(base, "sequential", False)
+        self.sequential = base.sequential
 
     def refs(self) -> list[str]:
         return list(self._refs)

@@ -26,10 +26,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from anonlab.build import build_config
 from anonlab.defenses.patch import TARGETS, paste_patch, save_patch
 from anonlab.detectors import DETECTORS
 from anonlab.detectors._common import letterbox
-from anonlab.engine import build_config, package_version, progress_bar
 from anonlab.patches.eot import EOT, photometric, sample_pose
 from anonlab.patches.objectives import (
     check_differentiable,
@@ -40,6 +40,8 @@ from anonlab.patches.objectives import (
     score_fn,
     total_variation,
 )
+from anonlab.progress import progress_bar
+from anonlab.provenance import package_version, plain
 from anonlab.types import Detector
 
 PAD = 114.0 / 255.0
@@ -81,7 +83,7 @@ def split_ids(refs: list[str], train: list[str] | None, held_out: float, seed: i
 def load_frames(dataset, ids: list[str], kind: str, max_side: int) -> tuple[Tensor, Tensor, Tensor]:
     """Training frames letterboxed (top-left, grey pad) into ``max_side`` squares: float (N, 3, S, S) in [0, 1],
     boxes (M, 4) xyxy in those pixels, owner (M,) int64 frame index. Frames without a ``kind`` box are skipped."""
-    if kind in getattr(dataset, "pseudo_kinds", ()):
+    if kind in dataset.pseudo_kinds:
         raise PatchTrainingError(f"dataset {dataset.name!r} has no {kind} annotations; patch training needs them")
     refs = dataset.refs()
     frames, boxes, owner = [], [], []
@@ -192,10 +194,6 @@ class PatchTrainer:
 # ---------------------------------------------------------------------------------------------- config-driven run
 
 
-def _plain(x: Any) -> Any:
-    return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else x
-
-
 def train_patch(cfg: DictConfig, progress: bool = True, log=None, write: bool = True) -> TrainedPatch:
     """Train one patch as described by ``cfg`` (the composed ``conf/patch/train.yaml``); write
     ``<out>/<name>.png`` and ``<out>/<name>.json`` unless ``write`` is False. Validates everything first."""
@@ -226,7 +224,7 @@ def train_patch(cfg: DictConfig, progress: bool = True, log=None, write: bool = 
     if len(patch_hw) != 2 or min(patch_hw) < 2:
         raise PatchTrainingError(f"patch_size must be [H, W] pixels, each >= 2, got {list(patch_hw)}")
     try:
-        eot = EOT.from_dict(_plain(cfg.eot) or {})
+        eot = EOT.from_dict(plain(cfg.eot) or {})
     except ValueError as e:
         raise PatchTrainingError(str(e)) from None
     palette = load_palette(cfg.get("palette"))
@@ -243,7 +241,7 @@ def train_patch(cfg: DictConfig, progress: bool = True, log=None, write: bool = 
     refs = dataset.refs()
     limit = cfg.images.get("limit")
     refs = refs[: int(limit)] if limit is not None else refs
-    train_list = _plain(cfg.images.get("train"))
+    train_list = plain(cfg.images.get("train"))
     train_ids, held_ids = split_ids(refs, train_list, float(cfg.images.held_out), int(cfg.seed))
     frames, boxes, owner = load_frames(dataset, train_ids, kind, max_side)
 
@@ -285,13 +283,13 @@ def train_patch(cfg: DictConfig, progress: bool = True, log=None, write: bool = 
 
     out_name = str(cfg.get("name") or f"{name}_{cfg.objective}_{target}_s{int(cfg.seed)}")
     meta = {
-        "name": out_name, "detector": name, "detector_config": _plain(cfg.detector),
+        "name": out_name, "detector": name, "detector_config": plain(cfg.detector),
         "objective": str(cfg.objective), "target": target,
         "placement": placement,
         "patch_size_hw": list(patch_hw), "init": str(cfg.init), "steps": steps, "batch_size": int(cfg.batch_size),
         "lr": float(cfg.lr), "loss_weights": {"nps": float(cfg.loss.nps), "tv": float(cfg.loss.tv)},
         "palette": str(cfg.get("palette") or "stand-in 27-colour grid (not measured)"),
-        "transforms": eot.to_dict(), "camera": _plain(camera_cfg) if camera is not None else None,
+        "transforms": eot.to_dict(), "camera": plain(camera_cfg) if camera is not None else None,
         "max_side": max_side, "seed": int(cfg.seed), "device": str(device),
         "initial_loss": round(initial, 6), "final_loss": round(final, 6),
         "loss_note": ("initial_loss/final_loss: detection loss (mean over the training images of the highest score) "
@@ -300,7 +298,7 @@ def train_patch(cfg: DictConfig, progress: bool = True, log=None, write: bool = 
         "final_step_loss": history["loss"][-1] if history["loss"] else None,
         "history": {"every_steps": every, **history},
         "weights_sha256": before, "weights_unchanged": True,
-        "dataset": _plain(cfg.dataset), "dataset_name": getattr(dataset, "name", ""),
+        "dataset": plain(cfg.dataset), "dataset_name": dataset.name,
         "train_images": train_ids, "held_out_images": held_ids, "n_train_frames": int(frames.shape[0]),
         "n_train_boxes": int(boxes.shape[0]),
         "train_s": round(train_s, 3), "images_per_s": round(steps * min(int(cfg.batch_size), frames.shape[0])
@@ -326,7 +324,10 @@ def detector_name(dcfg: DictConfig) -> str:
     target = dcfg.get("_target_") if OmegaConf.is_config(dcfg) else None
     if not target:
         raise PatchTrainingError(f"detector must be a detector config (conf/detector/NAME.yaml), got {dcfg!r}")
-    return str(getattr(get_class(str(target)), "name", target))
+    cls = get_class(str(target))
+    if not (isinstance(cls, type) and issubclass(cls, Detector)):
+        raise PatchTrainingError(f"detector config builds {target}, which is not an anonlab Detector")
+    return cls.name
 
 
 def _build(cfg: DictConfig, what: str) -> Any:

@@ -1,0 +1,137 @@
+"""Building a job's components from its composed configuration: defense settings, the scored detector panel, the
+region detector and the pseudo ground truth panel. Every constructor runs here, before any image is read; a bad
+value is a :class:`BenchError` (one line, exit 2)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from anonlab.defenses import DEFENSES
+from anonlab.detectors import DETECTORS
+from anonlab.types import Defense, Detector
+
+#: the Hydra configuration tree (one file per registry entry: ``conf/<group>/<name>.yaml``)
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+class BenchError(ValueError):
+    """A bad configuration or input, reported as one line before any work is done."""
+
+
+def group_config(group: str, name: str, registry) -> DictConfig:
+    """Load ``conf/<group>/<name>.yaml``; an unknown name raises the registry's error listing valid names."""
+    try:
+        registry.get(name)
+    except ValueError as e:
+        raise BenchError(str(e)) from None
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        raise BenchError(f"{group} {name!r} is registered but {path} is missing")
+    return OmegaConf.load(path)
+
+
+def build_config(cfg: DictConfig, what: str, error: type[Exception] = BenchError) -> Any:
+    """Instantiate a Hydra config; a constructor's own one-line error is re-raised as ``error("<what>: ...")``."""
+    try:
+        return instantiate(cfg, _convert_="all")
+    except Exception as e:  # hydra wraps the constructor's error; surface the original one-liner
+        cause = e.__cause__ or e
+        if isinstance(cause, (ValueError, TypeError, FileNotFoundError, RuntimeError, ModuleNotFoundError)):
+            raise error(f"{what}: {cause}") from cause
+        raise
+
+
+def _expand_grid(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """{'name': n, 'a': [1, 2], 'b': 3} -> [{'name': n, 'a': 1, 'b': 3}, {'name': n, 'a': 2, 'b': 3}]."""
+    keys = [k for k, v in item.items() if isinstance(v, list) and k != "color"]
+    fixed = {k: v for k, v in item.items() if k not in keys}
+    return [{**fixed, **dict(zip(keys, combo))} for combo in itertools.product(*(item[k] for k in keys))]
+
+
+def build_settings(cfg: DictConfig) -> list[Defense]:
+    """The defense settings of this job: the clean baseline ``none`` first, then ``sweep`` (expanded) if given,
+    else the single ``defense`` group choice, each followed by the controls it brings (``controls()``).
+    Every setting is validated here, before any image is read."""
+    specs: list[DictConfig] = []
+    sweep = cfg.get("sweep")
+    if sweep:
+        for item in sweep:
+            item = OmegaConf.to_container(item, resolve=True)
+            if "name" not in item:
+                raise BenchError(f"each sweep item needs a 'name' (a defense); got {item}")
+            base = group_config("defense", item["name"], DEFENSES)
+            for combo in _expand_grid({k: v for k, v in item.items() if k != "name"}):
+                specs.append(OmegaConf.merge(base, combo))
+    else:
+        specs.append(cfg.defense)
+    settings = [DEFENSES.get("none")()]
+    seen = {settings[0].label(): settings[0]}
+    for spec in specs:
+        d = build_config(spec, "defense")
+        # a defense that brings its own controls (a patch: a noise and a grey patch placed alike) runs with them
+        for s in [d, *d.controls()]:
+            other = seen.get(s.label())
+            if other is None:
+                seen[s.label()] = s
+                settings.append(s)
+            elif (other.name, other.params_json()) != (s.name, s.params_json()):
+                raise BenchError(f"two defense settings share the label {s.label()!r} ({other.params_json()} and "
+                                 f"{s.params_json()}); rename one (e.g. a patch file) so results stay apart")
+    return settings
+
+
+def build_detectors(cfg: DictConfig) -> dict[str, Detector]:
+    """The detector panel: each name in ``detectors`` built from ``conf/detector/<name>.yaml`` merged with
+    ``detector_overrides.<name>``."""
+    names = list(cfg.detectors)
+    if not names:
+        raise BenchError("detectors is empty; give at least one, e.g. detectors=[centerface]")
+    overrides = cfg.get("detector_overrides") or {}
+    for bad in set(overrides) - set(names):
+        raise BenchError(f"detector_overrides names {bad!r}, which is not in detectors={names}")
+    out = {}
+    for name in names:
+        dcfg = OmegaConf.merge(group_config("detector", name, DETECTORS), overrides.get(name, {}))
+        out[name] = build_config(dcfg, f"detector {name}")
+    return out
+
+
+def build_region_detector(cfg: DictConfig) -> tuple[Detector | None, float | None, str]:
+    """The region source: ground truth of ``regions.target`` (oracle), or the ``detector`` group choice at
+    ``regions.threshold`` (default: its own threshold) — the realistic pipeline where missed faces stay visible."""
+    r = cfg.regions
+    if r.target not in ("face", "person"):
+        raise BenchError(f"regions.target must be face or person, got {r.target!r}")
+    if r.source == "gt":
+        return None, None, f"gt:{r.target}"
+    if r.source != "detector":
+        raise BenchError(f"regions.source must be gt or detector, got {r.source!r}")
+    det = build_config(cfg.detector, "regions detector")
+    if det.kind != r.target:
+        raise BenchError(f"regions.target={r.target} but detector {det.name!r} finds {det.kind}s")
+    thr = det.threshold if r.get("threshold") is None else float(r.threshold)
+    return det, thr, f"detector:{det.name}@{thr:g}"
+
+
+def build_pseudo_panel(cfg: DictConfig, kinds: tuple[str, ...]) -> dict[str, list[Detector]]:
+    """Detectors whose consensus stands in for missing annotations of ``kinds`` (``pseudo_gt.<kind>``)."""
+    panel = {}
+    for kind in kinds:
+        names = list(cfg.pseudo_gt.get(kind) or [])
+        if not names:
+            raise BenchError(f"the dataset has no {kind} annotations and pseudo_gt.{kind} is empty; "
+                             f"name detectors, e.g. pseudo_gt.{kind}=[{'centerface' if kind == 'face' else 'yolox_nano'}]")
+        dets = []
+        for name in names:
+            d = build_config(group_config("detector", name, DETECTORS), f"pseudo_gt detector {name}")
+            if d.kind != kind:
+                raise BenchError(f"pseudo_gt.{kind} lists {name!r}, which finds {d.kind}s")
+            dets.append(d)
+        panel[kind] = dets
+    return panel
+
