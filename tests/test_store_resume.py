@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,6 +29,7 @@ from anonlab.store import (
     plan_chunks,
     read_results,
 )
+from anonlab.store.shards import FAULT_ENV
 
 BUS_JPG = package_file(*BUS)
 
@@ -44,8 +44,8 @@ def bench_cfg(*overrides: str):
         return compose(config_name="bench", overrides=list(overrides))
 
 
-def anonlab_bench(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "anonlab.cli.main", "bench", *args], env=ENV,
+def anonlab_bench(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "anonlab.cli.main", "bench", *args], env=env or ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -60,29 +60,27 @@ def test_plan_chunks_covers_every_image_once_across_splits():
         plan_chunks(10, 0)
 
 
-def test_killed_run_resumes_to_exactly_the_rows_of_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("fault, n_done", [("kill_after_write:2", 2), ("kill_mid_write:3", 2)])
+def test_killed_run_resumes_to_exactly_the_rows_of_an_uninterrupted_run(fault, n_done, tmp_path):
+    """A run SIGKILLed at a fixed point (after its 2nd shard, or inside its 3rd write with the temporary file
+    complete and not yet renamed: ``store.shards.FAULT_ENV``) resumes to exactly the rows of a run never killed."""
     full, killed = tmp_path / "full", tmp_path / "killed"
     ref = anonlab_bench(*JOB, f"out={full}")
-    run = anonlab_bench(*JOB, f"out={killed}")
-    try:
-        deadline = time.monotonic() + 300
-        while not list(killed.glob("shards/*/part-*.parquet")):
-            assert run.poll() is None, f"run ended before its first shard: {run.stderr.read()}"
-            assert time.monotonic() < deadline, "no shard written within 300 s"
-            time.sleep(0.02)
-        run.send_signal(signal.SIGKILL)
-        run.wait()
-    finally:
-        run.kill()
+    run = anonlab_bench(*JOB, f"out={killed}", env={**ENV, FAULT_ENV: fault})
+    _, err = run.communicate(timeout=600)
+    assert run.returncode == -signal.SIGKILL, err
     done_at_kill = {p.name: p.stat().st_mtime_ns for p in killed.glob("shards/*/part-*.parquet")}
-    assert 1 <= len(done_at_kill) < 5, "the kill must land mid-way through the 5 shards"
+    assert len(done_at_kill) == n_done
+    temps = list(killed.glob("shards/*/.part-*"))
+    assert len(temps) == (1 if "mid_write" in fault else 0)  # the killed writer's complete but unrenamed file
     assert not (killed / "results.parquet").exists()
 
     assert ref.wait(timeout=600) == 0, ref.stderr.read()
     resumed = anonlab_bench(*JOB, f"out={killed}")
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
-    assert f"resuming: {len(done_at_kill)} of 5 result shards already in" in err
+    assert f"resuming: {n_done} of 5 result shards already in" in err
+    assert not list(killed.glob("shards/*/.part-*"))  # the temporary file was removed, never taken as a shard
     for p in killed.glob("shards/*/part-*.parquet"):  # finished shards were not recomputed
         if p.name in done_at_kill:
             assert p.stat().st_mtime_ns == done_at_kill[p.name]

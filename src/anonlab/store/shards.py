@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 _META_KEY = b"anonlab"
+#: deterministic fault injection, for the resume tests: ``kill_after_write:N`` SIGKILLs this process right after
+#: its N-th shard is in place, ``kill_mid_write:N`` during its N-th shard write, after the temporary file is
+#: complete and before the rename. Unset (normal use) it does nothing.
+FAULT_ENV = "ANONLAB_FAULT"
+
+
+def _fault(point: str, k: int) -> None:
+    if os.environ.get(FAULT_ENV) == f"kill_{point}:{k}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,7 @@ class ShardStore:
     def __init__(self, root: str | os.PathLike, job_hash: str, schema: pa.Schema) -> None:
         self.dir = Path(root) / job_hash
         self.schema = schema
+        self._writes = 0  # shards this store wrote (counts fault-injection points)
 
     def path(self, chunk: Chunk) -> Path:
         return self.dir / chunk.name
@@ -68,7 +80,11 @@ class ShardStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pylist(rows, schema=self.schema)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: json.dumps(meta)})
-        return atomic_write(table, self.path(chunk))
+        self._writes += 1
+        k = self._writes
+        path = atomic_write(table, self.path(chunk), before_rename=lambda: _fault("mid_write", k))
+        _fault("after_write", k)
+        return path
 
     def read(self, chunks: list[Chunk]) -> tuple[pa.Table, list[dict]]:
         """The rows of ``chunks`` in chunk order, and each chunk's metadata."""
@@ -97,14 +113,17 @@ class ShardStore:
         return n
 
 
-def atomic_write(table: pa.Table, path: str | os.PathLike) -> Path:
-    """Write ``table`` to ``path`` via a temp file in the same folder and a rename (never a half file)."""
+def atomic_write(table: pa.Table, path: str | os.PathLike, before_rename: Callable[[], None] | None = None) -> Path:
+    """Write ``table`` to ``path`` via a temp file in the same folder and a rename (never a half file);
+    ``before_rename`` runs between the two (a fault-injection point)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         pq.write_table(table, tmp)
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
