@@ -76,6 +76,7 @@ def list_components(as_json: bool) -> int:
     from anonlab.datasets import DATASETS
     from anonlab.defenses import DEFENSES
     from anonlab.detectors import DETECTORS
+    from anonlab.recognizers import RECOGNIZERS
 
     data = {
         "detectors": [{"name": n, "kind": DETECTORS.get(n).kind,
@@ -84,6 +85,9 @@ def list_components(as_json: bool) -> int:
         "defenses": [{"name": n} for n in DEFENSES.names()],
         "datasets": [{"name": n} for n in DATASETS.names()],
         "cameras": [{"name": n} for n in CAMERAS.names()],
+        "recognizers": [{"name": n, "kind": RECOGNIZERS.get(n).kind, "embedding_dim": RECOGNIZERS.get(n).embedding_dim,
+                         "distance": RECOGNIZERS.get(n).distance, "threshold": RECOGNIZERS.get(n).threshold}
+                        for n in RECOGNIZERS.names()],
     }
     if as_json:
         print(json.dumps(data, indent=2))
@@ -93,6 +97,8 @@ def list_components(as_json: bool) -> int:
     for group in ("defenses", "datasets", "cameras"):
         for d in data[group]:
             print(f"{group[:-1]:<9} {d['name']}")
+    for d in data["recognizers"]:
+        print(f"recognizer {d['name']:<13} {d['kind']:<7} {d['embedding_dim']}-d {d['distance']} thr={d['threshold']}")
     return EXIT_OK
 
 

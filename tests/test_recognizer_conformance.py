@@ -1,0 +1,61 @@
+"""One conformance test for every registered recognizer (picked up from ``RECOGNIZERS.names()``), built from its
+``conf/recognizer/<name>.yaml``, on real faces: the astronaut (scikit-image), her mirror image, and the two men of
+zidane.jpg (ultralytics), located by CenterFace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+from images import ASTRONAUT, ZIDANE, load
+from omegaconf import OmegaConf
+
+from anonlab.detectors import DETECTORS
+from anonlab.recognizers import RECOGNIZERS
+from anonlab.types import Recognizer
+
+CONF = Path(__file__).resolve().parents[1] / "src" / "anonlab" / "conf"
+
+
+def from_conf(name: str):
+    return hydra.utils.instantiate(OmegaConf.load(CONF / "recognizer" / f"{name}.yaml"))
+
+
+@pytest.fixture(scope="module")
+def faces():
+    """(images, boxes, batch_idx) of the faces CenterFace finds in [astronaut, mirrored astronaut] and zidane."""
+    det = DETECTORS.build("centerface")
+    astro = load(ASTRONAUT)
+    pair = torch.cat([astro, astro.flip(-1)])
+    with torch.inference_mode():
+        a = det(pair).above(det.threshold)
+        z = det(load(ZIDANE)).above(det.threshold)
+    assert sorted(a.batch_idx.tolist()) == [0, 1] and len(z) == 2
+    return pair, a, load(ZIDANE), z
+
+
+@pytest.mark.parametrize("name", RECOGNIZERS.names())
+def test_recognizer_contract(name, faces):
+    rec = from_conf(name)
+    assert isinstance(rec, Recognizer) and type(rec) is RECOGNIZERS.get(name) and rec.name == name
+    assert (CONF / "recognizer" / f"{name}.yaml").is_file()
+    assert rec.distance in ("cosine", "euclidean") and rec.embedding_dim > 0
+    pair, a, zid, z = faces
+    crops, aligned = rec.crop(pair, a.boxes, a.batch_idx)
+    assert crops.dtype == torch.uint8 and tuple(crops.shape) == (2, 3, *rec.input_size_hw)
+    assert aligned.dtype == torch.bool and aligned.shape == (2,)
+    emb = rec.embed(crops)
+    assert emb.dtype == torch.float32 and tuple(emb.shape) == (2, rec.embedding_dim)
+    assert torch.equal(rec.embed(crops), emb), "embedding is not deterministic"
+    zc, _ = rec.crop(zid, z.boxes, z.batch_idx)
+    ze = rec.embed(zc)
+    d = rec.pairwise_distance(emb, torch.cat([emb, ze]))
+    assert torch.allclose(d[:, :2].diagonal(), torch.zeros(2), atol=1e-5)
+    same, other = d[0, 1].item(), d[:, 2:].min().item()
+    assert same < other, f"the astronaut is closer to two other men ({other:.3f}) than to her mirror image ({same:.3f})"
+    if rec.threshold is not None:  # the published operating point separates these faces
+        assert same < rec.threshold < other
+    empty = rec.embed(torch.empty((0, 3, *rec.input_size_hw), dtype=torch.uint8))
+    assert tuple(empty.shape) == (0, rec.embedding_dim)
