@@ -6,6 +6,9 @@ A second registration under a taken name raises; an unknown name raises listing 
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
+from collections.abc import Iterable
 from typing import Any, Callable, Generic, TypeVar
 
 T = TypeVar("T")
@@ -54,3 +57,10 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
+
+
+def import_submodules(package: str, path: Iterable[str]) -> None:
+    """Import every module of ``package`` (found on ``path``, the package's ``__path__``), sorted by name, so each
+    registers its entries: adding a component is adding one module and its config, with no import list to edit."""
+    for info in sorted(pkgutil.iter_modules(list(path)), key=lambda m: m.name):
+        importlib.import_module(f"{package}.{info.name}")

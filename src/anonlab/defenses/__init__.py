@@ -1,8 +1,12 @@
-"""Defenses: pure batched region functions (``ops``) plus registered module twins (``modules``)."""
+"""Defenses: pure batched region functions (``ops``) plus registered module twins (``modules``). Every module of
+this package is imported (sorted by name), so a new defense is one module plus its ``conf/defense/<name>.yaml``."""
 
-from anonlab.defenses import modules, patch  # noqa: F401  (registration side effect)
 from anonlab.defenses.base import DEFENSES, DefenseBase, RegionDefense
-from anonlab.defenses.modules import (
+from anonlab.registry import import_submodules
+
+import_submodules(__name__, __path__)
+
+from anonlab.defenses.modules import (  # noqa: E402  (after registration)
            AdditiveNoise,
            BoxBlur,
            GaussianBlur,
@@ -10,7 +14,7 @@ from anonlab.defenses.modules import (
            Pixelate,
            SolidFill,
 )
-from anonlab.defenses.regions import Regions, make_regions
+from anonlab.defenses.regions import Regions, make_regions  # noqa: E402
 
 __all__ = ["DEFENSES", "DefenseBase", "RegionDefense", "Regions", "make_regions", "AdditiveNoise", "BoxBlur",
            "GaussianBlur", "NoDefense", "Pixelate", "SolidFill"]

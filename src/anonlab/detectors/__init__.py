@@ -1,16 +1,9 @@
-"""Detector adapters. Each module registers its entries in ``DETECTORS``; imported explicitly, in order."""
+"""Detector adapters. Each module registers its entries in ``DETECTORS``; every module of this package is imported
+(sorted by name), so a new detector is one module plus its ``conf/detector/<name>.yaml``."""
 
-from anonlab.detectors import (  # noqa: F401  (registration side effect)
-    centerface,
-    dlib_detectors,
-    haar,
-    hog_person,
-    mtcnn,
-    ultraface,
-    ultralytics_yolo,
-    yolox,
-    yunet,
-)
 from anonlab.detectors.base import DETECTORS
+from anonlab.registry import import_submodules
+
+import_submodules(__name__, __path__)
 
 __all__ = ["DETECTORS"]

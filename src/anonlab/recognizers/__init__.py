@@ -1,7 +1,12 @@
-"""Recognizers: face (and body) embedders for identity leakage, registered by name (``anonlab list``)."""
+"""Recognizers: face (and body) embedders for identity leakage, registered by name (``anonlab list``). Every module
+of this package is imported (sorted by name), so a new recognizer is one module plus its
+``conf/recognizer/<name>.yaml``."""
 
-from anonlab.recognizers import dlib_resnet  # noqa: F401  (registration side effect)
 from anonlab.recognizers.base import RECOGNIZERS, RecognizerBase
-from anonlab.recognizers.dlib_resnet import DlibResNet
+from anonlab.registry import import_submodules
+
+import_submodules(__name__, __path__)
+
+from anonlab.recognizers.dlib_resnet import DlibResNet  # noqa: E402  (re-exported for configs' _target_)
 
 __all__ = ["RECOGNIZERS", "DlibResNet", "RecognizerBase"]
