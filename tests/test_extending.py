@@ -67,6 +67,7 @@ def _conformance(root: Path, test_file: str, select: str) -> subprocess.Complete
                           timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group, name, module, conf, test_file, select", [
     ("defense", "invert", DEFENSE_MODULE, DEFENSE_CONF, "test_registry_conformance.py", "defense_contract and invert"),
     ("recognizer", "dlib_strict", RECOGNIZER_MODULE, RECOGNIZER_CONF, "test_recognizer_conformance.py", "dlib_strict"),
