@@ -16,7 +16,6 @@ from anonlab.datasets.default import DATA_DIR, DefaultDataset, package_path, rea
 from anonlab.datasets.folder import FolderDataset, load_coco
 from anonlab.types import KINDS
 from anonlab.weights import sha256_file
-from conftest import shared_path
 
 ANNOTATIONS = DATA_DIR / "annotations.json"
 
@@ -111,7 +110,6 @@ def test_default_persons_agree_with_yolox(samples):
     Measured: best IoU 0.78, 0.90, 0.80 (bus), 0.51, 0.86 (zidane: its box stops short of the pointing arm),
     0.94, 0.94, 0.88; the person cut off at bus.jpg's left edge scores 0.26, under the 0.3 threshold.
     """
-    shared_path("models/yolox_nano.onnx")
     from anonlab.detectors import DETECTORS
 
     det = DETECTORS.build("yolox_nano")
