@@ -6,6 +6,7 @@ from anonlab.detectors import (  # noqa: F401  (registration side effect)
     haar,
     hog_person,
     mtcnn,
+    nanodet,
     ultraface,
     ultralytics_yolo,
     yolox,
