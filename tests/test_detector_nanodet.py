@@ -182,3 +182,14 @@ def test_patch_train_on_nanodet_defaults_to_cls_and_lowers_the_loss(tmp_path):
     assert m["objective"] == "cls" and m["name"] == "nanodet_m_cls_torso_s0" and m["weights_unchanged"]
     assert (tmp_path / "nanodet_m_cls_torso_s0.png").is_file()
     assert m["final_loss"] < m["initial_loss"], (m["initial_loss"], m["final_loss"])
+
+
+def test_config_names_the_class_and_upstream_defaults():
+    from omegaconf import OmegaConf
+
+    from anonlab.engine import CONF_DIR
+
+    cfg = OmegaConf.load(CONF_DIR / "detector" / "nanodet_m.yaml")
+    assert cfg._target_ == f"{NanoDetM.__module__}.{NanoDetM.__qualname__}" and NanoDetM.name == "nanodet_m"
+    assert cfg.threshold == NanoDetM.default_threshold == 0.35 and cfg.nms_iou == 0.6 and cfg.input_size == 416
+    assert "nanodet_m" in OmegaConf.load(CONF_DIR / "bench.yaml").detectors
