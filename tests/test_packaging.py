@@ -37,3 +37,16 @@ def test_wheel_contains_the_packaged_models(tmp_path):
             assert member in names and f"anonlab/models/{spec.licence_file}" in names
             assert z.read(member) == (weights.PACKAGE_DIR / spec.file).read_bytes()
         assert "anonlab/models/README.md" in names and "anonlab/conf/detector/nanodet_m.yaml" in names
+
+
+def test_open_detectors_build_without_shared_or_cache(tmp_path, monkeypatch):
+    """The fault of issue 11: on a fresh clone (no ../shared, empty cache) `anonlab bench` stopped at
+    "yunet weights 'face_detection_yunet_2023mar.onnx' not found". Every packaged detector now builds."""
+    from anonlab.detectors import DETECTORS
+
+    monkeypatch.setenv("ANONLAB_SHARED", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("ANONLAB_WEIGHTS", raising=False)
+    for name in ("yunet", "ultraface", "yolox_nano", "nanodet_m"):
+        det = DETECTORS.build(name)
+        assert det.weights_path.parent == weights.PACKAGE_DIR, name
