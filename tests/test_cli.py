@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import shared_path
 from images import BUS, ZIDANE, package_file
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -24,7 +23,6 @@ def anonlab(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    shared_path("models")  # the smoke panel includes yolox_nano
     out = tmp_path_factory.mktemp("smoke")
     proc = anonlab("bench", "experiment=smoke", f"out={out}")
     assert proc.returncode == 0, proc.stderr

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import shared_path
 from images import BUS, package_file
 
 from anonlab import weights
@@ -70,7 +69,7 @@ def test_read_image_rgb_and_clear_errors(tmp_path):
 
 
 def test_weights_resolve_checks_sha256(tmp_path, monkeypatch):
-    real = shared_path("models/yolox_nano.onnx")
+    real = weights.PACKAGE_DIR / weights.YOLOX_NANO.file
     assert weights.resolve(weights.YOLOX_NANO, real) == real
     bad = tmp_path / "yolox_nano.onnx"
     bad.write_bytes(b"tampered")
@@ -79,13 +78,61 @@ def test_weights_resolve_checks_sha256(tmp_path, monkeypatch):
     monkeypatch.setenv("ANONLAB_SHARED", str(tmp_path / "nowhere"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("ANONLAB_WEIGHTS", raising=False)
-    with pytest.raises(FileNotFoundError, match=r"run `anonlab weights fetch yolox_nano`"):
+    with pytest.raises(FileNotFoundError, match=r"run `anonlab weights fetch yolov8n`"):  # not packaged (AGPL)
+        weights.resolve(weights.YOLOV8N)
+    monkeypatch.setenv("ANONLAB_WEIGHTS", str(tmp_path))  # a tampered override is an error, never skipped
+    with pytest.raises(ValueError, match=r"yolox_nano\.onnx has sha256 [0-9a-f]{64}, expected 695e75"):
         weights.resolve(weights.YOLOX_NANO)
+
+
+PACKAGED = [s for s in weights.KNOWN.values() if s.packaged]
+
+
+def test_open_models_are_packaged_with_licences():
+    assert {s.name for s in PACKAGED} == {"yunet", "ultraface", "yolox_nano", "nanodet_m"}
+    readme = (weights.PACKAGE_DIR / "README.md").read_text()
+    for spec in PACKAGED:
+        assert weights.sha256_file(weights.PACKAGE_DIR / spec.file) == spec.sha256
+        licence = (weights.PACKAGE_DIR / spec.licence_file).read_text().lstrip()
+        assert licence.startswith(("MIT License", "Apache License"))
+        repo, commit = spec.origin.split("@")[0], spec.origin.split("@")[1][:40]
+        assert len(commit) == 40 and f"{repo}@{commit}" in readme and spec.sha256 in readme
+
+
+def test_packaged_weights_resolve_without_shared_or_cache(tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("ANONLAB_SHARED", str(empty))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(empty))
+    monkeypatch.delenv("ANONLAB_WEIGHTS", raising=False)
+    for spec in PACKAGED:
+        assert weights.find(spec) == ("package", weights.PACKAGE_DIR / spec.file)
+    override = tmp_path / "override"
+    override.mkdir()
+    (override / "yunet.onnx").write_bytes((weights.PACKAGE_DIR / weights.YUNET.file).read_bytes())
+    (override / weights.YUNET.file).write_bytes((weights.PACKAGE_DIR / weights.YUNET.file).read_bytes())
+    monkeypatch.setenv("ANONLAB_WEIGHTS", str(override))
+    assert weights.find(weights.YUNET) == ("env", override / weights.YUNET.file)
+    assert weights.resolve(weights.YUNET, override / "yunet.onnx") == override / "yunet.onnx"
+
+
+def test_weights_list_names_origin_licence_and_place(tmp_path):
+    env = {**os.environ, "ANONLAB_SHARED": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path),
+           "PYTHONPATH": str(Path(weights.__file__).parents[1])}
+    env.pop("ANONLAB_WEIGHTS", None)
+    proc = subprocess.run([sys.executable, "-m", "anonlab.cli.main", "weights", "list"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for spec in PACKAGED:
+        assert spec.origin in out and f"found: package {weights.PACKAGE_DIR / spec.file}" in out
+    assert "found: missing (`anonlab weights fetch yolov8n`)" in out
+    assert "origin: Kazuhito00/MOT-Tracking-by-Detection-Pipeline@e50a76b8b430b778276e7fd04fd4cafd5d45eab2" in out
 
 
 def test_weights_fetch_from_local_file_url(tmp_path):
     """The fetch path, with a local file standing in for the official URL (tests never use the network)."""
-    src = shared_path("models/ultraface_version-RFB-320.onnx")
+    src = weights.PACKAGE_DIR / weights.ULTRAFACE.file
     dest = weights.fetch("ultraface", dest_dir=tmp_path, url=src.as_uri())
     assert dest == tmp_path / "ultraface_version-RFB-320.onnx"
     assert hashlib.sha256(dest.read_bytes()).hexdigest() == weights.ULTRAFACE.sha256

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
 from torchvision.ops import box_iou
 
 from anonlab.datasets import DATASETS, ImageReadError
@@ -116,7 +115,6 @@ def test_default_persons_agree_with_yolox(samples):
     Measured: best IoU 0.78, 0.90, 0.80 (bus), 0.51, 0.86 (zidane: its box stops short of the pointing arm),
     0.94, 0.94, 0.88; the person cut off at bus.jpg's left edge scores 0.26, under the 0.3 threshold.
     """
-    shared_path("models/yolox_nano.onnx")
     from anonlab.detectors import DETECTORS
 
     det = DETECTORS.build("yolox_nano")

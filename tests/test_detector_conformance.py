@@ -11,7 +11,7 @@ from images import ZIDANE, load, package_file
 from anonlab.detectors import DETECTORS
 from anonlab.types import Detections, Detector
 
-NEEDS_SHARED = {"yunet", "ultraface", "yolox_nano"}
+NEEDS_SHARED: set[str] = set()  # every detector runs without ../shared (open models are packaged)
 
 
 def build(name: str) -> Detector:

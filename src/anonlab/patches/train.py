@@ -34,6 +34,7 @@ from anonlab.patches.eot import EOT, photometric, sample_pose
 from anonlab.patches.objectives import (
     check_differentiable,
     check_objective,
+    default_objective,
     detection_loss,
     load_palette,
     non_printability,
@@ -200,8 +201,9 @@ def train_patch(cfg: DictConfig, progress: bool = True, log=None, write: bool = 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     name = detector_name(cfg.detector)
     check_differentiable(name)  # class attributes only: fails before any weights are read
+    objective = str(cfg.objective) if cfg.get("objective") else default_objective(DETECTORS.get(name))
     try:
-        check_objective(DETECTORS.get(name), str(cfg.objective))
+        check_objective(DETECTORS.get(name), str(objective))
     except ValueError as e:
         raise PatchTrainingError(str(e)) from None
     device = torch.device(cfg.device)
@@ -248,7 +250,7 @@ def train_patch(cfg: DictConfig, progress: bool = True, log=None, write: bool = 
     detector.to(device)
     before = weights_hash(detector)
     trainer = PatchTrainer(
-        detector, str(cfg.objective), frames.to(device), boxes.to(device), owner.to(device), patch_hw, target,
+        detector, objective, frames.to(device), boxes.to(device), owner.to(device), patch_hw, target,
         cfg.placement.get("size"), cfg.placement.get("center_y"), eot, camera.to(device) if camera else None,
         float(cfg.lr), float(cfg.loss.nps), float(cfg.loss.tv), palette, int(cfg.batch_size), str(cfg.init),
         int(cfg.seed))
@@ -281,10 +283,10 @@ def train_patch(cfg: DictConfig, progress: bool = True, log=None, write: bool = 
     placement = {"size": trainer.size, "center_y": trainer.center_y}
     del trainer, detector  # never handed to evaluation
 
-    out_name = str(cfg.get("name") or f"{name}_{cfg.objective}_{target}_s{int(cfg.seed)}")
+    out_name = str(cfg.get("name") or f"{name}_{objective}_{target}_s{int(cfg.seed)}")
     meta = {
         "name": out_name, "detector": name, "detector_config": plain(cfg.detector),
-        "objective": str(cfg.objective), "target": target,
+        "objective": objective, "target": target,
         "placement": placement,
         "patch_size_hw": list(patch_hw), "init": str(cfg.init), "steps": steps, "batch_size": int(cfg.batch_size),
         "lr": float(cfg.lr), "loss_weights": {"nps": float(cfg.loss.nps), "tv": float(cfg.loss.tv)},
