@@ -25,8 +25,8 @@ from torchvision.ops import box_iou
 import anonlab.detectors.nanodet as nd
 from anonlab.datasets.pennfudan import PennFudanDataset
 from anonlab.detectors._common import clip_boxes, nms_detections, ort_session
-from anonlab.engine import environment
 from anonlab.metrics.matching import match_image
+from anonlab.provenance import environment
 from anonlab.weights import shared_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

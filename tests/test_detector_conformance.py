@@ -9,7 +9,7 @@ from conftest import require_packages, shared_path
 from images import ZIDANE, load, package_file
 
 from anonlab.detectors import DETECTORS
-from anonlab.types import Detections, Detector
+from anonlab.types import DenseScorer, Detections, Detector
 
 NEEDS_SHARED: set[str] = set()  # every detector runs without ../shared (open models are packaged)
 
@@ -44,6 +44,24 @@ def test_class_contract_readable_without_weights(name):
     assert cls.kind in ("face", "person") and cls.classes and 0.0 <= cls.default_threshold <= 1.0
     assert cls.capabilities <= {"differentiable", "cpu_only"}
     assert not ({"differentiable", "cpu_only"} <= cls.capabilities)
+    # a differentiable detector declares the dense scores attacks may minimise (types.DenseScorer), and only it
+    assert bool(cls.objectives) == ("differentiable" in cls.capabilities)
+
+
+@pytest.mark.parametrize("name", [n for n in DETECTORS.names() if DETECTORS.get(n).objectives])
+def test_dense_scores_of_every_declared_objective(name, built):
+    """Each declared objective maps float RGB in [0, 1] to (B, A) scores in [0, 1] with a gradient to the pixels."""
+    det = built(name).eval()
+    assert isinstance(det, DenseScorer)
+    x = (load(ZIDANE)[:, :, :320, :480].float() / 255.0).repeat(2, 1, 1, 1).requires_grad_(True)
+    for objective in det.objectives:
+        s = det.dense_scores(x, objective)
+        assert s.ndim == 2 and s.shape[0] == 2 and s.shape[1] > 0
+        assert s.min().item() >= 0.0 and s.max().item() <= 1.0 + 1e-6
+        (g,) = torch.autograd.grad(s.amax(dim=1).sum(), x)
+        assert g.abs().sum().item() > 0, f"{name}/{objective}: no gradient reaches the pixels"
+    with pytest.raises(ValueError, match="unknown objective"):
+        det.dense_scores(x, "no_such_objective")
 
 
 @pytest.mark.parametrize("name", DETECTORS.names())

@@ -168,7 +168,7 @@ def test_patch_train_on_nanodet_defaults_to_cls_and_lowers_the_loss(tmp_path):
     """`anonlab patch train detector=nanodet_m` (no objective given) trains on NanoDet's own person score."""
     from hydra import compose, initialize_config_dir
 
-    from anonlab.engine import CONF_DIR
+    from anonlab.build import CONF_DIR
     from anonlab.patches.train import PatchTrainingError, train_patch
 
     base = ["detector=nanodet_m", "batch_size=2", "images.train=[bus.jpg,zidane.jpg]", "device=cpu", "progress=false",
@@ -187,7 +187,7 @@ def test_patch_train_on_nanodet_defaults_to_cls_and_lowers_the_loss(tmp_path):
 def test_config_names_the_class_and_upstream_defaults():
     from omegaconf import OmegaConf
 
-    from anonlab.engine import CONF_DIR
+    from anonlab.build import CONF_DIR
 
     cfg = OmegaConf.load(CONF_DIR / "detector" / "nanodet_m.yaml")
     assert cfg._target_ == f"{NanoDetM.__module__}.{NanoDetM.__qualname__}" and NanoDetM.name == "nanodet_m"

@@ -211,6 +211,18 @@ class Detector(nn.Module):
 
     #: autocast dtype of the network part (None: float32); torch ("differentiable") detectors only
     amp_dtype: torch.dtype | None = None
+    #: the dense scores an attack can minimise (see :class:`DenseScorer`); empty: none declared
+    objectives: ClassVar[tuple[str, ...]] = ()
+
+    def dense_scores(self, x: Tensor, objective: str) -> Tensor:
+        """``x float32 (B, 3, H, W)`` RGB in [0, 1] -> ``(B, A)`` scores of ``objective`` (one of
+        :attr:`objectives`), differentiable w.r.t. ``x`` (:class:`DenseScorer`). Raises ``ValueError`` for an
+        objective the detector does not declare."""
+        raise ValueError(f"{self.name} declares no dense scores (objectives: none)")
+
+    def _check_objective(self, objective: str) -> None:
+        if objective not in self.objectives:
+            raise ValueError(f"{self.name}: unknown objective {objective!r}; valid: {', '.join(self.objectives)}")
 
     def set_precision(self, precision: str) -> bool:
         """Run the network under autocast at ``precision`` (``fp32``, ``bf16`` or ``fp16``); pre- and

@@ -19,6 +19,12 @@ class DenseDetector(Detector):
     NMS at ``self.nms_iou`` per image, all batched."""
 
     nms_iou: float
+    objectives = ("heatmap",)
+
+    def dense_scores(self, x: Tensor, objective: str) -> Tensor:
+        """The face score map (``heatmap``): ``(B, A)`` from :meth:`forward_float`."""
+        self._check_objective(objective)
+        return self.forward_float(x)[0]
 
     def forward_float(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -164,6 +164,7 @@ class CenterFaceORT(CenterFace):
     """
 
     capabilities = frozenset()
+    objectives = ()  # onnxruntime: no gradient to an attack
 
     def _load(self) -> None:
         self._model = dynamic_onnx(self.weights_path)

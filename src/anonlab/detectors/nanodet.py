@@ -211,6 +211,14 @@ class NanoDetM(Detector):
         boxed, geom = letterbox_centred(x.flip(1) * 255.0, self.input_size, round_pixels)
         return (boxed - self.mean) / self.std, geom
 
+    #: GFL head: no objectness; the class score is an IoU-aware quality score
+    objectives = ("cls",)
+
+    def dense_scores(self, x: Tensor, objective: str) -> Tensor:
+        """``(B, A)`` person quality scores (``cls``)."""
+        self._check_objective(objective)
+        return self.forward_float(x)[..., 4 + PERSON]
+
     def forward_float(self, x: Tensor, round_pixels: bool = False) -> Tensor:
         """Differentiable predictions for float RGB images.
 

@@ -161,6 +161,18 @@ class UltralyticsYOLO(Detector):
         s = self.stride
         return (-(-max(1, round(h * r)) // s) * s, -(-max(1, round(w * r)) // s) * s)
 
+    #: v8/11/26 heads have no objectness: the person class probability
+    objectives = ("cls",)
+
+    def dense_scores(self, x: Tensor, objective: str) -> Tensor:
+        """``(B, A)`` person class probabilities (``cls``); for end-to-end heads ``(B, K)``, the score of rows
+        whose class is person."""
+        self._check_objective(objective)
+        y = self.forward_float(x)
+        if self.end2end:  # (B, K, 6): score where the row's class is person
+            return y[..., 4] * (y[..., 5] == self.person_class).to(y)
+        return y[:, 4 + self.person_class]
+
     def forward_float(self, x: Tensor) -> Tensor:
         """Differentiable predictions for float RGB images.
 

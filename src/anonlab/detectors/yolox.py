@@ -138,6 +138,16 @@ class YOLOXNano(Detector):
         """float (B, 3, H, W) RGB in [0, 1] -> (network input (B, 3, S, S) BGR 0..255 letterboxed top-left, r)."""
         return letterbox(x.flip(1) * 255.0, (self.input_size, self.input_size), PAD_VALUE)
 
+    #: Thys et al. 2019: objectness, P(person), and their product (the detector's own person score)
+    objectives = ("obj", "cls", "obj_cls")
+
+    def dense_scores(self, x: Tensor, objective: str) -> Tensor:
+        """``(B, A)`` objectness (``obj``), person probability (``cls``) or their product (``obj_cls``)."""
+        self._check_objective(objective)
+        y = self.forward_float(x)
+        obj, cls = y[..., 4], y[..., 5 + PERSON]
+        return {"obj": obj, "cls": cls, "obj_cls": obj * cls}[objective]
+
     def forward_float(self, x: Tensor) -> Tensor:
         """Differentiable predictions for float RGB images.
 

@@ -17,11 +17,6 @@ import torch
 from torch import Tensor
 
 from anonlab.detectors import DETECTORS
-from anonlab.detectors.base import DenseDetector
-from anonlab.detectors.nanodet import PERSON as NANODET_PERSON
-from anonlab.detectors.nanodet import NanoDetM
-from anonlab.detectors.ultralytics_yolo import UltralyticsYOLO
-from anonlab.detectors.yolox import PERSON, YOLOXNano
 from anonlab.types import Detector
 
 OBJECTIVES = ("obj", "cls", "obj_cls", "heatmap")
@@ -56,17 +51,8 @@ def check_differentiable(name: str) -> None:
 
 
 def valid_objectives(detector: Detector | type[Detector]) -> tuple[str, ...]:
-    """The objectives a detector (instance or class) supports."""
-    cls = detector if isinstance(detector, type) else type(detector)
-    if issubclass(cls, YOLOXNano):
-        return ("obj", "cls", "obj_cls")
-    if issubclass(cls, UltralyticsYOLO):
-        return ("cls",)  # v8/11/26 heads have no objectness
-    if issubclass(cls, NanoDetM):
-        return ("cls",)  # GFL head: no objectness, the class score is an IoU-aware quality score
-    if issubclass(cls, DenseDetector):
-        return ("heatmap",)
-    return ()
+    """The objectives a detector (instance or class) declares (:class:`anonlab.types.DenseScorer`)."""
+    return tuple(detector.objectives)
 
 
 def default_objective(detector: Detector | type[Detector]) -> str | None:
@@ -76,6 +62,7 @@ def default_objective(detector: Detector | type[Detector]) -> str | None:
 
 
 def check_objective(detector: Detector | type[Detector], objective: str) -> None:
+    """Raise ``ValueError`` unless ``detector`` declares ``objective`` (checked when a trainer is built)."""
     valid = valid_objectives(detector)
     if objective not in valid:
         what = f"valid for {detector.name}: {', '.join(valid)}" if valid else f"{detector.name} has no dense scores"
@@ -87,23 +74,7 @@ def check_objective(detector: Detector | type[Detector], objective: str) -> None
 def score_fn(detector: Detector, objective: str) -> Callable[[Tensor], Tensor]:
     """``f(x float (B, 3, H, W) RGB in [0, 1]) -> (B, A)`` dense scores in [0, 1] to minimise, differentiable."""
     check_objective(detector, objective)
-    if isinstance(detector, YOLOXNano):
-        col = {"obj": lambda y: y[..., 4], "cls": lambda y: y[..., 5 + PERSON],
-               "obj_cls": lambda y: y[..., 4] * y[..., 5 + PERSON]}[objective]
-        return lambda x: col(detector.forward_float(x))
-    if isinstance(detector, NanoDetM):
-        return lambda x: detector.forward_float(x)[..., 4 + NANODET_PERSON]
-    if isinstance(detector, UltralyticsYOLO):
-        k = detector.person_class
-
-        def yolo(x: Tensor) -> Tensor:
-            y = detector.forward_float(x)
-            if detector.end2end:  # (B, K, 6): score where the row's class is person
-                return y[..., 4] * (y[..., 5] == k).to(y)
-            return y[:, 4 + k]
-
-        return yolo
-    return lambda x: detector.forward_float(x)[0]
+    return lambda x: detector.dense_scores(x, objective)
 
 
 def detection_loss(scores: Tensor) -> Tensor:
