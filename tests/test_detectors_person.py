@@ -190,10 +190,20 @@ def test_yolox_edge_cases(yolox, device):
 _PROBE = textwrap.dedent(
     """
     import json, os, sys, tempfile
+    import PIL.Image
     import anonlab.detectors
     out = {"imported_by_anonlab": "ultralytics" in sys.modules}
+    pil_open = PIL.Image.open
     from anonlab.detectors.ultralytics_yolo import UltralyticsYOLO
     UltralyticsYOLO(sys.argv[1])
+    out["pil_open_untouched"] = PIL.Image.open is pil_open
+    from anonlab.io.images import ImageReadError, read_image
+    bad = os.path.join(tempfile.mkdtemp(), "text.png")
+    open(bad, "w").write("not an image")
+    try:
+        read_image(bad)
+    except ImageReadError as e:  # anonlab's one-line error, not ultralytics' HEIF plugin install attempt
+        out["reader_error"] = str(e)
     from ultralytics.utils import SETTINGS
     out.update(config_dir=os.environ["YOLO_CONFIG_DIR"], mpl=os.environ["MPLCONFIGDIR"], sync=SETTINGS["sync"],
                settings_file=str(SETTINGS.file), tmp=tempfile.gettempdir(), offline=os.environ["YOLO_OFFLINE"])
@@ -226,6 +236,12 @@ def probe(yolov8n_yaml, tmp_path_factory) -> tuple[dict, Path, Path]:
 
 def test_import_of_anonlab_detectors_does_not_import_ultralytics(probe):
     assert probe[0]["imported_by_anonlab"] is False
+
+
+def test_yolo_build_leaves_pil_open_alone(probe):
+    """ultralytics replaces PIL.Image.open on import; the adapter undoes it, so the reader still fails in one line."""
+    assert probe[0]["pil_open_untouched"] is True
+    assert "cannot read image" in probe[0]["reader_error"] and "\n" not in probe[0]["reader_error"]
 
 
 def test_yolo_build_writes_nothing_under_home(probe):

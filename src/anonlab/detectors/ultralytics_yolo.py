@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from anonlab import weights as _weights
@@ -36,7 +37,7 @@ def prepare_ultralytics():
     ``pip install`` at run time), and ``YOLO_CONFIG_DIR`` / ``MPLCONFIGDIR`` set to fresh temp dirs
     (``tempfile.mkdtemp``, once per process) unless the user has set them, so nothing is written under the home
     directory. After it: settings ``sync`` off (no telemetry / crash reports), and the import's global patches
-    undone (``torch.save``, torch print options, ``OMP_NUM_THREADS`` if it was unset). Idempotent. If ultralytics
+    undone (``torch.save``, ``PIL.Image.open``, torch print options, ``OMP_NUM_THREADS`` if it was unset). Idempotent. If ultralytics
     was already imported by someone else, only ``sync`` is turned off (the env vars would come too late).
     """
     first = "ultralytics" not in sys.modules
@@ -50,10 +51,15 @@ def prepare_ultralytics():
         torch_save = torch.save
         opts = torch._tensor_str.PRINT_OPTS
         print_opts = {k: getattr(opts, k) for k in _PRINT_OPTS}
+        pil_open = Image.open
 
     import ultralytics.utils as uu
+    import ultralytics.utils.patches  # noqa: F401  (replaces PIL.Image.open when imported; undone below)
 
     if first:
+        # its Image.open retries unidentified files through a HEIF plugin it would pip-install: anonlab's reader
+        # then raised ModuleNotFoundError instead of its one-line ImageReadError (found by the full test suite)
+        Image.open = pil_open
         torch.save = torch_save
         for k, v in print_opts.items():
             setattr(opts, k, v)
