@@ -108,3 +108,18 @@ def test_every_conf_file_is_valid_yaml_with_target() -> None:
     for group in REGISTRIES:
         for p in (CONF_DIR / group).glob("*.yaml"):
             assert "_target_:" in Path(p).read_text(), p
+
+
+def test_patch_eval_conditions_compose_with_bench() -> None:
+    """Each `anonlab patch eval` condition's extra bench overrides (capture, release) name groups bench.yaml has."""
+    from omegaconf import OmegaConf
+
+    from anonlab.build import build_camera
+
+    conditions = OmegaConf.load(CONF_DIR / "patch" / "eval.yaml").conditions
+    stages = set()
+    for name, spec in conditions.items():
+        cfg = _compose([str(o) for o in spec.get("bench", [])])
+        capture, release = build_camera(cfg)
+        stages.add((capture.name, release.name))
+    assert {("none", "social"), ("none", "jpeg"), ("cctv_720p_near", "none")} <= stages
