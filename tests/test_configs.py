@@ -123,3 +123,11 @@ def test_patch_eval_conditions_compose_with_bench() -> None:
         capture, release = build_camera(cfg)
         stages.add((capture.name, release.name))
     assert {("none", "social"), ("none", "jpeg"), ("cctv_720p_near", "none")} <= stages
+
+
+def test_a_release_given_as_capture_is_refused_in_one_line() -> None:
+    from anonlab.build import BenchError, build_camera
+
+    cfg = _compose(["capture._target_=anonlab.camera.SocialRelease"])
+    with pytest.raises(BenchError, match=r"^capture: SocialRelease is not a capture stage"):
+        build_camera(cfg)
