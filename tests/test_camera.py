@@ -1,16 +1,13 @@
-"""The synthetic camera: pure ops (geometry, optics, sensor noise, codecs) and the registered presets."""
+"""The synthetic camera: pure ops (geometry, optics, sensor noise, codecs) and the registered capture and release
+presets."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-import yaml
 from images import BUS, load
 
-from anonlab.build import CONF_DIR
-from anonlab.camera import CAMERAS, ops
+from anonlab.camera import CAPTURES, RELEASES, ops
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -117,7 +114,7 @@ def test_float_paths_are_differentiable(device):
               lambda t: ops.low_light_float(t, keys, 0.1, None, 300.0, 1.0, ir=True, contrast=1.2)):
         (g,) = torch.autograd.grad(f(x).square().sum(), x)
         assert g.abs().sum() > 0
-    cam = CAMERAS.build("cctv_night_ir")
+    cam = CAPTURES.build("cctv_night_ir")
     (g,) = torch.autograd.grad(cam.capture_float(x).sum(), x)
     assert g.abs().sum() > 0
 
@@ -135,7 +132,7 @@ def test_pinhole_geometry():
 @pytest.mark.parametrize(("name", "face_px"), [("cctv_720p_near", 33.2), ("cctv_720p_far", 11.7),
                                                ("cctv_night_ir", 27.1), ("phone_1080p", 150.8)])
 def test_preset_puts_faces_at_the_stated_pixel_height(name, face_px):
-    cam = CAMERAS.build(name)
+    cam = CAPTURES.build(name)
     assert cam.face_px == pytest.approx(face_px, abs=0.1)
     src = cam.params()["source_face_px"]
     size = (270, 200)
@@ -159,7 +156,7 @@ def test_capture_boxes_follow_the_resize(device, out_hw):
 
 
 def test_camera_capture_boxes_match_its_frames(device):
-    cam = CAMERAS.build("cctv", resolution="720p", distance_m=6.0, mount_height_m=3.0, source_face_px=100.0)
+    cam = CAPTURES.build("cctv", resolution="720p", distance_m=6.0, mount_height_m=3.0, source_face_px=100.0)
     x = torch.zeros(1, 3, 400, 300, dtype=torch.uint8, device=device)
     x[..., 120:220, 90:170] = 255
     y = cam.capture(x)
@@ -173,64 +170,67 @@ def test_camera_capture_boxes_match_its_frames(device):
 # ------------------------------------------------------------------------------------------------- cameras
 
 
-# the shared contract (uint8 in and out, input untouched, boxes in frame, deterministic) of every camera is in
-# test_registry_conformance.py; below, what each preset itself promises
+# the shared contract (uint8 in and out, input untouched, boxes in frame, deterministic) of every capture and release
+# stage is in test_registry_conformance.py; below, what each preset itself promises
 
 
 def test_night_ir_capture_is_grey(device):
-    y = CAMERAS.build("cctv_night_ir").to(device).capture(_bus(device))
+    y = CAPTURES.build("cctv_night_ir").to(device).capture(_bus(device))
     assert torch.equal(y[:, 0], y[:, 1]) or (y[:, 0].int() - y[:, 1].int()).abs().float().mean() < 2
 
 
-def test_social_release_only_compresses_on_release(device):
-    cam = CAMERAS.build("social_release").to(device)
+def test_social_release_compresses(device):
     x = _bus(device)
-    y = cam.capture(x)
-    assert torch.equal(y, x) and 25 < _psnr(cam.release(y), x) < 50
+    assert 25 < _psnr(RELEASES.build("social").to(device).release(x), x) < 50
 
 
-def test_cctv_with_neutral_defaults_is_the_identity(device):
-    cam = CAMERAS.build("cctv").to(device)
+def test_neutral_capture_and_release_are_the_identity(device):
     x = _bus(device)
-    y = cam.capture(x)
-    assert torch.equal(y, x) and torch.equal(cam.release(y), x)
+    y = CAPTURES.build("cctv").to(device).capture(x)
+    assert torch.equal(y, x)
+    assert torch.equal(RELEASES.build("social", resolution=None, codec=None).to(device).release(y), x)
 
 
 def test_night_capture_is_noisier_than_day():
     x = _bus(torch.device("cpu"), 4)
-    day = CAMERAS.build("cctv", photons_at_white=2000.0, read_sigma=0.5)
-    night = CAMERAS.build("cctv", photons_at_white=2000.0, read_sigma=0.5, exposure=0.05)
+    day = CAPTURES.build("cctv", photons_at_white=2000.0, read_sigma=0.5)
+    night = CAPTURES.build("cctv", photons_at_white=2000.0, read_sigma=0.5, exposure=0.05)
     assert _psnr(night.capture(x), x) < _psnr(day.capture(x), x) - 6
 
 
-def test_yaml_presets_mirror_the_classes():
-    for p in sorted((CONF_DIR / "camera").glob("*.yaml")):
-        if p.stem == "none":
-            continue
-        cfg = yaml.safe_load(Path(p).read_text())
-        cfg.pop("_target_")
-        params = CAMERAS.build(p.stem).params()
-        for key, value in cfg.items():
-            assert params[key] == pytest.approx(value) if isinstance(value, float) else params[key] == value, (p, key)
+def test_presets_take_their_values_from_their_config_file_and_overrides_on_top():
+    far = CAPTURES.build("cctv_720p_far", distance_m=8.0)
+    assert far.params()["distance_m"] == 8.0 and far.params()["resolution"] == "720p"
+    assert CAPTURES.build("cctv_720p_far").params()["distance_m"] == 12.0
+    assert RELEASES.build("jpeg", quality=50).params()["quality"] == 50
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"read_sigma": -1.0}, "read_sigma"),
     ({"photons_at_white": -5.0}, "photons_at_white"),
-    ({"capture_jpeg": 0}, "quality"),
-    ({"capture_jpeg": 101}, "quality"),
-    ({"release_quality": 150}, "quality"),
-    ({"release_crf": 60}, "CRF"),
-    ({"release_codec": "vp9"}, "release_codec"),
+    ({"jpeg_quality": 0}, "quality"),
+    ({"jpeg_quality": 101}, "quality"),
     ({"resolution": "8K"}, "resolution"),
-    ({"release_resolution": "480i"}, "resolution"),
     ({"resolution": "720p", "distance_m": 5.0}, "source_face_px"),
     ({"distance_m": 5.0, "source_face_px": 80.0}, "resolution"),
     ({"speed_mps": 1.0}, "distance_m"),
     ({"exposure": 0.0}, "exposure"),
     ({"hfov_deg": 200.0}, "hfov_deg"),
-    ({"focal": 3}, "unknown camera parameter"),
+    ({"focal": 3}, "unknown capture parameter"),
+    ({"codec": "h264"}, "unknown capture parameter"),
 ])
-def test_bad_parameters_raise_when_built(kwargs, match):
+def test_bad_capture_parameters_raise_when_built(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        CAMERAS.build("cctv", **kwargs)
+        CAPTURES.build("cctv", **kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"quality": 150}, "quality"),
+    ({"crf": 60}, "CRF"),
+    ({"codec": "vp9"}, "codec"),
+    ({"resolution": "480i"}, "resolution"),
+    ({"distance_m": 5.0}, "unknown release parameter"),
+])
+def test_bad_release_parameters_raise_when_built(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RELEASES.build("jpeg", **kwargs)

@@ -38,10 +38,13 @@ def test_help_on_every_command():
     groups = {}
     for line in proc.stdout.splitlines():
         key, _, values = line.partition(": ")
-        if key in ("dataset", "camera", "defense", "detector", "experiment") and values:
+        if key in ("dataset", "capture", "release", "defense", "region_detector", "experiment") and values:
             groups.setdefault(key, values)  # the first "group: a, b" line; the config dump follows later
     assert {"default", "folder", "pennfudan"} <= set(groups["dataset"].split(", "))
-    assert {"centerface", "yolox_nano"} <= set(groups["detector"].split(", "))
+    assert {"centerface", "yolox_nano"} <= set(groups["region_detector"].split(", "))
+    assert {"none", "cctv_720p_far"} <= set(groups["capture"].split(", "))
+    assert {"none", "social", "jpeg"} <= set(groups["release"].split(", "))
+    assert "region_detector=centerface" in proc.stdout and "capture=cctv_720p_far release=social" in proc.stdout
     assert "smoke" in groups["experiment"]
 
 
@@ -104,6 +107,37 @@ def test_unknown_dataset_lists_valid_names(tmp_path):
     assert "default" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(("old", "now"), [
+    ("detector=yunet", "write region_detector=yunet"),
+    ("detector.threshold=0.3", "write region_detector.threshold=0.3"),
+    ("camera=cctv_720p_far", "write capture=cctv_720p_far"),
+    ("camera=social_release", "write release=social"),
+    ("camera=none", "write capture=none release=none"),
+    ("camera.release_codec=jpeg", "write release.codec=jpeg"),
+    ("camera.capture_jpeg=90", "write capture.jpeg_quality=90"),
+])
+def test_renamed_groups_say_what_to_write_now(old, now):
+    from anonlab.build import CONF_DIR
+    from anonlab.cli.config_check import config_error
+
+    problem = config_error(CONF_DIR, "bench", ["regions.source=detector", old])
+    assert problem is not None and problem.startswith(f"{old}: ") and now in problem and "\n" not in problem
+
+
+def test_old_detector_group_exits_2_with_one_line(tmp_path):
+    proc = anonlab("bench", "regions.source=detector", "detector=yunet", f"out={tmp_path}")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "region_detector=yunet" in proc.stderr and not (tmp_path / "results.parquet").exists()
+
+
+def test_patch_train_keeps_its_detector_group():
+    from anonlab.build import CONF_DIR
+    from anonlab.cli.config_check import config_error
+
+    assert config_error(CONF_DIR, "patch/train", ["detector=haar"]) is None
+    assert "write capture=cctv_720p_near" in config_error(CONF_DIR, "patch/train", ["camera=cctv_720p_near"])
+
+
 @pytest.mark.parametrize("override", ["defense.sigma=-1", "defense=pixelate defense.blocks=0",
                                       "defense.mask_scale=0.5"])
 def test_bad_defense_value_fails_before_any_work(tmp_path, override):
@@ -145,7 +179,7 @@ def test_detector_driven_regions_and_multirun(tmp_path):
     root = _folder_with_images(tmp_path)
     out = tmp_path / "multi"
     proc = anonlab("bench", "-m", "dataset=folder", f"dataset.root={root}", "experiment=single",
-                   "defense=pixelate", "defense.blocks=2,16", "regions.source=detector", "detector=centerface",
+                   "defense=pixelate", "defense.blocks=2,16", "regions.source=detector", "region_detector=centerface",
                    "detectors=[centerface,haar]", "pseudo_gt.face=[centerface,haar]", "pseudo_gt.person=[]",
                    "pseudo_gt.min_votes.face=1", f"out={out}")
     assert proc.returncode == 0, proc.stderr

@@ -12,12 +12,14 @@ from hydra import compose, initialize_config_dir
 from images import BUS, package_file
 
 from anonlab.build import CONF_DIR
-from anonlab.camera import CAMERAS
+from anonlab.camera import CAPTURES, RELEASES
 from anonlab.datasets import DATASETS
 from anonlab.defenses import DEFENSES
 from anonlab.detectors import DETECTORS
 
-REGISTRIES = {"dataset": DATASETS, "camera": CAMERAS, "defense": DEFENSES, "detector": DETECTORS}
+REGISTRIES = {"dataset": DATASETS, "capture": CAPTURES, "release": RELEASES, "defense": DEFENSES, "detector": DETECTORS}
+#: the bench group each conf folder is chosen by (conf/detector/ files are the `region_detector` group of bench.yaml)
+BENCH_GROUP = {"detector": "region_detector"}
 CASES = [(g, p.stem) for g in REGISTRIES for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 NEEDS_SHARED: set[str] = set()  # every detector config runs without ../shared (open models are packaged)
 # configs with mandatory values (???): what a user would pass
@@ -31,7 +33,8 @@ REQUIRED = {
     ("dataset", "composite"): lambda tmp: [
         f"dataset.pennfudan_root={shared_path('datasets/pennfudanped_penn/PennFudanPed')}",
         "dataset.max_sources=2", "dataset.n_scenes=2"],
-    ("detector", "yolo"): lambda tmp: [f"detector.weights={package_file('ultralytics', 'cfg', 'models', 'v8', 'yolov8.yaml')}"],
+    ("detector", "yolo"): lambda tmp: [
+        f"region_detector.weights={package_file('ultralytics', 'cfg', 'models', 'v8', 'yolov8.yaml')}"],
 }
 
 
@@ -57,8 +60,9 @@ def test_every_config_instantiates(group: str, name: str, tmp_path: Path) -> Non
         shared_path("models")
     if group == "detector":
         require_packages(name)
-    cfg = _compose([f"{group}={name}", *REQUIRED.get((group, name), lambda tmp: [])(tmp_path)])
-    obj = hydra.utils.instantiate(cfg[group], _convert_="all")
+    key = BENCH_GROUP.get(group, group)
+    cfg = _compose([f"{key}={name}", *REQUIRED.get((group, name), lambda tmp: [])(tmp_path)])
+    obj = hydra.utils.instantiate(cfg[key], _convert_="all")
     assert isinstance(obj, REGISTRIES[group].get(name))
     assert getattr(type(obj), "name", name) == name
 
@@ -66,6 +70,13 @@ def test_every_config_instantiates(group: str, name: str, tmp_path: Path) -> Non
 @pytest.mark.parametrize("group", REGISTRIES)
 def test_conf_group_matches_registry(group: str) -> None:
     assert {p.stem for p in (CONF_DIR / group).glob("*.yaml")} == set(REGISTRIES[group].names())
+
+
+def test_region_detector_group_is_the_detector_configs() -> None:
+    """`region_detector=NAME` picks conf/detector/NAME.yaml: one config per detector, two groups naming it."""
+    assert (CONF_DIR / "region_detector").resolve() == (CONF_DIR / "detector").resolve()
+    cfg = _compose(["regions.source=detector", "region_detector=haar"])
+    assert isinstance(hydra.utils.instantiate(cfg.region_detector), DETECTORS.get("haar"))
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
@@ -97,3 +108,26 @@ def test_every_conf_file_is_valid_yaml_with_target() -> None:
     for group in REGISTRIES:
         for p in (CONF_DIR / group).glob("*.yaml"):
             assert "_target_:" in Path(p).read_text(), p
+
+
+def test_patch_eval_conditions_compose_with_bench() -> None:
+    """Each `anonlab patch eval` condition's extra bench overrides (capture, release) name groups bench.yaml has."""
+    from omegaconf import OmegaConf
+
+    from anonlab.build import build_camera
+
+    conditions = OmegaConf.load(CONF_DIR / "patch" / "eval.yaml").conditions
+    stages = set()
+    for name, spec in conditions.items():
+        cfg = _compose([str(o) for o in spec.get("bench", [])])
+        capture, release = build_camera(cfg)
+        stages.add((capture.name, release.name))
+    assert {("none", "social"), ("none", "jpeg"), ("cctv_720p_near", "none")} <= stages
+
+
+def test_a_release_given_as_capture_is_refused_in_one_line() -> None:
+    from anonlab.build import BenchError, build_camera
+
+    cfg = _compose(["capture._target_=anonlab.camera.SocialRelease"])
+    with pytest.raises(BenchError, match=r"^capture: SocialRelease is not a capture stage"):
+        build_camera(cfg)

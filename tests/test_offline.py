@@ -110,7 +110,8 @@ def _rows(out: Path):
 def test_same_seed_same_rows(offline_env, tmp_path):
     """Two runs with the same seed give identical rows, including the random parts: camera sensor noise, the
     noise defense and JPEG release on a CCTV camera."""
-    args = ["bench", "progress=false", "camera=cctv_720p_far", "detectors=[centerface,yolox_nano]",
+    args = ["bench", "progress=false", "capture=cctv_720p_far", "release=jpeg",
+            "detectors=[centerface,yolox_nano]",
             "sweep=[{name: noise, std: 48}, {name: pixelate, blocks: 8}]", "limit=3", "seed=7"]
     outs = []
     for k in range(2):

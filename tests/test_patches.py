@@ -162,7 +162,7 @@ def test_worn_patch_is_recorded_by_the_camera(tmp_path):
     from anonlab.engine import run_bench
 
     cfg = _compose("bench", ["defense=patch", "regions.target=person", "detectors=[yolox_nano]", "limit=1",
-                             "camera=cctv_720p_near", "progress=false", "sweep=null"])
+                             "capture=cctv_720p_near", "progress=false", "sweep=null"])
     res = run_bench(cfg, progress=False, out=tmp_path)
     rows = {r["setting"]: r for r in res.rows}
     assert set(rows) == {"none", "patch(path=demo_yolox_nano)", "noise_patch(path=demo_yolox_nano)",

@@ -1,6 +1,6 @@
-"""One conformance test per registry (timm-style) for defenses, cameras and datasets: every registered entry is
-picked up from ``names()``, built from its ``conf/<group>/<name>.yaml`` and checked against its declared contract.
-(Detectors have their own: ``test_detector_conformance.py``.)"""
+"""One conformance test per registry (timm-style) for defenses, camera stages (capture, release) and datasets:
+every registered entry is picked up from ``names()``, built from its ``conf/<group>/<name>.yaml`` and checked
+against its declared contract. (Detectors have their own: ``test_detector_conformance.py``.)"""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from images import BUS, ZIDANE, load, package_file
 from omegaconf import OmegaConf
 from test_datasets_pedestrian import inria_fixture
 
-from anonlab.camera import CAMERAS
+from anonlab.camera import CAPTURES, RELEASES
 from anonlab.datasets import DATASETS
 from anonlab.defenses import DEFENSES
-from anonlab.types import Defense, Detections, Sample
+from anonlab.types import Capture, Defense, Detections, Release, Sample
 
 CONF = Path(__file__).resolve().parents[1] / "src" / "anonlab" / "conf"
 
@@ -75,21 +75,20 @@ def _scale(boxes: torch.Tensor, factor: float) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- cameras
 
 
-#: measured above 5 s on 2 cores (phone_1080p: H.264 round trip at 1080p, ~11 s)
-SLOW_CAMERAS = {"phone_1080p"}
+#: measured above 5 s on 2 cores (phone_1080p: 1080p frames)
+SLOW_CAPTURES = {"phone_1080p"}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_CAMERAS else n
-                                  for n in CAMERAS.names()])
-def test_camera_contract(name, frames, device):
-    cam = from_conf("camera", name).to(device)
-    assert type(cam) is CAMERAS.get(name)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_CAPTURES else n
+                                  for n in CAPTURES.names()])
+def test_capture_contract(name, frames, device):
+    assert (CONF / "capture" / f"{name}.yaml").is_file()
+    cam = from_conf("capture", name).to(device)
+    assert isinstance(cam, Capture) and type(cam) is CAPTURES.get(name) and cam.name == name
     frames = frames.to(device)
     before = frames.clone()
     cap = cam.capture(frames)
     assert cap.dtype == torch.uint8 and cap.ndim == 4 and cap.shape[:2] == (2, 3) and cap.device == frames.device
-    rel = cam.release(cap)
-    assert rel.dtype == torch.uint8 and rel.ndim == 4 and rel.shape[:2] == (2, 3) and rel.device == frames.device
     assert torch.equal(frames, before), "the input was modified"
     assert torch.equal(cam.capture(frames), cap), "capture is not deterministic"
     h, w = cap.shape[-2:]
@@ -98,6 +97,23 @@ def test_camera_contract(name, frames, device):
     assert boxes.dtype == torch.float32 and boxes.shape == (3, 4)
     assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
     assert (boxes[:, 2:] >= boxes[:, :2]).all()
+    # the one home of a preset's values is its config file: the registry builds the same stage from Python
+    assert CAPTURES.build(name).params() == cam.params()
+
+
+@pytest.mark.parametrize("name", RELEASES.names())
+def test_release_contract(name, frames, device):
+    assert (CONF / "release" / f"{name}.yaml").is_file()
+    rel = from_conf("release", name).to(device)
+    assert isinstance(rel, Release) and type(rel) is RELEASES.get(name) and rel.name == name
+    frames = frames.to(device)
+    before = frames.clone()
+    out = rel.release(frames)
+    assert out.dtype == torch.uint8 and out.shape == frames.shape and out.device == frames.device
+    assert torch.equal(frames, before), "the input was modified"
+    assert torch.equal(rel.release(frames), out), "release is not deterministic"
+    assert torch.equal(out, frames) == (name == "none"), "only release=none leaves frames as they are"
+    assert RELEASES.build(name).params() == rel.params()
 
 
 # ---------------------------------------------------------------------------------------------- datasets

@@ -145,11 +145,11 @@ def test_changed_configuration_never_reuses_old_shards(tmp_path):
     assert b.table["iou"].to_pylist() == pytest.approx([0.6] * b.table.num_rows)
 
 
-@pytest.mark.parametrize("change", ["detector.max_side=64", "loader.pad_to=64", "precision=bf16"])
+@pytest.mark.parametrize("change", ["region_detector.max_side=64", "loader.pad_to=64", "precision=bf16"])
 def test_region_detector_and_loader_settings_are_part_of_the_job_identity(change, tmp_path):
     """The region detector's own parameters and precision, and the frame padding, change rows: a re-run with
     another value must compute afresh (here: Haar scored, CenterFace choosing the regions)."""
-    job = ["regions.source=detector", "detector=centerface", "detectors=[haar]", "limit=1", "progress=false",
+    job = ["regions.source=detector", "region_detector=centerface", "detectors=[haar]", "limit=1", "progress=false",
            "sweep=null", "defense=pixelate", "defense.blocks=4"]
     a = run_bench(bench_cfg(*job), progress=False, out=tmp_path)
     b = run_bench(bench_cfg(*job, change), progress=False, out=tmp_path)

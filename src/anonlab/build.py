@@ -1,6 +1,6 @@
-"""Building a job's components from its composed configuration: defense settings, the scored detector panel, the
-region detector and the pseudo ground truth panel. Every constructor runs here, before any image is read; a bad
-value is a :class:`BenchError` (one line, exit 2)."""
+"""Building a job's components from its composed configuration: the camera's capture and release stages,
+defense settings, the scored detector panel, the region detector and the pseudo ground truth panel. Every
+constructor runs here, before any image is read; a bad value is a :class:`BenchError` (one line, exit 2)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from anonlab.defenses import DEFENSES
 from anonlab.detectors import DETECTORS
-from anonlab.types import Defense, Detector
+from anonlab.types import Capture, Defense, Detector, Release
 
 #: the Hydra configuration tree (one file per registry entry: ``conf/<group>/<name>.yaml``)
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -44,6 +44,20 @@ def build_config(cfg: DictConfig, what: str, error: type[Exception] = BenchError
         if isinstance(cause, (ValueError, TypeError, FileNotFoundError, RuntimeError, ModuleNotFoundError)):
             raise error(f"{what}: {cause}") from cause
         raise
+
+
+def build_camera(cfg: DictConfig) -> tuple[Capture, Release]:
+    """The camera's two stages: ``capture`` (``conf/capture/``, before the defense) and ``release``
+    (``conf/release/``, after it). A configuration whose ``_target_`` does not implement the stage's protocol
+    (:class:`~anonlab.types.Capture`, :class:`~anonlab.types.Release`) is a :class:`BenchError`."""
+    stages = []
+    for key, protocol in (("capture", Capture), ("release", Release)):
+        stage = build_config(cfg[key], key)
+        if not isinstance(stage, protocol):
+            raise BenchError(f"{key}: {type(stage).__name__} is not a {key} stage (it needs the {protocol.__name__} "
+                             f"interface of anonlab.types: {key}() and params()); pick one of conf/{key}/")
+        stages.append(stage)
+    return stages[0], stages[1]
 
 
 def _expand_grid(item: dict[str, Any]) -> list[dict[str, Any]]:
@@ -102,8 +116,9 @@ def build_detectors(cfg: DictConfig) -> dict[str, Detector]:
 
 
 def build_region_detector(cfg: DictConfig) -> tuple[Detector | None, float | None, str]:
-    """The region source: ground truth of ``regions.target`` (oracle), or the ``detector`` group choice at
-    ``regions.threshold`` (default: its own threshold) — the realistic pipeline where missed faces stay visible."""
+    """The region source: ground truth of ``regions.target`` (oracle), or the ``region_detector`` group choice
+    (``conf/region_detector/``, the same files as ``conf/detector/``) at ``regions.threshold`` (default: its own
+    threshold) — the realistic pipeline where missed faces stay visible."""
     r = cfg.regions
     if r.target not in ("face", "person"):
         raise BenchError(f"regions.target must be face or person, got {r.target!r}")
@@ -111,9 +126,9 @@ def build_region_detector(cfg: DictConfig) -> tuple[Detector | None, float | Non
         return None, None, f"gt:{r.target}"
     if r.source != "detector":
         raise BenchError(f"regions.source must be gt or detector, got {r.source!r}")
-    det = build_config(cfg.detector, "regions detector")
+    det = build_config(cfg.region_detector, "region_detector")
     if det.kind != r.target:
-        raise BenchError(f"regions.target={r.target} but detector {det.name!r} finds {det.kind}s")
+        raise BenchError(f"regions.target={r.target} but region_detector={det.name} finds {det.kind}s")
     thr = det.threshold if r.get("threshold") is None else float(r.threshold)
     return det, thr, f"detector:{det.name}@{thr:g}"
 

@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 
 from anonlab.build import (
     BenchError,
+    build_camera,
     build_config,
     build_detectors,
     build_pseudo_panel,
@@ -33,7 +34,7 @@ from anonlab.build import (
     build_settings,
     group_config,
 )
-from anonlab.camera import Camera
+from anonlab.camera import CaptureStage, camera_label
 from anonlab.datasets import Dataset, normalize_ground_truth
 from anonlab.detectors import DETECTORS
 from anonlab.io.images import DEFAULT_MAX_PIXELS, check_device_decode, limit_pixels
@@ -45,7 +46,15 @@ from anonlab.progress import progress_bar
 from anonlab.provenance import config_hash, plain
 from anonlab.rows import RowLabels, make_rows
 from anonlab.store import RESULT_SCHEMA, ShardStore, plan_chunks
-from anonlab.types import Defense, Detections, Detector, GroundTruth, Sample
+from anonlab.types import (
+    Capture,
+    Defense,
+    Detections,
+    Detector,
+    GroundTruth,
+    Release,
+    Sample,
+)
 
 
 @dataclass
@@ -73,7 +82,8 @@ class BenchResult:
 class _Job:
     """What every batch of a job needs: the built modules and the row labels."""
 
-    camera: Camera
+    capture: Capture
+    release: Release
     settings: list[Defense]
     detectors: dict[str, Detector]
     region_det: Detector | None
@@ -106,7 +116,7 @@ def _run_bench(cfg: DictConfig, opt: JobOptions, progress: bool, log, out: str |
     torch.manual_seed(opt.seed)
     device = opt.device
     dataset: Dataset = build_config(cfg.dataset, "dataset")
-    camera: Camera = build_config(cfg.camera, "camera")
+    capture, release = build_camera(cfg)
     settings = build_settings(cfg)
     detectors = build_detectors(cfg)
     region_det, region_thr, regions_label = build_region_detector(cfg)
@@ -115,7 +125,7 @@ def _run_bench(cfg: DictConfig, opt: JobOptions, progress: bool, log, out: str |
     needed = {d.kind for d in detectors.values()} | {target}
     pseudo = tuple(k for k in dataset.pseudo_kinds if k in needed)
     panel = build_pseudo_panel(cfg, pseudo)
-    for m in [camera, region_det, *detectors.values(), *itertools.chain.from_iterable(panel.values())]:
+    for m in [capture, release, region_det, *detectors.values(), *itertools.chain.from_iterable(panel.values())]:
         if m is not None:
             m.to(device).eval()
     det_precision = {n: opt.precision if d.set_precision(opt.precision) else "fp32" for n, d in detectors.items()}
@@ -141,9 +151,10 @@ def _run_bench(cfg: DictConfig, opt: JobOptions, progress: bool, log, out: str |
 
     det_cfgs = {n: plain(group_config("detector", n, DETECTORS)) for n in detectors}
     # everything that changes a row, besides the setting and the detector: shards of another value never mix in
-    common = (plain(cfg.dataset), plain(cfg.camera), regions_label, opt.iou, opt.face_px,
+    common = (plain(cfg.dataset), camera_config(cfg, capture, release), regions_label, opt.iou, opt.face_px,
               plain(cfg.pseudo_gt) if pseudo else None, device.type, opt.pad_to,
-              (plain(cfg.detector), opt.precision if region_reduced else "fp32") if region_det is not None else None,
+              (plain(cfg.region_detector), opt.precision if region_reduced else "fp32")
+              if region_det is not None else None,
               opt.decode if device.type == "cuda" else "cpu")
     hashes = {(s.label(), n): config_hash(common, s.name, s.params(), det_cfgs[n],
                                           (cfg.get("detector_overrides") or {}).get(n), det_precision[n])
@@ -153,10 +164,10 @@ def _run_bench(cfg: DictConfig, opt: JobOptions, progress: bool, log, out: str |
     job_hash = config_hash(sorted(hashes.values()), opt.shard_images, refs[: chunks[-1].stop] if chunks else [],
                            *([opt.max_pixels] if opt.max_pixels != DEFAULT_MAX_PIXELS else []))
 
-    job = _Job(camera, settings, detectors, region_det, region_thr, panel,
+    job = _Job(capture, release, settings, detectors, region_det, region_thr, panel,
                {k: int(cfg.pseudo_gt.min_votes[k]) for k in panel}, target, opt,
-               RowLabels(dataset.name or type(dataset).__name__, camera.name, regions_label, opt.iou, settings,
-                         detectors, pseudo, hashes))
+               RowLabels(dataset.name or type(dataset).__name__, camera_label(capture, release), regions_label,
+                         opt.iou, settings, detectors, pseudo, hashes))
     with contextlib.ExitStack() as stack:
         root = Path(out) if out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         store = ShardStore(root / "shards", job_hash, RESULT_SCHEMA)
@@ -197,6 +208,20 @@ def _run_bench(cfg: DictConfig, opt: JobOptions, progress: bool, log, out: str |
                                          "split": [opt.split_index, opt.split_count]}})
 
 
+#: the camera part of the row hash of a job with neither a capture nor a release stage: the configuration such jobs
+#: had when the camera was one object (``camera=none``, ``anonlab.camera.IdentityCamera``). Kept so the rows of
+#: camera-less jobs (the default) keep their config_hash: their old result shards resume and old results join.
+_NO_CAMERA = {"_target_": "anonlab.camera.IdentityCamera"}
+
+
+def camera_config(cfg: DictConfig, capture: Capture, release: Release) -> Any:
+    """What a row's hash records of the camera: the ``capture`` and ``release`` configs, or :data:`_NO_CAMERA`
+    when both stages are ``none`` (the hash of camera-less jobs from before the split into two stages)."""
+    if capture.name == "none" and release.name == "none":
+        return _NO_CAMERA
+    return {"capture": plain(cfg.capture), "release": plain(cfg.release)}
+
+
 def evaluate_batch(job: _Job, batch: list[Sample], advance) -> list[dict]:
     """capture -> regions -> every defense setting -> release -> every detector; then rows (on the host).
 
@@ -206,13 +231,13 @@ def evaluate_batch(job: _Job, batch: list[Sample], advance) -> list[dict]:
     images = stack_to_device(batch, job.options.device)
     device = images.device
     size = tuple(images.shape[-2:])
-    camera = job.camera
+    capture, release = job.capture, job.release
     with torch.inference_mode():
         gts_in = [s.gt for s in batch]
         if job.panel:  # consensus on the clean, full-resolution frame, then carried through the camera
             gts_in = _pseudo_gts(images, gts_in, job.panel, job.min_votes, job.options.iou)
-        captured = camera.capture(images)
-        gts = [_capture_gt(camera, g, size, tuple(captured.shape[-2:])) for g in gts_in]
+        captured = capture.capture(images)
+        gts = [_capture_gt(capture, g, size, tuple(captured.shape[-2:])) for g in gts_in]
         if job.region_det is None:
             regions = _gt_detections(gts, job.target, device)
         else:
@@ -224,10 +249,10 @@ def evaluate_batch(job: _Job, batch: list[Sample], advance) -> list[dict]:
             if setting.worn:
                 if worn_regions is None:
                     worn_regions = _gt_detections(gts_in, job.target, device)
-                used, recorded = worn_regions, camera.capture(setting(images, worn_regions))
+                used, recorded = worn_regions, capture.capture(setting(images, worn_regions))
             else:
                 used, recorded = regions, setting(captured, regions)
-            released = camera.release(recorded)
+            released = release.release(recorded)
             per_setting[label] = {n: d(released).to("cpu") for n, d in job.detectors.items()}
             n_regions[label] = torch.bincount(used.batch_idx, minlength=len(batch)).tolist()
             advance(len(batch))
@@ -238,13 +263,14 @@ def _gt_detections(gts: list[GroundTruth], kind: str, device: torch.device) -> D
     return Detections.from_list([g.boxes(kind) for g in gts], device=device)
 
 
-def _capture_gt(camera: Camera, gt: GroundTruth, size: tuple[int, int], captured: tuple[int, int]) -> GroundTruth:
-    """``gt`` of an input frame of ``size = (H, W)`` carried through the camera's geometry, normalised again
-    (clipped, empty boxes dropped) to the ``captured`` frame's (H, W), as datasets normalise it to the input."""
-    if type(camera).capture_boxes is Camera.capture_boxes:
+def _capture_gt(capture: Capture, gt: GroundTruth, size: tuple[int, int], captured: tuple[int, int]) -> GroundTruth:
+    """``gt`` of an input frame of ``size = (H, W)`` carried through the capture's geometry, normalised again
+    (clipped, empty boxes dropped) to the ``captured`` frame's (H, W), as datasets normalise it to the input.
+    A capture that keeps the base class's identity ``capture_boxes`` leaves ``gt`` as it is."""
+    if type(capture).capture_boxes is CaptureStage.capture_boxes:
         return gt
     return normalize_ground_truth(GroundTruth(
-        faces=camera.capture_boxes(gt.faces, size), persons=camera.capture_boxes(gt.persons, size),
+        faces=capture.capture_boxes(gt.faces, size), persons=capture.capture_boxes(gt.persons, size),
         face_ids=gt.face_ids, person_ids=gt.person_ids, ignore_faces=gt.ignore_faces,
         ignore_persons=gt.ignore_persons, pseudo_gt=gt.pseudo_gt,
     ), captured)

@@ -301,6 +301,43 @@ class Defense(Protocol):
 
 
 @runtime_checkable
+class Capture(Protocol):
+    """The camera's first stage (:data:`anonlab.camera.CAPTURES`): the footage as the camera records it, before
+    any redaction. :class:`anonlab.camera.CaptureStage` implements it.
+
+    ``capture(images)`` maps ``uint8 (B, 3, H, W)`` RGB to ``uint8 (B, 3, H', W')`` on the same device (a capture
+    may rescale: distance, sensor resolution), never modifying its input. ``capture_boxes(boxes, (H, W))`` maps
+    ``float32 (N, 4)`` xyxy pixel boxes of an input frame of that size into the captured frame (how ground truth
+    follows the capture). ``params()`` gives its configuration values.
+    """
+
+    name: ClassVar[str]
+
+    def capture(self, images: Tensor) -> Tensor: ...
+
+    def capture_boxes(self, boxes: Tensor, size_hw: tuple[int, int]) -> Tensor: ...
+
+    def params(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Release(Protocol):
+    """The camera's last stage (:data:`anonlab.camera.RELEASES`): the redacted footage as it is posted (resized,
+    re-encoded). :class:`anonlab.camera.ReleaseStage` implements it.
+
+    ``release(images)`` maps ``uint8 (B, 3, H, W)`` RGB to ``uint8 (B, 3, H, W)`` (same size, so boxes of the
+    captured frame stay valid) on the same device, never modifying its input. ``params()`` gives its
+    configuration values.
+    """
+
+    name: ClassVar[str]
+
+    def release(self, images: Tensor) -> Tensor: ...
+
+    def params(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
 class DenseScorer(Protocol):
     """A differentiable detector's dense scores, the interface attacks (adversarial patches, EOT) optimise against.
 

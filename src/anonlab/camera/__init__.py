@@ -1,28 +1,46 @@
-"""The synthetic CCTV camera: ``capture`` (before the defense: footage as recorded) and ``release``
-(after it: redacted footage re-encoded when posted). Pure batched functions in :mod:`anonlab.camera.ops`;
-registered cameras (``none``, ``cctv`` and the presets) in :mod:`anonlab.camera.base` and
-:mod:`anonlab.camera.cctv`."""
+"""The synthetic camera in two stages: ``capture`` (before the defense: footage as recorded; registry
+``CAPTURES``, configs ``conf/capture/``) and ``release`` (after it: redacted footage re-encoded when posted;
+registry ``RELEASES``, configs ``conf/release/``). Pure batched functions in :mod:`anonlab.camera.ops`; the stages
+in :mod:`anonlab.camera.base` (``none``) and :mod:`anonlab.camera.cctv` (the simulated stages and presets)."""
 
-from anonlab.camera.base import CAMERAS, Camera, IdentityCamera
+from anonlab.camera.base import (
+    CAPTURES,
+    RELEASES,
+    CaptureStage,
+    IdentityCapture,
+    IdentityRelease,
+    ReleaseStage,
+    camera_label,
+)
 from anonlab.camera.cctv import (
     CCTV720pFar,
     CCTV720pNear,
-    CCTVCamera,
     CCTVNightIR,
+    H264Release,
+    H265Release,
+    JPEGRelease,
     Phone1080p,
-    SimulatedCamera,
+    SimulatedCapture,
+    SimulatedRelease,
     SocialRelease,
 )
 
 __all__ = [
-    "CAMERAS",
+    "CAPTURES",
+    "RELEASES",
     "CCTV720pFar",
     "CCTV720pNear",
-    "CCTVCamera",
     "CCTVNightIR",
-    "Camera",
-    "IdentityCamera",
+    "CaptureStage",
+    "H264Release",
+    "H265Release",
+    "IdentityCapture",
+    "IdentityRelease",
+    "JPEGRelease",
     "Phone1080p",
-    "SimulatedCamera",
+    "ReleaseStage",
+    "SimulatedCapture",
+    "SimulatedRelease",
     "SocialRelease",
+    "camera_label",
 ]

@@ -1,12 +1,12 @@
-"""Synthetic cameras: a physical capture model (geometry, optics, motion, sensor, in-camera JPEG) and a
+"""Synthetic camera stages: a physical capture model (geometry, optics, motion, sensor, in-camera JPEG) and a
 release model (resize for posting, JPEG or H.264/H.265), every step optional.
 
-:class:`SimulatedCamera` holds the whole pipeline and is not registered. ``cctv`` (:class:`CCTVCamera`) exposes
-every parameter with neutral defaults (a custom camera from the command line). Each preset is a small registered
-subclass whose ``PRESET`` dict holds its values (mirrored, with the physical assumptions, in
-``conf/camera/<name>.yaml``; keyword arguments override them): the registry then names presets exactly as
-``conf/camera/`` does, Hydra's ``_target_`` points at a class, and ``CAMERAS.build("cctv_720p_far")`` from Python
-gives the same camera as the config.
+:class:`SimulatedCapture` (registered as ``cctv``: every parameter exposed, neutral values) holds the whole capture
+pipeline; each capture preset (``cctv_720p_near``, ...) is a small registered subclass. :class:`SimulatedRelease`
+holds the release pipeline, its presets (``social``, ``jpeg``, ...) likewise. A preset's values live only in
+``conf/capture/<name>.yaml`` or ``conf/release/<name>.yaml``, with the physical assumptions behind them: the class
+reads its file when built (keyword arguments override it), so ``CAPTURES.build("cctv_720p_far")`` from Python and
+``capture=cctv_720p_far`` give the same stage, and Hydra's ``_target_`` points at the class.
 
 Geometry: the input frame is taken as the scene. With ``distance_m`` the pinhole model (see
 :mod:`anonlab.camera.ops`) gives the face height ``face_px`` on the ``resolution`` sensor, and the frame is scaled
@@ -20,44 +20,52 @@ captured result is the same in any batch, in any order, on CPU or CUDA.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from torch import Tensor
 
 from anonlab._checks import check_positive, check_range
 from anonlab.camera import ops
-from anonlab.camera.base import CAMERAS, Camera
+from anonlab.camera.base import (
+    CAPTURES,
+    RELEASES,
+    CaptureStage,
+    ReleaseStage,
+    preset_values,
+)
 from anonlab.types import check_images
 
 RELEASE_CODECS = ("jpeg", "h264", "h265")
 
 
-class SimulatedCamera(Camera):
-    """Capture: scale/resolution -> defocus -> motion blur -> sensor (low light, IR, noise) -> in-camera JPEG.
-    Release: downscale to fit ``release_resolution`` and back -> JPEG / H.264 / H.265.
+def _preset_params(stage: str, name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The preset's values from its config file, with ``overrides`` (keys of that file only) applied."""
+    p = preset_values(stage, name)
+    unknown = set(overrides) - set(p)
+    if unknown:
+        raise ValueError(f"unknown {stage} parameter(s) {sorted(unknown)}; valid: {', '.join(sorted(p))}")
+    p.update(overrides)
+    return p
 
-    Parameters (all optional; the defaults leave frames untouched):
+
+@CAPTURES.register("cctv")
+class SimulatedCapture(CaptureStage):
+    """Capture: scale/resolution -> defocus -> motion blur -> sensor (low light, IR, noise) -> in-camera JPEG.
+
+    Parameters (values of ``conf/capture/<name>.yaml``; ``cctv``'s leave frames untouched):
       resolution: sensor preset (``D1``, ``720p``, ``1080p``, ``4MP``); hfov_deg: horizontal field of view.
       distance_m, mount_height_m, subject_height_m, tilt_deg, face_height_m, source_face_px: pinhole geometry.
       defocus_px: defocus disk radius (captured pixels).
       speed_mps, shutter_s, motion_angle_deg: subject motion during the exposure (needs ``distance_m``).
       exposure, gain, photons_at_white, read_sigma, gamma, contrast, ir: sensor (see ``ops.low_light_float``).
-      capture_jpeg: in-camera JPEG quality (1..100) or None.
-      release_resolution, release_codec (``jpeg``/``h264``/``h265``), release_quality, release_crf,
-      release_clip: posting.
+      jpeg_quality: in-camera JPEG quality (1..100) or None.
       seed: noise seed.
+    Raises ``ValueError`` (one line, naming the parameter) for an unknown or out-of-range value.
     """
-
-    PRESET: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **overrides: Any) -> None:
         super().__init__()
-        p = {**_DEFAULTS, **self.PRESET}
-        unknown = set(overrides) - set(p)
-        if unknown:
-            raise ValueError(f"unknown camera parameter(s) {sorted(unknown)}; valid: {', '.join(sorted(p))}")
-        p.update(overrides)
-        self._p = p
+        self._p = _preset_params("capture", self.name, overrides)
         self._validate()
 
     # ------------------------------------------------------------------------------------------ config
@@ -65,8 +73,6 @@ class SimulatedCamera(Camera):
         p = self._p
         if p["resolution"] is not None:
             ops.resolution_hw(p["resolution"])
-        if p["release_resolution"] is not None:
-            ops.resolution_hw(p["release_resolution"])
         ops.focal_px(1, p["hfov_deg"])
         if p["distance_m"] is not None:
             if p["resolution"] is None:
@@ -86,13 +92,8 @@ class SimulatedCamera(Camera):
             check_positive("gain", p["gain"], note="or null: auto, 1 / exposure")
         if p["photons_at_white"] is not None:
             check_positive("photons_at_white", p["photons_at_white"], note="or null: no shot noise")
-        if p["capture_jpeg"] is not None:
-            ops.check_quality(p["capture_jpeg"])
-        codec = p["release_codec"]
-        if codec is not None and codec not in RELEASE_CODECS:
-            raise ValueError(f"unknown release_codec {codec!r}; valid: {', '.join(RELEASE_CODECS)} or null")
-        ops.check_quality(p["release_quality"])
-        ops.check_crf(p["release_crf"])
+        if p["jpeg_quality"] is not None:
+            ops.check_quality(p["jpeg_quality"])
 
     def params(self) -> dict[str, Any]:
         return dict(self._p)
@@ -163,105 +164,101 @@ class SimulatedCamera(Camera):
 
     def capture(self, images: Tensor) -> Tensor:
         """uint8 (B, 3, H, W) RGB -> uint8 (B, 3, H', W') as recorded (exact Poisson noise, in-camera JPEG)."""
-        check_images(images, "camera input")
+        check_images(images, "capture input")
         keys = ops.frame_keys(images, self._p["seed"]) if self._sensor_on() else None
         out = ops.to_uint8(self._capture(ops.to_float(images), keys, exact=True))
-        if self._p["capture_jpeg"] is not None:
-            out = ops.jpeg(out, self._p["capture_jpeg"])
+        if self._p["jpeg_quality"] is not None:
+            out = ops.jpeg(out, self._p["jpeg_quality"])
         return out
 
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self._p.items())
+
+
+@CAPTURES.register("cctv_720p_near")
+class CCTV720pNear(SimulatedCapture):
+    """720p wide-angle (90 deg) camera 3 m up, subject walking 4 m away: faces ~33 px, light motion blur."""
+
+
+@CAPTURES.register("cctv_720p_far")
+class CCTV720pFar(SimulatedCapture):
+    """Same camera, subject 12 m away: faces ~12 px."""
+
+
+@CAPTURES.register("cctv_night_ir")
+class CCTVNightIR(SimulatedCapture):
+    """720p camera at night in IR mode, subject 5 m away: grey, dim (5 % exposure, auto gain), noisy, 1/25 s."""
+
+
+@CAPTURES.register("phone_1080p")
+class Phone1080p(SimulatedCapture):
+    """Hand-held phone, 1080p landscape, 70 deg HFOV, at face height 2 m from the subject: faces ~150 px."""
+
+
+class SimulatedRelease(ReleaseStage):
+    """Release: downscale to fit ``resolution`` (never up) and back -> JPEG / H.264 / H.265. Not registered
+    itself: build a preset (``social``, ``jpeg``, ``h264``, ``h265``) and override its values.
+
+    Parameters (values of ``conf/release/<name>.yaml``):
+      resolution: fit the frame inside this preset before encoding (``D1``, ``720p``, ``1080p``, ``4MP``) or None.
+      codec: ``jpeg`` | ``h264`` | ``h265`` | None; quality: JPEG quality 1..100 (codec jpeg);
+      crf: x264/x265 CRF 0..51 (codec h264/h265); clip: true: the batch is one clip (consecutive frames),
+      false: one clip per frame (a frame's result does not depend on its batch).
+    Raises ``ValueError`` (one line, naming the parameter) for an unknown or out-of-range value.
+    """
+
+    def __init__(self, **overrides: Any) -> None:
+        super().__init__()
+        self._p = _preset_params("release", self.name, overrides)
+        p = self._p
+        if p["resolution"] is not None:
+            ops.resolution_hw(p["resolution"])
+        if p["codec"] is not None and p["codec"] not in RELEASE_CODECS:
+            raise ValueError(f"unknown release codec {p['codec']!r}; valid: {', '.join(RELEASE_CODECS)} or null")
+        ops.check_quality(p["quality"])
+        ops.check_crf(p["crf"])
+
+    def params(self) -> dict[str, Any]:
+        return dict(self._p)
+
     def release(self, images: Tensor) -> Tensor:
-        """uint8 (B, 3, H, W) -> uint8 (B, 3, H, W): downscaled to fit ``release_resolution`` (never upscaled)
-        and encoded, then decoded and scaled back to (H, W) so captured boxes stay valid."""
-        check_images(images, "camera release input")
+        """uint8 (B, 3, H, W) -> uint8 (B, 3, H, W): downscaled to fit ``resolution`` (never upscaled) and
+        encoded, then decoded and scaled back to (H, W) so captured boxes stay valid."""
+        check_images(images, "release input")
         p = self._p
         size = tuple(images.shape[-2:])
         out = images
-        if p["release_resolution"] is not None:
-            s = ops.fit_scale(size, ops.resolution_hw(p["release_resolution"]))
+        if p["resolution"] is not None:
+            s = ops.fit_scale(size, ops.resolution_hw(p["resolution"]))
             if s < 1:
                 out = ops.resize(out, ops.scaled_size(size, s))
-        if p["release_codec"] == "jpeg":
-            out = ops.jpeg(out, p["release_quality"])
-        elif p["release_codec"] is not None:
-            out = ops.video_roundtrip(out, p["release_codec"], p["release_crf"], clip=p["release_clip"])
+        if p["codec"] == "jpeg":
+            out = ops.jpeg(out, p["quality"])
+        elif p["codec"] is not None:
+            out = ops.video_roundtrip(out, p["codec"], p["crf"], clip=p["clip"])
         if tuple(out.shape[-2:]) != size:
             out = ops.resize(out, size)
         return out if out is not images else images.clone()
 
     def extra_repr(self) -> str:
-        changed = {k: v for k, v in self._p.items() if v != _DEFAULTS[k]}
-        return ", ".join(f"{k}={v!r}" for k, v in changed.items())
+        return ", ".join(f"{k}={v!r}" for k, v in self._p.items())
 
 
-_DEFAULTS: dict[str, Any] = {
-    "resolution": None, "hfov_deg": 90.0,
-    "distance_m": None, "mount_height_m": 1.6, "subject_height_m": 1.6, "tilt_deg": None,
-    "face_height_m": 0.22, "source_face_px": None,
-    "defocus_px": 0.0, "speed_mps": 0.0, "shutter_s": 1 / 50, "motion_angle_deg": 0.0,
-    "exposure": 1.0, "gain": None, "photons_at_white": None, "read_sigma": 0.0,
-    "gamma": ops.DISPLAY_GAMMA, "contrast": 1.0, "ir": False,
-    "capture_jpeg": None,
-    "release_resolution": None, "release_codec": None, "release_quality": 75, "release_crf": 28,
-    "release_clip": False,
-    "seed": 0,
-}
+@RELEASES.register("social")
+class SocialRelease(SimulatedRelease):
+    """Posted on social media: downscaled to fit 720p, H.264 CRF 28, one clip per frame."""
 
 
-@CAMERAS.register("cctv")
-class CCTVCamera(SimulatedCamera):
-    """Every parameter exposed, neutral defaults: build a custom camera (conf/camera/cctv.yaml)."""
+@RELEASES.register("jpeg")
+class JPEGRelease(SimulatedRelease):
+    """Posted as photos: JPEG at quality 75, full size."""
 
 
-#: the source images' typical face height in pixels (the embedded default dataset's faces are ~40-120 px)
-SOURCE_FACE_PX = 80.0
+@RELEASES.register("h264")
+class H264Release(SimulatedRelease):
+    """Shared as video: H.264 (libx264) at CRF 23, full size, one clip per frame."""
 
 
-@CAMERAS.register("cctv_720p_near")
-class CCTV720pNear(SimulatedCamera):
-    """720p wide-angle (90 deg) camera 3 m up, subject walking 4 m away: faces ~33 px, light motion blur."""
-
-    PRESET: ClassVar[dict[str, Any]] = {
-        "resolution": "720p", "hfov_deg": 90.0, "distance_m": 4.0, "mount_height_m": 3.0,
-        "source_face_px": SOURCE_FACE_PX, "defocus_px": 0.7, "speed_mps": 1.4, "shutter_s": 1 / 100,
-        "photons_at_white": 2000.0, "read_sigma": 0.5, "capture_jpeg": 85,
-    }
-
-
-@CAMERAS.register("cctv_720p_far")
-class CCTV720pFar(SimulatedCamera):
-    """Same camera, subject 12 m away: faces ~12 px."""
-
-    PRESET: ClassVar[dict[str, Any]] = {**CCTV720pNear.PRESET, "distance_m": 12.0, "defocus_px": 0.5}
-
-
-@CAMERAS.register("cctv_night_ir")
-class CCTVNightIR(SimulatedCamera):
-    """720p camera at night in IR mode, subject 5 m away: grey, dim (5 % exposure, auto gain), noisy, 1/25 s."""
-
-    PRESET: ClassVar[dict[str, Any]] = {
-        "resolution": "720p", "hfov_deg": 90.0, "distance_m": 5.0, "mount_height_m": 3.0,
-        "source_face_px": SOURCE_FACE_PX, "defocus_px": 1.0, "speed_mps": 1.4, "shutter_s": 1 / 25,
-        "exposure": 0.05, "photons_at_white": 4000.0, "read_sigma": 0.3, "contrast": 1.2, "ir": True,
-        "capture_jpeg": 80,
-    }
-
-
-@CAMERAS.register("phone_1080p")
-class Phone1080p(SimulatedCamera):
-    """Hand-held phone, 1080p landscape, 70 deg HFOV, at face height 2 m from the subject: faces ~150 px."""
-
-    PRESET: ClassVar[dict[str, Any]] = {
-        "resolution": "1080p", "hfov_deg": 70.0, "distance_m": 2.0, "mount_height_m": 1.6,
-        "source_face_px": SOURCE_FACE_PX, "speed_mps": 0.2, "shutter_s": 1 / 60,
-        "photons_at_white": 4000.0, "read_sigma": 0.3, "capture_jpeg": 92,
-    }
-
-
-@CAMERAS.register("social_release")
-class SocialRelease(SimulatedCamera):
-    """Release only: redacted footage posted online, downscaled to fit 720p and re-encoded with H.264 CRF 28."""
-
-    PRESET: ClassVar[dict[str, Any]] = {
-        "release_resolution": "720p", "release_codec": "h264", "release_crf": 28, "release_quality": 70,
-    }
+@RELEASES.register("h265")
+class H265Release(SimulatedRelease):
+    """Shared as video: H.265 (libx265) at CRF 28, full size, one clip per frame."""

@@ -6,7 +6,9 @@ exactly as ``hydra.main`` will (Hydra's compose API, the same config folder and 
 the sweep, expanded by Hydra's ``BasicSweeper``) and turns the first problem into one line that names the key and
 what is expected: an unknown key (``defense.sigmaa=2``), an unknown group option (``dataset=nosuch``), a value left
 out (``dataset.root`` of ``dataset=pennfudan``: which folder, and how to get it), an unparsable override or an
-interpolation that does not resolve. ``--help``, ``--hydra-help``, ``--info``, ``--version`` and shell completion
+interpolation that does not resolve, or a group that was renamed (``detector=NAME`` of ``anonlab bench``, now
+``region_detector=NAME``; ``camera=NAME``, now the two groups ``capture`` and ``release``). ``--help``,
+``--hydra-help``, ``--info``, ``--version`` and shell completion
 are left to Hydra; ``--cfg`` prints a config with values still missing, so only composition is checked there.
 """
 
@@ -50,9 +52,12 @@ def config_error(conf_dir: Path, config_name: str, argv: list[str]) -> str | Non
         for overrides in jobs:
             try:
                 cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-            except MissingConfigException as e:
-                return _missing_option(e)
             except HydraException as e:
+                renamed = _renamed(config_name, overrides)
+                if renamed:
+                    return renamed
+                if isinstance(e, MissingConfigException):
+                    return _missing_option(e)
                 return _unknown_key(e, conf_dir, config_name, overrides) or _one_line(str(e))
             except OmegaConfBaseException as e:
                 return _omegaconf_line(e)
@@ -61,6 +66,41 @@ def config_error(conf_dir: Path, config_name: str, argv: list[str]) -> str | Non
             problem = _unresolved(cfg) or _missing_values(cfg, conf_dir, config_name)
             if problem:
                 return problem
+    return None
+
+
+#: keys of the former single camera (``camera.KEY=V``) that moved elsewhere than ``capture.KEY``: where to
+_CAMERA_KEYS = {"capture_jpeg": "capture.jpeg_quality", "release_resolution": "release.resolution",
+                "release_codec": "release.codec", "release_quality": "release.quality", "release_crf": "release.crf",
+                "release_clip": "release.clip"}
+
+
+def _renamed(config_name: str, overrides: list[str]) -> str | None:
+    """An override of a group that this config no longer has because it was renamed, as one line saying what to
+    write now: ``detector`` (the region detector, now ``region_detector``) and ``camera`` (split into ``capture``
+    and ``release``). Groups the config does have (``anonlab patch train detector=...``) are left alone."""
+    from hydra import compose
+
+    try:
+        keys = set(compose(config_name, overrides=[]).keys())
+    except (HydraException, OmegaConfBaseException):
+        return None
+    for o in overrides:
+        key = _override_key(o)
+        head, dot, rest = key.partition(".")
+        value = o.split("=", 1)[1] if "=" in o else ""
+        if head in keys or head not in ("detector", "camera"):
+            continue
+        if head == "detector":
+            return (f"{o}: the region detector (regions.source=detector) is now the region_detector group; write "
+                    f"region_detector{dot}{rest}={value} (the scored panel is detectors=[...])")
+        if not dot:
+            now = {"none": "capture=none release=none", "social_release": "release=social"}.get(
+                value, f"capture={value}")
+        else:
+            now = f"{_CAMERA_KEYS.get(rest, 'capture.' + rest)}={value}"
+        return (f"{o}: the camera is now two groups, capture (what the camera records, before the defense: "
+                f"conf/capture/) and release (how the redacted footage is posted: conf/release/); write {now}")
     return None
 
 

@@ -72,7 +72,7 @@ def bench(argv: list[str]) -> int:
 
 
 def list_components(as_json: bool) -> int:
-    from anonlab.camera import CAMERAS
+    from anonlab.camera import CAPTURES, RELEASES
     from anonlab.datasets import DATASETS
     from anonlab.defenses import DEFENSES
     from anonlab.detectors import DETECTORS
@@ -84,7 +84,8 @@ def list_components(as_json: bool) -> int:
                        "default_threshold": DETECTORS.get(n).default_threshold} for n in DETECTORS.names()],
         "defenses": [{"name": n} for n in DEFENSES.names()],
         "datasets": [{"name": n} for n in DATASETS.names()],
-        "cameras": [{"name": n} for n in CAMERAS.names()],
+        "captures": [{"name": n} for n in CAPTURES.names()],
+        "releases": [{"name": n} for n in RELEASES.names()],
         "recognizers": [{"name": n, "kind": RECOGNIZERS.get(n).kind, "embedding_dim": RECOGNIZERS.get(n).embedding_dim,
                          "distance": RECOGNIZERS.get(n).distance, "threshold": RECOGNIZERS.get(n).threshold}
                         for n in RECOGNIZERS.names()],
@@ -94,7 +95,7 @@ def list_components(as_json: bool) -> int:
         return EXIT_OK
     for d in data["detectors"]:
         print(f"detector  {d['name']:<14} {d['kind']:<7} thr={d['default_threshold']:<5} {','.join(d['capabilities'])}")
-    for group in ("defenses", "datasets", "cameras"):
+    for group in ("defenses", "datasets", "captures", "releases"):
         for d in data[group]:
             print(f"{group[:-1]:<9} {d['name']}")
     for d in data["recognizers"]:
@@ -171,7 +172,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     sub.add_parser("bench", add_help=False, help="run a benchmark (Hydra overrides; `anonlab bench --help`)")
     sub.add_parser("patch", add_help=False, help="train or evaluate adversarial patches (`anonlab patch --help`)")
-    lp = sub.add_parser("list", help="list registered detectors, defenses, datasets, cameras")
+    lp = sub.add_parser("list", help="list registered detectors, defenses, datasets, capture and release stages")
     lp.add_argument("--json", action="store_true", help="machine-readable output")
     wp = sub.add_parser("weights", help="list or download model weights (downloads only when asked)")
     wsub = wp.add_subparsers(dest="weights_cmd", required=True, metavar="ACTION")

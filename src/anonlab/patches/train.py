@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from anonlab.build import build_config
+from anonlab.camera import SimulatedCapture
 from anonlab.defenses.patch import TARGETS, paste_patch, save_patch
 from anonlab.detectors import DETECTORS
 from anonlab.detectors._common import letterbox
@@ -233,12 +234,12 @@ def train_patch(cfg: DictConfig, progress: bool = True, log=None, write: bool = 
 
     detector = _build(cfg.detector, f"detector {name}")  # this trainer's own instance, never shared
     dataset = _build(cfg.dataset, "dataset")
-    camera_cfg = cfg.get("camera")
-    camera = _build(camera_cfg, "camera") if camera_cfg is not None else None
+    capture_cfg = cfg.get("capture")
+    camera = _build(capture_cfg, "capture") if capture_cfg is not None else None
     if camera is not None and camera.name == "none":
         camera = None
-    if camera is not None and not hasattr(camera, "capture_float"):
-        raise PatchTrainingError(f"camera {camera.name!r} has no differentiable capture (capture_float)")
+    if camera is not None and not isinstance(camera, SimulatedCapture):
+        raise PatchTrainingError(f"capture {camera.name!r} has no differentiable capture (capture_float)")
 
     refs = dataset.refs()
     limit = cfg.images.get("limit")
@@ -291,7 +292,7 @@ def train_patch(cfg: DictConfig, progress: bool = True, log=None, write: bool = 
         "patch_size_hw": list(patch_hw), "init": str(cfg.init), "steps": steps, "batch_size": int(cfg.batch_size),
         "lr": float(cfg.lr), "loss_weights": {"nps": float(cfg.loss.nps), "tv": float(cfg.loss.tv)},
         "palette": str(cfg.get("palette") or "stand-in 27-colour grid (not measured)"),
-        "transforms": eot.to_dict(), "camera": plain(camera_cfg) if camera is not None else None,
+        "transforms": eot.to_dict(), "capture": plain(capture_cfg) if camera is not None else None,
         "max_side": max_side, "seed": int(cfg.seed), "device": str(device),
         "initial_loss": round(initial, 6), "final_loss": round(final, 6),
         "loss_note": ("initial_loss/final_loss: detection loss (mean over the training images of the highest score) "
