@@ -49,6 +49,27 @@ class DlibStrict(DlibResNet):
 RECOGNIZER_CONF = "_target_: anonlab.recognizers.dlib_strict.DlibStrict\n"
 
 
+#: README "Adding a camera stage": a release that posts the footage in greyscale
+RELEASE_MODULE = '''
+"""Posting in greyscale (an example release stage): ITU-R BT.601 luma replicated to three channels."""
+import torch
+from torch import Tensor
+
+from anonlab.camera.base import RELEASES, ReleaseStage
+from anonlab.types import check_images
+
+
+@RELEASES.register("greyscale")
+class GreyscaleRelease(ReleaseStage):
+    def release(self, images: Tensor) -> Tensor:
+        check_images(images, "release input")
+        w = torch.tensor([0.299, 0.587, 0.114], device=images.device)[:, None, None]
+        y = (images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+        return y.expand_as(images).contiguous()
+'''
+RELEASE_CONF = "_target_: anonlab.camera.greyscale.GreyscaleRelease\n"
+
+
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory) -> Path:
     """A copy of the checkout's source, configs, embedded data and tests."""
@@ -71,10 +92,12 @@ def _conformance(root: Path, test_file: str, select: str) -> subprocess.Complete
 @pytest.mark.parametrize("group, name, module, conf, test_file, select", [
     ("defense", "invert", DEFENSE_MODULE, DEFENSE_CONF, "test_registry_conformance.py", "defense_contract and invert"),
     ("recognizer", "dlib_strict", RECOGNIZER_MODULE, RECOGNIZER_CONF, "test_recognizer_conformance.py", "dlib_strict"),
+    ("release", "greyscale", RELEASE_MODULE, RELEASE_CONF, "test_registry_conformance.py",
+     "release_contract and greyscale"),
 ])
 def test_one_module_and_one_config_join_the_conformance_suite(checkout, group, name, module, conf, test_file,
                                                               select):
-    package = {"defense": "defenses", "recognizer": "recognizers"}[group]
+    package = {"defense": "defenses", "recognizer": "recognizers", "release": "camera"}[group]
     (checkout / "src" / "anonlab" / package / f"{name}.py").write_text(textwrap.dedent(module))
     (checkout / "conf" / group / f"{name}.yaml").write_text(conf)
     proc = _conformance(checkout, test_file, select)

@@ -1,7 +1,8 @@
 """The synthetic camera in two stages: ``capture`` (before the defense: footage as recorded; registry
 ``CAPTURES``, configs ``conf/capture/``) and ``release`` (after it: redacted footage re-encoded when posted;
 registry ``RELEASES``, configs ``conf/release/``). Pure batched functions in :mod:`anonlab.camera.ops`; the stages
-in :mod:`anonlab.camera.base` (``none``) and :mod:`anonlab.camera.cctv` (the simulated stages and presets)."""
+in :mod:`anonlab.camera.base` (``none``) and :mod:`anonlab.camera.cctv` (the simulated stages and presets). Every
+module of this package is imported (sorted by name), so a new stage is one module plus its config."""
 
 from anonlab.camera.base import (
     CAPTURES,
@@ -12,7 +13,11 @@ from anonlab.camera.base import (
     ReleaseStage,
     camera_label,
 )
-from anonlab.camera.cctv import (
+from anonlab.registry import import_submodules
+
+import_submodules(__name__, __path__)
+
+from anonlab.camera.cctv import (  # noqa: E402  (re-exported for configs' _target_)
     CCTV720pFar,
     CCTV720pNear,
     CCTVNightIR,
