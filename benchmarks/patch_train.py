@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from anonlab.attacks.eot import EOT
+from anonlab.attacks.objectives import detection_loss
+from anonlab.attacks.train import PatchTrainer, load_frames
 from anonlab.build import build_detectors
 from anonlab.datasets import DATASETS
-from anonlab.patches.eot import EOT
-from anonlab.patches.objectives import detection_loss
-from anonlab.patches.train import PatchTrainer, load_frames
 from anonlab.provenance import environment
 
 EOT_DEFAULT = {"jitter": 0.1, "scale": 0.2, "rotation_deg": 15.0, "perspective": 0.08, "brightness": 0.1,

@@ -15,10 +15,10 @@ from conftest import shared_path
 from images import BUS, ZIDANE, load
 from torchvision.ops import batched_nms, box_iou
 
+from anonlab.attacks.objectives import check_objective, score_fn, valid_objectives
 from anonlab.detectors._common import ort_session
 from anonlab.detectors.nanodet import NanoDetM, area_resize
 from anonlab.metrics.matching import match_image
-from anonlab.patches.objectives import check_objective, score_fn, valid_objectives
 
 S = 416
 MEAN = np.array([103.53, 116.28, 123.675], dtype=np.float32)  # nanodet-m config, BGR
@@ -168,8 +168,8 @@ def test_patch_train_on_nanodet_defaults_to_cls_and_lowers_the_loss(tmp_path):
     """`anonlab patch train detector=nanodet_m` (no objective given) trains on NanoDet's own person score."""
     from hydra import compose, initialize_config_dir
 
+    from anonlab.attacks.train import PatchTrainingError, train_patch
     from anonlab.build import CONF_DIR
-    from anonlab.patches.train import PatchTrainingError, train_patch
 
     base = ["detector=nanodet_m", "batch_size=2", "images.train=[bus.jpg,zidane.jpg]", "device=cpu", "progress=false",
             f"out={tmp_path}"]

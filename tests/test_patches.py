@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from images import BUS, load
 from omegaconf import OmegaConf, open_dict
 
+from anonlab.attacks import NotDifferentiableError, train_patch, weights_hash
 from anonlab.build import CONF_DIR, build_settings
 from anonlab.defenses import DEFENSES
 from anonlab.defenses.patch import (
@@ -28,7 +29,6 @@ from anonlab.defenses.patch import (
     save_patch,
 )
 from anonlab.engine import run_bench
-from anonlab.patches import NotDifferentiableError, train_patch, weights_hash
 from anonlab.types import Detections
 
 # two people in bus.jpg (1080 x 810), one box touching the right border

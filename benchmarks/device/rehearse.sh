@@ -61,7 +61,7 @@ trap 'rm -rf "$SITE"' EXIT
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
     || die "installing .whl/*.whl as on the device failed"
 export PYTHONPATH=$SITE:$ROOT/src ANONLAB_SHARED=$ROOT/.whl/shared
-"$PY" -c "import anonlab, anonlab.engine, anonlab.detectors, anonlab.cli.main, anonlab.patches.train" \
+"$PY" -c "import anonlab, anonlab.engine, anonlab.detectors, anonlab.cli.main, anonlab.attacks.train" \
     || die "import anonlab fails with only the carried wheels on the image's packages"
 log "CPU test suite on the image imitation"
 # shellcheck disable=SC2086

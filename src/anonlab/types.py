@@ -345,7 +345,7 @@ class DenseScorer(Protocol):
     person class probability, ``obj_cls`` their product; ``heatmap`` the face score map of a dense face detector).
     ``dense_scores(x, objective)`` maps ``x`` ``float32 (B, 3, H, W)`` RGB in [0, 1] (any size) to ``(B, A)``
     scores in [0, 1], one per anchor or map cell, differentiable w.r.t. ``x``. Checked when a trainer is built
-    (:func:`anonlab.patches.objectives.check_objective`), as ART checks ``_estimator_requirements``.
+    (:func:`anonlab.attacks.objectives.check_objective`), as ART checks ``_estimator_requirements``.
     """
 
     name: ClassVar[str]

@@ -20,7 +20,7 @@ USAGE = ("usage: anonlab patch {train,eval} [HYDRA OVERRIDES ...]\n\n"
 
 
 def _bad_config_errors() -> tuple[type[BaseException], ...]:
-    from anonlab.patches.objectives import NotDifferentiableError
+    from anonlab.attacks.objectives import NotDifferentiableError
 
     return (ValueError, FileNotFoundError, NotDifferentiableError)
 
@@ -33,7 +33,7 @@ def _fail(e: BaseException) -> None:
 
 
 def _train_task(cfg) -> None:
-    from anonlab.patches.train import train_patch
+    from anonlab.attacks.train import train_patch
 
     try:
         train_patch(cfg, progress=bool(cfg.progress))
@@ -42,9 +42,9 @@ def _train_task(cfg) -> None:
 
 
 def _eval_task(cfg) -> None:
+    from anonlab.attacks.evaluate import evaluate, markdown_tables
     from anonlab.build import CONF_DIR
     from anonlab.cli.bench import write_outputs
-    from anonlab.patches.evaluate import evaluate, markdown_tables
 
     out = Path(str(cfg.out))
 

@@ -1,6 +1,6 @@
 """Worn adversarial patches and their controls: a patch image pasted on each person's torso or each face.
 
-Placement, shared with the trainer (:mod:`anonlab.patches`) so that training and evaluation put the patch in the
+Placement, shared with the trainer (:mod:`anonlab.attacks`) so that training and evaluation put the patch in the
 same place: for a box ``(x1, y1, x2, y2)`` of width ``bw`` and height ``bh`` the patch is ``size * bw`` wide,
 ``size * bw * aspect`` high (``aspect`` = patch height / width), centred at ``(x1 + bw / 2, y1 + center_y * bh)``.
 Defaults per ``target``: ``torso`` (person boxes) ``size=0.5, center_y=0.35`` (the chest) (for an upright pedestrian box,
@@ -42,7 +42,7 @@ TARGETS: dict[str, dict[str, float]] = {
     "face": {"size": 0.8, "center_y": 0.72},
 }
 #: patches shipped with anonlab, usable by name as ``path`` (e.g. ``path=demo_yolox_nano``)
-BUNDLED_DIR = Path(__file__).resolve().parents[1] / "patches" / "data"
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "attacks" / "data"
 #: columns of the uniform draws that :func:`pose_from_uniform` consumes
 POSE_DIMS = 14
 #: size of the noise/grey control patch when no ``path`` gives one
@@ -312,7 +312,7 @@ def composite(frames: Tensor, canvases: Tensor, inside: Tensor, origin: Tensor, 
 def paste_patch(frames: Tensor, patch: Tensor, boxes: Tensor, batch_idx: Tensor, target: str, size: float,
                 center_y: float, pose: Pose, effect: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """A new tensor: ``frames`` with ``patch`` pasted on each box. The one paste path of the patch defense,
-    :func:`apply_patch` and the trainer (:meth:`anonlab.patches.PatchTrainer.render`).
+    :func:`apply_patch` and the trainer (:meth:`anonlab.attacks.PatchTrainer.render`).
 
     ``frames`` (B, 3, H, W): float in [0, 1] (differentiable w.r.t. ``patch`` and ``frames``) or uint8 (the
     rendered colours are rounded to 0..255 first). ``patch`` float (3, Ph, Pw) in [0, 1]; ``boxes (N, 4)`` float

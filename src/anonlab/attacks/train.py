@@ -26,13 +26,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from anonlab.build import build_config
-from anonlab.camera import SimulatedCapture
-from anonlab.defenses.patch import TARGETS, paste_patch, save_patch
-from anonlab.detectors import DETECTORS
-from anonlab.detectors._common import letterbox
-from anonlab.patches.eot import EOT, photometric, sample_pose
-from anonlab.patches.objectives import (
+from anonlab.attacks.eot import EOT, photometric, sample_pose
+from anonlab.attacks.objectives import (
     check_differentiable,
     check_objective,
     default_objective,
@@ -42,6 +37,11 @@ from anonlab.patches.objectives import (
     score_fn,
     total_variation,
 )
+from anonlab.build import build_config
+from anonlab.camera import SimulatedCapture
+from anonlab.defenses.patch import TARGETS, paste_patch, save_patch
+from anonlab.detectors import DETECTORS
+from anonlab.detectors._common import letterbox
 from anonlab.progress import progress_bar
 from anonlab.provenance import package_version, plain
 from anonlab.types import Detector
