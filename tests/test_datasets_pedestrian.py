@@ -295,7 +295,7 @@ def test_fetch_verifies_extracts_and_resumes(tmp_path, monkeypatch):
     cache = tmp_path / "cache" / "anonlab" / "datasets" / "pennfudan"
     # a half-finished download is resumed from its .part file
     (cache / ".download").mkdir(parents=True)
-    (cache / ".download" / "PennFudanPed.zip.part").write_bytes(data[: len(data) // 2])
+    (cache / ".download" / ".PennFudanPed.zip.part").write_bytes(data[: len(data) // 2])
     root = fetch("pennfudan", url=archive.as_uri(), sha256=sha)
     assert root == cache / "PennFudanPed" and not (cache / ".download").exists()
     d = PennFudanDataset(str(root))

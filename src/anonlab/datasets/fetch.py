@@ -5,7 +5,7 @@ and its sha256 *where one is published*; none of these datasets publishes one, s
 :func:`fetch` refuses to download until the user passes the expected hash (``sha256=``, ``--sha256``) that they
 obtained and trust. No hash here is invented.
 
-Steps: download to ``<dest>/.download/<file>.part`` (resumed with an HTTP ``Range`` request when a partial file is
+Steps (:func:`anonlab.download.fetch_verified`): download to ``<dest>/.download/.<file>.part`` (resumed with an HTTP ``Range`` request when a partial file is
 there; ``file://`` URLs are read locally, also resumably), verify sha256, extract into a temporary folder beside the
 destination (zip or tar; members with absolute paths, ``..``, links or device files are refused), move the result
 into ``<dest>`` and write a marker. A checksum mismatch or a corrupt archive removes what this call wrote (the
@@ -20,14 +20,11 @@ import os
 import shutil
 import tarfile
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from anonlab.weights import sha256_file, user_cache
+from anonlab.download import FetchError, fetch_verified, user_cache
 
 MARKER = ".anonlab-fetched.json"
 
@@ -100,48 +97,8 @@ SOURCES: dict[str, DatasetSource] = {
 }
 
 
-class FetchError(RuntimeError):
-    """A download, checksum or extraction failure; the message is one line naming the file and the cause.
-    ``resumable``: an interrupted download whose ``.part`` file is kept for the next call."""
-
-    def __init__(self, message: str, resumable: bool = False) -> None:
-        super().__init__(message)
-        self.resumable = resumable
-
-
 def cache_dir() -> Path:
     return user_cache("datasets")
-
-
-def _download(url: str, part: Path) -> None:
-    """Append ``url``'s bytes to ``part`` from its current size on (a fresh download when the server ignores Range)."""
-    start = part.stat().st_size if part.exists() else 0
-    parsed = urllib.parse.urlparse(url)
-    if parsed.scheme == "file":
-        src = Path(urllib.request.url2pathname(parsed.path))
-        try:
-            with open(src, "rb") as fin, open(part, "ab") as out:
-                fin.seek(start)
-                shutil.copyfileobj(fin, out, 1 << 20)
-        except OSError as e:
-            raise FetchError(f"cannot read {url}: {e.strerror or e}") from e
-        return
-    req = urllib.request.Request(url, headers={"User-Agent": "anonlab"})
-    if start:
-        req.add_header("Range", f"bytes={start}-")
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - the user asked for this URL
-            mode = "ab" if start and resp.status == 206 else "wb"  # 200: the server sent the whole file again
-            with open(part, mode) as out:
-                shutil.copyfileobj(resp, out, 1 << 20)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and start:  # range not satisfiable: the .part is already complete
-            return
-        raise FetchError(f"cannot download {url}: HTTP {e.code} {e.reason}") from e
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", None) or e
-        raise FetchError(f"cannot download {url}: {reason} (offline? the partial file {part} is kept; run fetch "
-                         f"again to resume)", resumable=True) from e
 
 
 def _check_member(name: str, archive: Path) -> None:
@@ -234,14 +191,8 @@ def fetch(name: str, dest: str | Path | None = None, url: str | list[str] | None
     staging: Path | None = None
     try:
         files = []
-        for a, u, h in zip(source.archives, urls, hashes):
-            part = dl / f"{a.file}.part"
-            _download(u, part)
-            got = sha256_file(part)
-            if got != h:
-                part.unlink()
-                raise FetchError(f"{name}: {u} has sha256 {got}, expected {h}; the download was deleted")
-            files.append((a, part))
+        for a, u, h in zip(source.archives, urls, hashes):  # dl/.<file>.part until verified, then dl/<file>
+            files.append((a, fetch_verified(u, dl / a.file, h, name)))
         staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
         for a, part in files:
             if a.kind == "file":
@@ -264,7 +215,8 @@ def fetch(name: str, dest: str | Path | None = None, url: str | list[str] | None
     except FetchError as e:
         if not e.resumable:  # checksum / archive failure: leave no trace of this call
             for a in source.archives:
-                (dl / f"{a.file}.part").unlink(missing_ok=True)
+                (dl / f".{a.file}.part").unlink(missing_ok=True)
+                (dl / a.file).unlink(missing_ok=True)
         raise
     finally:
         if staging is not None and staging.exists():
