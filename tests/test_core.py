@@ -153,8 +153,11 @@ def test_weights_fetch_without_network_is_a_clear_error(tmp_path):
 
 
 def test_importing_anonlab_has_no_side_effects(tmp_path):
-    code = ("import sys, anonlab, anonlab.detectors, anonlab.defenses, anonlab.datasets, anonlab.engine;"
+    code = ("import sys, threading, anonlab, anonlab.detectors, anonlab.defenses, anonlab.datasets, anonlab.engine,"
+            " anonlab.recognizers, anonlab.camera, anonlab.attacks;"
             "heavy = [m for m in ('ultralytics', 'onnxruntime', 'dlib', 'facenet_pytorch', 'deface') if m in sys.modules];"
+            "heavy += [m for m in sys.modules if m.startswith('anonlab.cli')];"  # the library never imports its CLI
+            "heavy += [t.name for t in threading.enumerate() if t is not threading.main_thread()];"  # nor starts threads
             "print(','.join(heavy))")
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     if "PYTHONPATH" in os.environ:  # anonlab found through PYTHONPATH (the device run), not installed
