@@ -156,7 +156,7 @@ def test_yolox_finds_people(yolox, bus, zidane, device):
 
 
 def test_yolox_batched_equals_per_image(yolox, bus):
-    """The ONNX export baked batch 1 into its reshapes; after unbake_batch a batch of 2 is two images."""
+    """The ONNX export baked batch 1 into its reshapes; after unbake_reshapes a batch of 2 is two images."""
     yolox.to("cpu")
     pair = torch.stack([bus, bus.flip(-1)])
     raw = yolox.forward_float(pair.float() / 255)

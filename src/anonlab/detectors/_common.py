@@ -153,3 +153,60 @@ def from_host(boxes: Sequence[Tensor], scores: Sequence[Tensor], size_hw: tuple[
     else:
         dets = Detections(boxes_t, scores_t, labels, batch_idx).above(floor)
     return dets.to(device)
+
+
+def unbake_reshapes(module: nn.Module, name: str) -> nn.Module:
+    """Rewrite the batch-1 constant reshapes an ONNX export baked into a converted fx ``GraphModule`` (onnx2torch),
+    so any batch runs (YOLOX-nano's head flattens; NanoDet's channel shuffles and head flattens).
+
+    ``[1, g, c, h, w]`` -> ``x.unflatten(1, (g, c))``; ``[1, -1, h, w]`` -> ``x.flatten(1, 2)`` (after the shuffle's
+    transpose, the input is 5-D); ``[1, C, -1]`` -> ``x.flatten(2)``. Any other reshape raises ``RuntimeError``
+    naming it. Returns ``module``, recompiled.
+    """
+    from onnx2torch.node_converters.reshape import OnnxReshape
+
+    graph = module.graph
+    fixed = 0
+    for node in list(graph.nodes):
+        if node.op != "call_module" or not isinstance(module.get_submodule(node.target), OnnxReshape):
+            continue
+        src, shape_node = node.args
+        shape = _fx_constant(module, shape_node)
+        s = [int(v) for v in shape] if shape is not None and shape.ndim == 1 else None
+        if s is not None and len(s) == 5 and s[0] == 1 and -1 not in s:
+            fn, args = torch.unflatten, (src, 1, (s[1], s[2]))
+        elif s is not None and len(s) == 4 and s[:2] == [1, -1]:
+            fn, args = torch.flatten, (src, 1, 2)
+        elif s is not None and len(s) == 3 and s[0] == 1 and s[2] == -1:
+            fn, args = torch.flatten, (src, 2)
+        else:
+            raise RuntimeError(f"{name}: unexpected reshape {node.target} to {s}; expected a batch-1 channel shuffle "
+                               f"or head flatten")
+        with graph.inserting_after(node):
+            new = graph.call_function(fn, args)
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+        fixed += 1
+    if fixed == 0:
+        raise RuntimeError(f"{name}: found no batch-1 reshape to rewrite; is this the expected ONNX export?")
+    graph.eliminate_dead_code()
+    graph.lint()
+    module.recompile()
+    return module
+
+
+def _fx_constant(module: nn.Module, node) -> Tensor | None:
+    if getattr(node, "op", None) != "get_attr":
+        return None
+    obj = module
+    for part in node.target.split("."):
+        obj = getattr(obj, part)
+    return obj if isinstance(obj, Tensor) else None
+
+
+def check_input_size(name: str, input_size: object, multiple: int = 32) -> int:
+    """``input_size`` (pixels of a square network input) as an int, a positive multiple of ``multiple`` (the
+    network's largest stride); ``ValueError`` naming the detector otherwise."""
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < multiple or input_size % multiple:
+        raise ValueError(f"{name}: input_size must be a positive multiple of {multiple} pixels, got {input_size!r}")
+    return input_size

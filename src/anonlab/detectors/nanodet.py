@@ -3,7 +3,7 @@
 The ONNX file (``nanodet_m_416.onnx``, shipped in ``anonlab/models``; MANIFEST.md "nanodet_m_416.onnx") is
 converted to torch with onnx2torch. Its exporter baked the batch size 1 into 38 constant reshapes: the ShuffleNetV2
 channel shuffles (``[1, 2, C, H, W]`` then ``[1, -1, H, W]``) and the head's ``[1, C, -1]`` flattens.
-:func:`unbake_reshapes` rewrites them back to what the original code did (``unflatten(1, (2, C))``,
+:func:`~anonlab.detectors._common.unbake_reshapes` rewrites them back to what the original code did (``unflatten(1, (2, C))``,
 ``flatten(1, 2)``, ``flatten(2)``), so any batch size and any input that is a multiple of 32 run in one call.
 
 Pre-processing, as upstream (``Kazuhito00/MOT-Tracking-by-Detection-Pipeline`` ``Detector/nanodet/nanodet_onnx.py``,
@@ -33,17 +33,19 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from anonlab import weights
+from anonlab._checks import check_range
 from anonlab.detectors._common import (
+    check_input_size,
     clip_boxes,
     nms_detections,
     onnx_to_torch,
     quiet_onnx2torch,
+    unbake_reshapes,
 )
 from anonlab.detectors.base import DETECTORS
-from anonlab.detectors.yolox import _fx_constant
 from anonlab.types import Detections, Detector, check_images
 
 STRIDES = (8, 16, 32)
@@ -54,45 +56,6 @@ PERSON = 0  # COCO class index
 MEAN_BGR = (103.53, 116.28, 123.675)
 STD_BGR = (57.375, 57.12, 58.395)
 PAD_VALUE = 0.0  # upstream ``cv2.copyMakeBorder(..., value=0)`` before normalising
-
-
-def unbake_reshapes(module: nn.Module, name: str = "nanodet_m") -> nn.Module:
-    """Rewrite the batch-1 constant reshapes of the converted NanoDet fx ``GraphModule`` so any batch runs.
-
-    ``[1, g, c, h, w]`` -> ``x.unflatten(1, (g, c))``; ``[1, -1, h, w]`` -> ``x.flatten(1, 2)`` (after the shuffle's
-    transpose, the input is 5-D); ``[1, C, -1]`` -> ``x.flatten(2)``. Any other reshape raises ``RuntimeError``
-    naming it. Returns ``module``, recompiled.
-    """
-    from onnx2torch.node_converters.reshape import OnnxReshape
-
-    graph = module.graph
-    fixed = 0
-    for node in list(graph.nodes):
-        if node.op != "call_module" or not isinstance(module.get_submodule(node.target), OnnxReshape):
-            continue
-        src, shape_node = node.args
-        shape = _fx_constant(module, shape_node)
-        s = [int(v) for v in shape] if shape is not None and shape.ndim == 1 else None
-        if s is not None and len(s) == 5 and s[0] == 1 and -1 not in s:
-            fn, args = torch.unflatten, (src, 1, (s[1], s[2]))
-        elif s is not None and len(s) == 4 and s[:2] == [1, -1]:
-            fn, args = torch.flatten, (src, 1, 2)
-        elif s is not None and len(s) == 3 and s[0] == 1 and s[2] == -1:
-            fn, args = torch.flatten, (src, 2)
-        else:
-            raise RuntimeError(f"{name}: unexpected reshape {node.target} to {s}; expected a batch-1 channel shuffle "
-                               f"or head flatten")
-        with graph.inserting_after(node):
-            new = graph.call_function(fn, args)
-        node.replace_all_uses_with(new)
-        graph.erase_node(node)
-        fixed += 1
-    if fixed == 0:
-        raise RuntimeError(f"{name}: found no batch-1 reshape to rewrite; is this the NanoDet ONNX export?")
-    graph.eliminate_dead_code()
-    graph.lint()
-    module.recompile()
-    return module
 
 
 def _area_axis(x: Tensor, n_out: int) -> Tensor:
@@ -183,11 +146,9 @@ class NanoDetM(Detector):
         weights: str | None = None,
     ) -> None:
         super().__init__(threshold, score_floor)
-        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 32 or input_size % 32:
-            raise ValueError(f"nanodet_m: input_size must be a positive multiple of 32 pixels, got {input_size!r}")
-        if not 0.0 < float(nms_iou) <= 1.0:
-            raise ValueError(f"nanodet_m: nms_iou must be in (0, 1], got {nms_iou!r}")
-        self.input_size, self.nms_iou = input_size, float(nms_iou)
+        check_input_size(self.name, input_size)
+        self.input_size = input_size
+        self.nms_iou = check_range("nms_iou", nms_iou, 0.0, 1.0, lo_open=True, where=self.name)
         self.weights_path: Path = _resolve(weights)
         self.net = unbake_reshapes(onnx_to_torch(self.weights_path, self.name), self.name)
         centre, strides = centres((input_size, input_size))

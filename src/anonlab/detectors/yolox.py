@@ -2,7 +2,7 @@
 
 The ONNX file (``yolox_nano.onnx``, shipped in ``anonlab/models``; MANIFEST.md) is converted to torch with onnx2torch. Its
 exporter traced YOLOX's head ``torch.flatten(start_dim=2)`` as three ``Reshape(x, [1, 85, -1])`` with the batch
-size 1 baked in: a batch of 2 silently comes out as one (1, 7098, 85) tensor. :func:`unbake_batch` rewrites those
+size 1 baked in: a batch of 2 silently comes out as one (1, 7098, 85) tensor. :func:`~anonlab.detectors._common.unbake_reshapes` rewrites those
 three nodes of the converted fx graph back to ``torch.flatten(x, 2)`` (what the original code did), so any batch
 size and any input size that is a multiple of 32 run in one forward call, without a GPU sync.
 
@@ -17,16 +17,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from anonlab import weights
 from anonlab._checks import check_range
 from anonlab.detectors._common import (
+    check_input_size,
     clip_boxes,
     letterbox,
     nms_detections,
     onnx_to_torch,
     quiet_onnx2torch,
+    unbake_reshapes,
 )
 from anonlab.detectors.base import DETECTORS
 from anonlab.types import Detections, Detector, check_images
@@ -34,45 +36,6 @@ from anonlab.types import Detections, Detector, check_images
 STRIDES = (8, 16, 32)
 PERSON = 0  # COCO class index
 PAD_VALUE = 114.0
-
-
-def unbake_batch(module: nn.Module, name: str = "yolox_nano") -> nn.Module:
-    """Replace onnx2torch ``Reshape(x, [1, C, -1])`` calls in an fx ``GraphModule`` by ``torch.flatten(x, 2)``.
-
-    Only reshapes whose shape is a constant ``[1, C, -1]`` are touched (that is ``x.flatten(2)`` for x of shape
-    (1, C, H, W)); any other reshape raises, naming it, rather than being guessed at. Returns ``module``, recompiled.
-    """
-    from onnx2torch.node_converters.reshape import OnnxReshape
-
-    graph = module.graph
-    fixed = 0
-    for node in list(graph.nodes):
-        if node.op != "call_module" or not isinstance(module.get_submodule(node.target), OnnxReshape):
-            continue
-        src, shape_node = node.args
-        shape = _fx_constant(module, shape_node)
-        if shape is None or shape.ndim != 1 or len(shape) != 3 or int(shape[0]) != 1 or int(shape[2]) != -1:
-            raise RuntimeError(f"{name}: unexpected reshape {node.target} to {shape}; expected a constant [1, C, -1]")
-        with graph.inserting_after(node):
-            flat = graph.call_function(torch.flatten, (src, 2))
-        node.replace_all_uses_with(flat)
-        graph.erase_node(node)
-        fixed += 1
-    if fixed == 0:
-        raise RuntimeError(f"{name}: found no batch-1 reshape to rewrite; is this the YOLOX ONNX export?")
-    graph.eliminate_dead_code()
-    graph.lint()
-    module.recompile()
-    return module
-
-
-def _fx_constant(module: nn.Module, node) -> Tensor | None:
-    if getattr(node, "op", None) != "get_attr":
-        return None
-    obj = module
-    for part in node.target.split("."):
-        obj = getattr(obj, part)
-    return obj if isinstance(obj, Tensor) else None
 
 
 def grid_and_strides(size_hw: tuple[int, int], device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
@@ -119,12 +82,11 @@ class YOLOXNano(Detector):
         weights: str | None = None,
     ) -> None:
         super().__init__(threshold, score_floor)
-        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 32 or input_size % 32:
-            raise ValueError(f"yolox_nano: input_size must be a positive multiple of 32 pixels, got {input_size!r}")
+        check_input_size(self.name, input_size)
         self.input_size = input_size
         self.nms_iou = check_range("nms_iou", nms_iou, 0.0, 1.0, lo_open=True, where="yolox_nano")
         self.weights_path: Path = _resolve(weights)
-        self.net = unbake_batch(onnx_to_torch(self.weights_path, self.name), self.name)
+        self.net = unbake_reshapes(onnx_to_torch(self.weights_path, self.name), self.name)
         grid, strides = grid_and_strides((input_size, input_size))
         self.register_buffer("grid", grid, persistent=False)
         self.register_buffer("strides", strides, persistent=False)
