@@ -21,11 +21,9 @@ PY=${PYTHON:-python3}
 SHARED_SRC=${ANONLAB_SHARED:-$ROOT/../shared}
 # shared/ paths the device run reads (each a file or folder under $SHARED_SRC); what is left out, and why:
 #   datasets/pennfudanped_penn (30 MB of PNGs) and pets09 (7 MB): over the limit beside av; the compositor's GPU
-#   tests skip (shared_path) and precision.py measures YOLOX on the default set only.
+#   tests skip (shared_path) and precision.py measures YOLOX on the default set only. The open models (YuNet,
+#   UltraFace, YOLOX-nano, NanoDet-m) travel inside the package (src/anonlab/models), not here.
 SHARED=(
-    models/face_detection_yunet_2023mar.onnx
-    models/yolox_nano.onnx
-    models/ultraface_version-RFB-320.onnx
     datasets/widerface_val_parade_subset
 )
 # the device's platform tags (device README, "Notes"): pip matches each manylinux tag exactly
