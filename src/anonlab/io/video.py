@@ -1,4 +1,7 @@
-"""Video decoding: the one home of PyAV (FFmpeg) reading. :class:`VideoReader` gives frame ``k`` of a file as
+"""Video decoding and encoding: the one home of PyAV (FFmpeg). :class:`VideoWriter` encodes (H.264 by default)
+with no metadata; :class:`VideoReader` decodes.
+
+Reading:  :class:`VideoReader` gives frame ``k`` of a file as
 ``uint8 (3, H, W)`` RGB, upright, decoded on demand.
 
 - The main video stream is read: attached pictures (cover art) and timed-thumbnail streams are skipped; among the
@@ -123,6 +126,7 @@ class VideoReader:
                 w, h = int(s.codec_context.width), int(s.codec_context.height)
                 check_pixels(f"cannot read video {self.path}", w, h)
                 self.fps = float(s.average_rate) if s.average_rate else 0.0
+                self._rate, self._time_base = s.average_rate, s.time_base
                 promised = int(s.frames or 0)
                 try:
                     for pkt in c.demux(s):
@@ -163,6 +167,11 @@ class VideoReader:
         self._container = None
         self._frames = None  # decoder iterator
         self._next: int | None = None  # index of the frame the iterator yields next (None: must seek)
+        #: presentation timestamp (in :attr:`time_base` units) of the frame :meth:`read` returned last (None if the
+        #: stream gives none)
+        self.last_pts: int | None = None
+        self.time_base = self._time_base  # Fraction: seconds per pts unit (None if unknown)
+        self.rate = self._rate  # the stream's average rate as a Fraction (None if unknown)
 
     @staticmethod
     def _first_frame(c, s):
@@ -221,6 +230,7 @@ class VideoReader:
                     # (a stream may change size mid-way: each frame is held to the cap, not only the header's size)
                     check_pixels(f"cannot decode frame {index} of video {self.path}", frame.width, frame.height)
                     rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+                    self.last_pts = frame.pts
                     return orient(rgb, self.orientation).contiguous()
         except av.error.FFmpegError as e:
             self._next = None
@@ -244,3 +254,269 @@ class VideoReader:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+#: encoder names of the codecs :class:`VideoWriter` writes
+VIDEO_ENCODERS = {"h264": "libx264", "h265": "libx265"}
+
+
+def has_audio(path: str | Path) -> bool:
+    """True when the file at ``path`` holds an audio stream (for checks; FFmpegError for an unreadable file)."""
+    import av
+
+    with av.open(str(path)) as c:
+        return bool(c.streams.audio)
+
+
+class VideoWriter:
+    """Encode ``uint8 (3, H, W)`` RGB frames to a video file (or a binary file object) with PyAV, streaming: each
+    frame is encoded as it comes; nothing but the encoder's own look-ahead is held.
+
+    ``target``: a path or a writable binary file object; ``format``: the container (FFmpeg muxer name, e.g. ``mp4``,
+    ``matroska``; None = from the path's suffix); ``codec``: a key of :data:`VIDEO_ENCODERS`; ``crf`` the encoder's
+    constant rate factor (0-51; 18 is visually lossless for x264); ``preset`` the x264/x265 speed preset;
+    ``rate`` the nominal frame rate (an int or Fraction, frames per second); ``time_base`` the unit of the ``pts``
+    given to :meth:`write` (seconds per unit; None = ``1 / rate``, and frames get pts 0, 1, 2, ...).
+    Odd frame sizes are padded to even by edge replication (yuv420p needs even sizes): the file is then one
+    row/column larger; :attr:`padded` says by how much (rows, columns).
+
+    Metadata: with ``strip_metadata`` (default) the container is written with FFmpeg's ``bitexact`` flag, so no
+    ``encoder`` tag is written, and no other tag (title, location, creation_time, make, model) is set; the x264
+    encoder-settings SEI message in the bitstream remains (codec options only). ``audio_from``: a file whose first
+    audio stream is copied (remuxed, not re-encoded, its tags dropped) by :meth:`copy_audio` after the last frame;
+    None = no audio stream.
+
+    Raises ``ValueError`` for an unknown codec or a crf outside 0-51; PyAV's ``FFmpegError`` for a write failure.
+    """
+
+    def __init__(self, target, size_hw: tuple[int, int], rate=25, *, format: str | None = None, codec: str = "h264",
+                 crf: int = 18, preset: str = "medium", time_base=None, strip_metadata: bool = True,
+                 audio_from: str | Path | None = None) -> None:
+        import fractions
+
+        import av
+
+        if codec not in VIDEO_ENCODERS:
+            raise ValueError(f"unknown video codec {codec!r}; valid: {', '.join(VIDEO_ENCODERS)}")
+        if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
+            raise ValueError(f"crf must be an integer in [0, 51], got {crf!r}")
+        h, w = size_hw
+        self.size_hw = (h, w)
+        self.padded = (h % 2, w % 2)
+        rate = fractions.Fraction(rate).limit_denominator(1001000) if rate else fractions.Fraction(25)
+        options = {"fflags": "+bitexact"} if strip_metadata else {}
+        self._out = av.open(target if not isinstance(target, (str, Path)) else str(target), "w", format=format,
+                            options=options)
+        s = self._out.add_stream(VIDEO_ENCODERS[codec], rate=rate)
+        s.width, s.height, s.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
+        opts = {"crf": str(crf), "preset": preset}
+        if codec == "h265":
+            opts["x265-params"] = "log-level=error"
+        s.options = opts
+        self._time_base = fractions.Fraction(time_base) if time_base else 1 / rate
+        s.codec_context.time_base = self._time_base
+        self._stream = s
+        # (every stream is added before the first packet: the container header is written then)
+        self._audio_src, self._audio_out = None, None
+        if audio_from is not None:
+            src = av.open(str(audio_from))
+            if src.streams.audio:
+                self._audio_src = src
+                self._audio_out = self._out.add_stream_from_template(src.streams.audio[0])
+                self._audio_out.metadata.clear()
+            else:
+                src.close()
+        self._count = 0
+        self._last_pts: int | None = None
+
+    def write(self, frame, pts: int | None = None) -> None:
+        """Encode one frame: a ``uint8 (3, H, W)`` RGB tensor or an ``(H, W, 3)`` uint8 numpy array of the size
+        given; ``pts`` in ``time_base`` units (None = the frame's index). A pts not above the previous one is
+        moved one unit after it (the encoder needs increasing timestamps)."""
+        import av
+        import numpy as np
+
+        arr = frame.permute(1, 2, 0).contiguous().cpu().numpy() if isinstance(frame, Tensor) else frame
+        if arr.shape[:2] != self.size_hw:
+            raise ValueError(f"frame of size {arr.shape[:2]} given to a {self.size_hw} video writer")
+        if any(self.padded):
+            arr = np.pad(arr, ((0, self.padded[0]), (0, self.padded[1]), (0, 0)), mode="edge")
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+        pts = self._count if pts is None else int(pts)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        vf.pts, vf.time_base = pts, self._time_base
+        self._last_pts = pts
+        self._count += 1
+        for packet in self._stream.encode(vf):
+            self._out.mux(packet)
+
+    def copy_audio(self) -> bool:
+        """Copy the packets of ``audio_from``'s first audio stream into the output; False when there is none. Call
+        after the last :meth:`write` and before :meth:`close`."""
+        if self._audio_src is None:
+            return False
+        a = self._audio_src.streams.audio[0]
+        for packet in self._audio_src.demux(a):
+            if packet.dts is None:
+                continue
+            packet.stream = self._audio_out
+            self._out.mux(packet)
+        return True
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        self._container, self._frames, self._next = None, None, None
+
+    def __getstate__(self) -> dict:  # picklable (e.g. for data-loader workers): the open decoder is not
+        state = dict(self.__dict__)
+        state.update(_container=None, _frames=None, _next=None)
+        return state
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+#: encoder names of the codecs :class:`VideoWriter` writes
+VIDEO_ENCODERS = {"h264": "libx264", "h265": "libx265"}
+
+
+def has_audio(path: str | Path) -> bool:
+    """True when the file at ``path`` holds an audio stream (for checks; FFmpegError for an unreadable file)."""
+    import av
+
+    with av.open(str(path)) as c:
+        return bool(c.streams.audio)
+
+
+class VideoWriter:
+    """Encode ``uint8 (3, H, W)`` RGB frames to a video file (or a binary file object) with PyAV, streaming: each
+    frame is encoded as it comes; nothing but the encoder's own look-ahead is held.
+
+    ``target``: a path or a writable binary file object; ``format``: the container (FFmpeg muxer name, e.g. ``mp4``,
+    ``matroska``; None = from the path's suffix); ``codec``: a key of :data:`VIDEO_ENCODERS`; ``crf`` the encoder's
+    constant rate factor (0-51; 18 is visually lossless for x264); ``preset`` the x264/x265 speed preset;
+    ``rate`` the nominal frame rate (an int or Fraction, frames per second); ``time_base`` the unit of the ``pts``
+    given to :meth:`write` (seconds per unit; None = ``1 / rate``, and frames get pts 0, 1, 2, ...).
+    Odd frame sizes are padded to even by edge replication (yuv420p needs even sizes): the file is then one
+    row/column larger; :attr:`padded` says by how much (rows, columns).
+
+    Metadata: with ``strip_metadata`` (default) the container is written with FFmpeg's ``bitexact`` flag, so no
+    ``encoder`` tag is written, and no other tag (title, location, creation_time, make, model) is set; the x264
+    encoder-settings SEI message in the bitstream remains (codec options only). ``audio_from``: a file whose first
+    audio stream is copied (remuxed, not re-encoded, its tags dropped) by :meth:`copy_audio` after the last frame;
+    None = no audio stream.
+
+    Raises ``ValueError`` for an unknown codec or a crf outside 0-51; PyAV's ``FFmpegError`` for a write failure.
+    """
+
+    def __init__(self, target, size_hw: tuple[int, int], rate=25, *, format: str | None = None, codec: str = "h264",
+                 crf: int = 18, preset: str = "medium", time_base=None, strip_metadata: bool = True,
+                 audio_from: str | Path | None = None) -> None:
+        import fractions
+
+        import av
+
+        if codec not in VIDEO_ENCODERS:
+            raise ValueError(f"unknown video codec {codec!r}; valid: {', '.join(VIDEO_ENCODERS)}")
+        if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
+            raise ValueError(f"crf must be an integer in [0, 51], got {crf!r}")
+        h, w = size_hw
+        self.size_hw = (h, w)
+        self.padded = (h % 2, w % 2)
+        rate = fractions.Fraction(rate).limit_denominator(1001000) if rate else fractions.Fraction(25)
+        options = {"fflags": "+bitexact"} if strip_metadata else {}
+        self._out = av.open(target if not isinstance(target, (str, Path)) else str(target), "w", format=format,
+                            options=options)
+        s = self._out.add_stream(VIDEO_ENCODERS[codec], rate=rate)
+        s.width, s.height, s.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
+        opts = {"crf": str(crf), "preset": preset}
+        if codec == "h265":
+            opts["x265-params"] = "log-level=error"
+        s.options = opts
+        self._time_base = fractions.Fraction(time_base) if time_base else 1 / rate
+        s.codec_context.time_base = self._time_base
+        self._stream = s
+        # (every stream is added before the first packet: the container header is written then)
+        self._audio_src, self._audio_out = None, None
+        if audio_from is not None:
+            src = av.open(str(audio_from))
+            if src.streams.audio:
+                self._audio_src = src
+                self._audio_out = self._out.add_stream_from_template(src.streams.audio[0])
+                self._audio_out.metadata.clear()
+            else:
+                src.close()
+        self._count = 0
+        self._last_pts: int | None = None
+
+    def write(self, frame, pts: int | None = None) -> None:
+        """Encode one frame: a ``uint8 (3, H, W)`` RGB tensor or an ``(H, W, 3)`` uint8 numpy array of the size
+        given; ``pts`` in ``time_base`` units (None = the frame's index). A pts not above the previous one is
+        moved one unit after it (the encoder needs increasing timestamps)."""
+        import av
+        import numpy as np
+
+        arr = frame.permute(1, 2, 0).contiguous().cpu().numpy() if isinstance(frame, Tensor) else frame
+        if arr.shape[:2] != self.size_hw:
+            raise ValueError(f"frame of size {arr.shape[:2]} given to a {self.size_hw} video writer")
+        if any(self.padded):
+            arr = np.pad(arr, ((0, self.padded[0]), (0, self.padded[1]), (0, 0)), mode="edge")
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+        pts = self._count if pts is None else int(pts)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        vf.pts, vf.time_base = pts, self._time_base
+        self._last_pts = pts
+        self._count += 1
+        for packet in self._stream.encode(vf):
+            self._out.mux(packet)
+
+    def copy_audio(self, source: str | Path) -> bool:
+        """Copy the first audio stream of the file at ``source`` into the output as it is (no re-encode; its tags
+        are not copied); False when it has none. Call after the last :meth:`write` and before :meth:`close`."""
+        import av
+
+        with av.open(str(source)) as src:
+            if not src.streams.audio:
+                return False
+            a = src.streams.audio[0]
+            out = self._out.add_stream_from_template(a)
+            out.metadata.clear()
+            for packet in src.demux(a):
+                if packet.dts is None:
+                    continue
+                packet.stream = out
+                self._out.mux(packet)
+        return True
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file."""
+        if self._out is None:
+            return
+        try:
+            for packet in self._stream.encode():
+                self._out.mux(packet)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._audio_src is not None:
+            self._audio_src.close()
+            self._audio_src = None
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self._release()
