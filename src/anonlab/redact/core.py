@@ -87,7 +87,7 @@ class RedactReport:
 class Ensemble:
     """Union of several detectors: ``__call__(images uint8 (B, 3, H, W)) -> Detections`` with every detector's
     boxes above its own threshold (no merging: overlapping boxes are all redacted). Built from
-    conf/detector/<name>.yaml with ``threshold`` overridden; an unknown name or bad value raises
+    conf/detector/<name>.yaml with ``threshold`` overridden (None keeps the config's); an unknown name or bad value raises
     :class:`RedactError` listing valid names."""
 
     def __init__(self, specs: tuple[tuple[str, float], ...], device: str) -> None:
@@ -98,11 +98,12 @@ class Ensemble:
         for name, threshold in specs:
             try:
                 cfg = group_config("detector", name, DETECTORS)
-                cfg.threshold = float(threshold)
+                if threshold is not None:  # None: the config's own threshold
+                    cfg.threshold = float(threshold)
                 det = build_config(cfg, f"detector {name}")
             except BenchError as e:
                 raise RedactError(str(e)) from None
-            self.members.append((name, float(threshold), det.to(device).eval()))
+            self.members.append((name, float(det.threshold), det.to(device).eval()))
         self.names = [n for n, _, _ in self.members]
 
     def __call__(self, images: Tensor) -> Detections:
@@ -213,7 +214,7 @@ class _Redactor:
         self.device = torch.device(opts.device)
         self.defense = build_defense(opts).to(self.device)
         self.ensemble = Ensemble(tuple(opts.faces) + tuple(opts.persons), opts.device)
-        self.low_score = min(t for _, t in tuple(opts.faces) + tuple(opts.persons))
+        self.low_score = min(t for _, t, _ in self.ensemble.members)
 
     def redact(self, images: Tensor, dets: Detections) -> Tensor:
         return self.defense(images, dets)
