@@ -14,6 +14,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 from PIL import Image
 
 from anonlab.cli.main import main
@@ -22,7 +23,6 @@ from anonlab.io.images import load_image
 from anonlab.io.video import VideoReader
 from anonlab.redact import RedactOptions, TemporalOptions, fill
 from anonlab.redact.core import PARTIAL, Ensemble, partial_path
-from conftest import shared_path
 
 MAGENTA = (255, 0, 255)
 #: container tags a phone or editor writes that identify a place, a time or a device
@@ -141,7 +141,7 @@ def test_folder_of_photos(tmp_path):
     assert not (out / "leaks.png").exists()
     for name in [*default_photos(), "sub/o6_wide.jpg"]:
         stored = load_image(src / name).image
-        dst = out / (name if name.endswith(".jpg") else name)
+        dst = out / name  # (JPEG and PNG inputs keep their names)
         with Image.open(dst) as im:
             assert im.size == (stored.shape[2], stored.shape[1]), name  # upright: as displayed
             assert not im.getexif() and "exif" not in im.info and "xmp" not in im.info, name

@@ -28,6 +28,7 @@ import bisect
 import itertools
 import struct
 from pathlib import Path
+from typing import Self
 
 import torch
 from torch import Tensor
@@ -383,7 +384,7 @@ class VideoWriter:
             self._out.close()
             self._out = None
 
-    def __enter__(self) -> VideoWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -61,7 +61,7 @@ class RedactOptions:
     defense_params: dict = field(default_factory=dict)
     shape: str = "ellipse"
     mask_scale: float = 1.3
-    temporal: TemporalOptions = TemporalOptions()
+    temporal: TemporalOptions = field(default_factory=TemporalOptions)
     audio: str = "drop"
     crf: int = 18
     jpeg_quality: int = 95

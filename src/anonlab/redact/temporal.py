@@ -8,6 +8,7 @@ its own frame and held ``hold`` frames before and after; tracks add the boxes be
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -98,7 +99,7 @@ def fill(raw: list[Tensor], tracked: list[tuple[Tensor, Tensor]], opts: Temporal
             hits.setdefault(i, []).append((f, box))
     for seq in hits.values():
         speed = torch.zeros(())
-        for (a, ba), (b, bb) in zip(seq, seq[1:]):
+        for (a, ba), (b, bb) in itertools.pairwise(seq):
             gap = b - a
             centre_a, centre_b = (ba[:2] + ba[2:]) / 2, (bb[:2] + bb[2:]) / 2
             speed = (centre_b - centre_a).abs().max() / gap

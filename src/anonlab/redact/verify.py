@@ -80,7 +80,7 @@ def _scan(file: str, frames: Tensor, first: int, times: list[float | None], chec
         dets = check(frames).to("cpu")
         for box, score, b in zip(dets.boxes.tolist(), dets.scores.tolist(), dets.batch_idx.tolist()):
             leaks.append(Leak(file, first + b, times[b], [round(v, 1) for v in box], check.name, round(score, 4)))
-            x1, y1, x2, y2 = (int(round(v)) for v in box)
+            x1, y1, x2, y2 = (round(v) for v in box)
             crop = frames[b, :, max(0, y1):max(y1 + 1, y2), max(0, x1):max(x1 + 1, x2)].cpu()
             if crop.numel():
                 crops.append(torch.nn.functional.interpolate(crop[None].float(), size=(TILE, TILE),
