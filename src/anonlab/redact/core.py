@@ -204,7 +204,11 @@ def remove_partials(out_dir: Path) -> list[Path]:
     return gone
 
 
-class _Redactor:
+class Redactor:
+    """The components of a run, built and checked once (:class:`RedactError` for a bad option): the defense, the
+    detector ensemble. :meth:`image` and :meth:`video` redact one file; :meth:`video_boxes` is the detection
+    pass alone (benchmarks/redact.py scores it against exact boxes)."""
+
     def __init__(self, opts: RedactOptions) -> None:
         if opts.audio not in ("drop", "keep"):
             raise RedactError(f"--audio must be drop or keep, got {opts.audio!r}")
@@ -232,6 +236,23 @@ class _Redactor:
             tmp.unlink(missing_ok=True)
         return out, decoded.note
 
+    def video_boxes(self, reader: VideoReader, tick=None) -> list[Tensor]:
+        """Pass 1 over a video: detect, track and fill; the redaction boxes ``float32 (K, 4)`` of every frame."""
+        opts = self.opts
+        n = len(reader)
+        tracker = Tracker(reader.fps, opts.temporal.max_gap, self.low_score)
+        raw, tracked = [], []
+        for start in range(0, n, opts.batch):
+            frames = torch.stack([reader.read(k) for k in range(start, min(n, start + opts.batch))]).to(self.device)
+            dets = self.ensemble(frames).to("cpu")
+            for i in range(frames.shape[0]):
+                one = dets.for_image(i)
+                raw.append(one.boxes)
+                tracked.append(tracker.update(one.boxes, one.scores))
+            if tick is not None:
+                tick(frames.shape[0] / 2)
+        return fill(raw, tracked, opts.temporal)
+
     def video(self, src: Path, dst: Path, tick) -> tuple[int, str | None]:
         opts = self.opts
         reader = VideoReader(src)
@@ -241,17 +262,7 @@ class _Redactor:
             reader.close()
             raise ImageReadError(f"video {src} is damaged ({'; '.join(damage)}): not redacted")
         n = len(reader)
-        tracker = Tracker(reader.fps, opts.temporal.max_gap, self.low_score)
-        raw, tracked = [], []
-        for start in range(0, n, opts.batch):  # pass 1: detect and track
-            frames = torch.stack([reader.read(k) for k in range(start, min(n, start + opts.batch))]).to(self.device)
-            dets = self.ensemble(frames).to("cpu")
-            for i in range(frames.shape[0]):
-                one = dets.for_image(i)
-                raw.append(one.boxes)
-                tracked.append(tracker.update(one.boxes, one.scores))
-            tick(frames.shape[0] / 2)
-        boxes = fill(raw, tracked, opts.temporal)
+        boxes = self.video_boxes(reader, tick)
         tmp = partial_path(dst)
         try:
             with VideoWriter(tmp, reader.size_hw, reader.rate or 25, format="mp4", crf=opts.crf,
@@ -309,7 +320,7 @@ def redact(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions = 
     from anonlab.progress import progress_bar
 
     pairs = plan(inputs, out_dir, opts)
-    redactor = _Redactor(opts)  # every component is built (and checked) before any output is touched
+    redactor = Redactor(opts)  # every component is built (and checked) before any output is touched
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     remove_partials(out)
