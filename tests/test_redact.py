@@ -234,3 +234,23 @@ def test_unreadable_and_truncated_videos(tmp_path, capsys):
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 2 and any("cut.mp4" in e for e in err) and any("noise.mp4" in e for e in err)
     assert not list(out.rglob("*.mp4")) and not list(out.rglob(f"*{PARTIAL}*"))
+
+
+@pytest.mark.slow
+def test_weak_redaction_is_reported_as_a_leak(tmp_path):
+    """Pixelation too fine to hide anything (64 x 64 blocks over a ~100 px face): the panel finds the face in the
+    written output; exit 4, leaks.json names it, leaks.png shows it."""
+    import json
+
+    src = tmp_path / "grace_hopper.jpg"
+    shutil.copy(default_photos()["grace_hopper.jpg"], src)
+    out = tmp_path / "out"
+    assert run(src, "--out", out, "--defense", "pixelate", "--blocks", "64", "--mask-scale", "1.0") == 4
+    leaks = json.loads((out / "leaks.json").read_text())
+    assert leaks and {x["check"] for x in leaks} <= {"mtcnn", "dlib_hog"}
+    face = Ensemble((("centerface", 0.5),), "cpu")(load_image(src).image[None]).boxes[0].tolist()
+    assert any(x["file"] == str(out / "grace_hopper.jpg") and x["frame"] == 0 and x["time_s"] is None
+               and x["box"][0] < face[2] and face[0] < x["box"][2] and x["box"][1] < face[3] and face[1] < x["box"][3]
+               for x in leaks)
+    with Image.open(out / "leaks.png") as sheet:
+        assert sheet.width >= 96 and sheet.height >= 96

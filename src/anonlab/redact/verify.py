@@ -73,13 +73,14 @@ def panel_checks(specs, device: str) -> list[LeakCheck]:
     return [_DetectorCheck(n, t, d) for n, t, d in Ensemble(tuple(specs), device).members]
 
 
-def _scan(file: str, frames: Tensor, first: int, times: list[float | None], checks: list[LeakCheck],
+def _scan(file: str, frames: Tensor, frame_ids: list[int], times: list[float | None], checks: list[LeakCheck],
           crops: list[Tensor]) -> list[Leak]:
+    """Run every check on ``frames`` (B, 3, H, W) uint8 (frame numbers ``frame_ids``, presentation ``times``)."""
     leaks = []
     for check in checks:
         dets = check(frames).to("cpu")
         for box, score, b in zip(dets.boxes.tolist(), dets.scores.tolist(), dets.batch_idx.tolist()):
-            leaks.append(Leak(file, first + b, times[b], [round(v, 1) for v in box], check.name, round(score, 4)))
+            leaks.append(Leak(file, frame_ids[b], times[b], [round(v, 1) for v in box], check.name, round(score, 4)))
             x1, y1, x2, y2 = (round(v) for v in box)
             crop = frames[b, :, max(0, y1):max(y1 + 1, y2), max(0, x1):max(x1 + 1, x2)].cpu()
             if crop.numel():
@@ -108,16 +109,15 @@ def verify(outputs: list[str | Path], checks: list[LeakCheck], device: str = "cp
                             frames.append(reader.read(k))
                             tb = reader.time_base
                             times.append(float(reader.last_pts * tb) if reader.last_pts is not None and tb else None)
-                        for j, k in enumerate(ks[start:start + batch]):  # frame numbers may skip (stride)
-                            leaks.extend(_scan(str(out), torch.stack(frames[j:j + 1]).to(dev), k, times[j:j + 1],
-                                               checks, crops))
+                        leaks.extend(_scan(str(out), torch.stack(frames).to(dev), ks[start:start + batch], times,
+                                           checks, crops))
                         if tick:
                             tick(len(frames))
                 finally:
                     reader.close()
             else:
                 img = load_image(out).image.to(dev)[None]
-                leaks.extend(_scan(str(out), img, 0, [None], checks, crops))
+                leaks.extend(_scan(str(out), img, [0], [None], checks, crops))
                 if tick:
                     tick(1)
         except (ValueError, FileNotFoundError) as e:  # ImageReadError is a ValueError
