@@ -254,3 +254,19 @@ def test_weak_redaction_is_reported_as_a_leak(tmp_path):
                for x in leaks)
     with Image.open(out / "leaks.png") as sheet:
         assert sheet.width >= 96 and sheet.height >= 96
+
+
+@pytest.mark.slow
+def test_whole_person_redaction(tmp_path):
+    """``--persons``: YOLOX-Nano's person boxes are filled (rectangles here), not only faces."""
+    src = tmp_path / "bus.jpg"
+    shutil.copy(default_photos()["bus.jpg"], src)
+    out = tmp_path / "out"
+    assert run(src, "--out", out, "--persons", "--faces", "", "--shape", "rect", "--color", "255,0,255",
+               "--no-verify") == 0
+    persons = Ensemble((("yolox_nano", 0.25),), "cpu")(load_image(src).image[None]).boxes
+    assert len(persons) >= 3  # bus.jpg: 4 pedestrians
+    img = load_image(out / "bus.jpg").image.float()
+    for x1, y1, x2, y2 in persons.round().long().tolist():
+        centre = img[:, (y1 + y2) // 2 - 2:(y1 + y2) // 2 + 3, (x1 + x2) // 2 - 2:(x1 + x2) // 2 + 3].mean((1, 2))
+        assert torch.allclose(centre, torch.tensor(MAGENTA, dtype=torch.float32), atol=12), centre
