@@ -46,8 +46,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (the input layout is kept)")
     p.add_argument("--faces", default=_fmt(DEFAULT_FACES), metavar="DET:THR,...",
                    help=f"face detector ensemble, union of all (default {_fmt(DEFAULT_FACES)}; '' for none)")
-    p.add_argument("--persons", nargs="?", const=_fmt(DEFAULT_PERSONS), default="", metavar="DET:THR,...",
-                   help=f"also redact whole persons (default detector when given alone: {_fmt(DEFAULT_PERSONS)})")
+    p.add_argument("--persons", action="store_true", help="also redact whole persons (whole-body redaction)")
+    p.add_argument("--person-detectors", default=_fmt(DEFAULT_PERSONS), metavar="DET:THR,...",
+                   help=f"person detectors used with --persons (default {_fmt(DEFAULT_PERSONS)})")
     p.add_argument("--defense", default="solid", choices=REDACTIONS, help="how regions are redacted (default solid)")
     p.add_argument("--color", default=None, help="solid: R,G,B (default 0,0,0)")
     p.add_argument("--blocks", type=int, default=None, help="pixelate: blocks per region side (default 8)")
@@ -81,7 +82,7 @@ def redact_cmd(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         faces = _pairs(args.faces, "--faces")
-        persons = _pairs(args.persons, "--persons")
+        persons = _pairs(args.person_detectors, "--person-detectors") if args.persons else ()
         panel = _pairs(args.verify_with, "--verify-with") if not args.no_verify else ()
     except argparse.ArgumentTypeError as e:
         print(f"error: {e}", file=sys.stderr)
