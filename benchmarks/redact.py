@@ -139,7 +139,8 @@ def main() -> None:
         "device": f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "clip": {"frames": len(frames), "size_hw": list(size_hw), "fps": 25, "people": args.people,
-                 "seed": args.seed},
+                 "seed": args.seed, "face_height_px_median": float(torch.cat([f[0] for f in faces])[:, 3].sub(
+                     torch.cat([f[0] for f in faces])[:, 1]).median()) if faces else None},
         "cover_threshold": args.cover,
         "anonlab": {**coverage(ours, faces, size_hw, args.cover), "fps_whole_command": anonlab_fps,
                     "options": "default: centerface 0.2 + yunet 0.4 + ultraface 0.5, hold 2, max_gap 15"},
