@@ -259,6 +259,9 @@ class VideoReader:
 
 #: encoder names of the codecs :class:`VideoWriter` writes
 VIDEO_ENCODERS = {"h264": "libx264", "h265": "libx265"}
+#: NAL unit types of SEI messages (H.264: 6, ITU-T H.264 Table 7-1; H.265: 39 prefix / 40 suffix, H.265 Table 7-1),
+#: removed by FFmpeg's ``filter_units`` bitstream filter: x264/x265 write their version and settings there
+_SEI_TYPES = {"h264": "6", "h265": "39|40"}
 
 
 def has_audio(path: str | Path) -> bool:
@@ -282,8 +285,8 @@ class VideoWriter:
     row/column larger; :attr:`padded` says by how much (rows, columns).
 
     Metadata: with ``strip_metadata`` (default) the container is written with FFmpeg's ``bitexact`` flag, so no
-    ``encoder`` tag is written, and no other tag (title, location, creation_time, make, model) is set; the x264
-    encoder-settings SEI message in the bitstream remains (codec options only). ``audio_from``: a file whose first
+    ``encoder`` tag is written, and no other tag (title, location, creation_time, make, model) is set; SEI messages
+    (where x264/x265 write their version and settings) are removed from the bitstream (``filter_units``). ``audio_from``: a file whose first
     audio stream is copied (remuxed, not re-encoded, its tags dropped) by :meth:`copy_audio` after the last frame;
     None = no audio stream.
 
@@ -317,6 +320,9 @@ class VideoWriter:
         self._time_base = fractions.Fraction(time_base) if time_base else 1 / rate
         s.codec_context.time_base = self._time_base
         self._stream = s
+        # (the SEI filter is made at the first packet: made earlier, it copies the parameters of a not yet opened
+        # encoder, 640x480 by default, into the output stream)
+        self._bsf, self._sei = None, _SEI_TYPES[codec] if strip_metadata else None
         # (every stream is added before the first packet: the container header is written then)
         self._audio_src, self._audio_out = None, None
         if audio_from is not None:
@@ -349,8 +355,17 @@ class VideoWriter:
         vf.pts, vf.time_base = pts, self._time_base
         self._last_pts = pts
         self._count += 1
-        for packet in self._stream.encode(vf):
-            self._out.mux(packet)
+        self._mux(self._stream.encode(vf))
+
+    def _mux(self, packets) -> None:
+        for packet in packets:
+            if self._sei is not None and self._bsf is None:
+                from av.bitstream import BitStreamFilterContext
+
+                # (no output stream given: filter_units leaves the stream parameters as they are)
+                self._bsf = BitStreamFilterContext(f"filter_units=remove_types={self._sei}", self._stream)
+            for out in (self._bsf.filter(packet) if self._bsf is not None else [packet]):
+                self._out.mux(out)
 
     def copy_audio(self) -> bool:
         """Copy the packets of ``audio_from``'s first audio stream into the output; False when there is none. Call
@@ -371,8 +386,10 @@ class VideoWriter:
         if self._out is None:
             return
         try:
-            for packet in self._stream.encode():
-                self._out.mux(packet)
+            self._mux(self._stream.encode())
+            if self._bsf is not None:
+                for out in self._bsf.filter(None):
+                    self._out.mux(out)
         finally:
             self._release()
 
