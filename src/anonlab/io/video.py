@@ -264,14 +264,6 @@ VIDEO_ENCODERS = {"h264": "libx264", "h265": "libx265"}
 _SEI_TYPES = {"h264": "6", "h265": "39|40"}
 
 
-def has_audio(path: str | Path) -> bool:
-    """True when the file at ``path`` holds an audio stream (for checks; FFmpegError for an unreadable file)."""
-    import av
-
-    with av.open(str(path)) as c:
-        return bool(c.streams.audio)
-
-
 class VideoWriter:
     """Encode ``uint8 (3, H, W)`` RGB frames to a video file (or a binary file object) with PyAV, streaming: each
     frame is encoded as it comes; nothing but the encoder's own look-ahead is held.
