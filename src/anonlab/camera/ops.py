@@ -416,20 +416,14 @@ def video_roundtrip(images: Tensor, codec: str = "h264", crf: int = 28, clip: bo
 def _encode_decode(frames, encoder: str, crf: int, preset: str, fps: int) -> list:
     import av
 
+    from anonlab.io.video import VIDEO_ENCODERS, VideoWriter
+
+    codec = {v: k for k, v in VIDEO_ENCODERS.items()}[encoder]
     buf = io.BytesIO()
     _, h, w, _ = frames.shape
-    with av.open(buf, "w", format="matroska") as out:
-        stream = out.add_stream(encoder, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        opts = {"crf": str(crf), "preset": preset}
-        if encoder == "libx265":
-            opts["x265-params"] = "log-level=error"
-        stream.options = opts
+    with VideoWriter(buf, (h, w), fps, format="matroska", codec=codec, crf=crf, preset=preset) as out:
         for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+            out.write(f)
     buf.seek(0)
     with av.open(buf, "r") as inp:
         return [fr.to_ndarray(format="rgb24") for fr in inp.decode(video=0)]

@@ -329,3 +329,24 @@ def check_device_decode(device: torch.device | str) -> None:
         decode_jpeg(probe, device=dev)
     except RuntimeError as e:
         raise RuntimeError(f"torchvision cannot decode JPEG on {dev} ({_one_line(e)}); use loader.decode=cpu") from e
+
+
+def write_image(path: str | Path, image: Tensor, format: str, quality: int = 95) -> None:
+    """Encode ``image`` (``uint8 (3, H, W)`` RGB, any device) to ``path`` with Pillow, with no metadata at all: no
+    EXIF (so no GPS, no orientation tag: the pixels are stored upright), no XMP/IPTC, no ICC profile, no PNG text
+    chunks (Pillow writes none of these unless given them). ``format``: ``"JPEG"`` (``quality`` 1-95, 4:2:0) or
+    ``"PNG"``. Raises ``ValueError`` for another format or a bad image."""
+    from PIL import Image
+
+    from anonlab.types import check_images
+
+    check_images(image[None], "write_image input")
+    if format not in ("JPEG", "PNG"):
+        raise ValueError(f"write_image format must be JPEG or PNG, got {format!r}")
+    arr = image.permute(1, 2, 0).contiguous().cpu().numpy()
+    im = Image.fromarray(arr, mode="RGB")
+    with open(path, "wb") as f:
+        if format == "JPEG":
+            im.save(f, format="JPEG", quality=quality)
+        else:
+            im.save(f, format="PNG")

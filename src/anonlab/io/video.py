@@ -1,4 +1,7 @@
-"""Video decoding: the one home of PyAV (FFmpeg) reading. :class:`VideoReader` gives frame ``k`` of a file as
+"""Video decoding and encoding: the one home of PyAV (FFmpeg). :class:`VideoWriter` encodes (H.264 by default)
+with no metadata; :class:`VideoReader` decodes.
+
+Reading:  :class:`VideoReader` gives frame ``k`` of a file as
 ``uint8 (3, H, W)`` RGB, upright, decoded on demand.
 
 - The main video stream is read: attached pictures (cover art) and timed-thumbnail streams are skipped; among the
@@ -25,6 +28,7 @@ import bisect
 import itertools
 import struct
 from pathlib import Path
+from typing import Self
 
 import torch
 from torch import Tensor
@@ -123,6 +127,7 @@ class VideoReader:
                 w, h = int(s.codec_context.width), int(s.codec_context.height)
                 check_pixels(f"cannot read video {self.path}", w, h)
                 self.fps = float(s.average_rate) if s.average_rate else 0.0
+                self._rate, self._time_base = s.average_rate, s.time_base
                 promised = int(s.frames or 0)
                 try:
                     for pkt in c.demux(s):
@@ -163,6 +168,11 @@ class VideoReader:
         self._container = None
         self._frames = None  # decoder iterator
         self._next: int | None = None  # index of the frame the iterator yields next (None: must seek)
+        #: presentation timestamp (in :attr:`time_base` units) of the frame :meth:`read` returned last (None if the
+        #: stream gives none)
+        self.last_pts: int | None = None
+        self.time_base = self._time_base  # Fraction: seconds per pts unit (None if unknown)
+        self.rate = self._rate  # the stream's average rate as a Fraction (None if unknown)
 
     @staticmethod
     def _first_frame(c, s):
@@ -221,6 +231,7 @@ class VideoReader:
                     # (a stream may change size mid-way: each frame is held to the cap, not only the header's size)
                     check_pixels(f"cannot decode frame {index} of video {self.path}", frame.width, frame.height)
                     rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+                    self.last_pts = frame.pts
                     return orient(rgb, self.orientation).contiguous()
         except av.error.FFmpegError as e:
             self._next = None
@@ -244,3 +255,149 @@ class VideoReader:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+#: encoder names of the codecs :class:`VideoWriter` writes
+VIDEO_ENCODERS = {"h264": "libx264", "h265": "libx265"}
+#: NAL unit types of SEI messages (H.264: 6, ITU-T H.264 Table 7-1; H.265: 39 prefix / 40 suffix, H.265 Table 7-1),
+#: removed by FFmpeg's ``filter_units`` bitstream filter: x264/x265 write their version and settings there
+_SEI_TYPES = {"h264": "6", "h265": "39|40"}
+
+
+class VideoWriter:
+    """Encode ``uint8 (3, H, W)`` RGB frames to a video file (or a binary file object) with PyAV, streaming: each
+    frame is encoded as it comes; nothing but the encoder's own look-ahead is held.
+
+    ``target``: a path or a writable binary file object; ``format``: the container (FFmpeg muxer name, e.g. ``mp4``,
+    ``matroska``; None = from the path's suffix); ``codec``: a key of :data:`VIDEO_ENCODERS`; ``crf`` the encoder's
+    constant rate factor (0-51; 18 is visually lossless for x264); ``preset`` the x264/x265 speed preset;
+    ``rate`` the nominal frame rate (an int or Fraction, frames per second); ``time_base`` the unit of the ``pts``
+    given to :meth:`write` (seconds per unit; None = ``1 / rate``, and frames get pts 0, 1, 2, ...).
+    Odd frame sizes are padded to even by edge replication (yuv420p needs even sizes): the file is then one
+    row/column larger; :attr:`padded` says by how much (rows, columns).
+
+    Metadata: with ``strip_metadata`` (default) the container is written with FFmpeg's ``bitexact`` flag, so no
+    ``encoder`` tag is written, and no other tag (title, location, creation_time, make, model) is set; SEI messages
+    (where x264/x265 write their version and settings) are removed from the bitstream (``filter_units``). ``audio_from``: a file whose first
+    audio stream is copied (remuxed, not re-encoded, its tags dropped) by :meth:`copy_audio` after the last frame;
+    None = no audio stream.
+
+    Raises ``ValueError`` for an unknown codec or a crf outside 0-51; PyAV's ``FFmpegError`` for a write failure.
+    """
+
+    def __init__(self, target, size_hw: tuple[int, int], rate=25, *, format: str | None = None, codec: str = "h264",
+                 crf: int = 18, preset: str = "medium", time_base=None, strip_metadata: bool = True,
+                 audio_from: str | Path | None = None) -> None:
+        import fractions
+
+        import av
+
+        if codec not in VIDEO_ENCODERS:
+            raise ValueError(f"unknown video codec {codec!r}; valid: {', '.join(VIDEO_ENCODERS)}")
+        if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
+            raise ValueError(f"crf must be an integer in [0, 51], got {crf!r}")
+        h, w = size_hw
+        self.size_hw = (h, w)
+        self.padded = (h % 2, w % 2)
+        rate = fractions.Fraction(rate).limit_denominator(1001000) if rate else fractions.Fraction(25)
+        options = {"fflags": "+bitexact"} if strip_metadata else {}
+        self._out = av.open(target if not isinstance(target, (str, Path)) else str(target), "w", format=format,
+                            options=options)
+        s = self._out.add_stream(VIDEO_ENCODERS[codec], rate=rate)
+        s.width, s.height, s.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
+        opts = {"crf": str(crf), "preset": preset}
+        if codec == "h265":
+            opts["x265-params"] = "log-level=error"
+        s.options = opts
+        self._time_base = fractions.Fraction(time_base) if time_base else 1 / rate
+        s.codec_context.time_base = self._time_base
+        self._stream = s
+        # (the SEI filter is made at the first packet: made earlier, it copies the parameters of a not yet opened
+        # encoder, 640x480 by default, into the output stream)
+        self._bsf, self._sei = None, _SEI_TYPES[codec] if strip_metadata else None
+        # (every stream is added before the first packet: the container header is written then)
+        self._audio_src, self._audio_out = None, None
+        if audio_from is not None:
+            src = av.open(str(audio_from))
+            if src.streams.audio:
+                self._audio_src = src
+                self._audio_out = self._out.add_stream_from_template(src.streams.audio[0])
+                self._audio_out.metadata.clear()
+            else:
+                src.close()
+        self._count = 0
+        self._last_pts: int | None = None
+
+    def write(self, frame, pts: int | None = None) -> None:
+        """Encode one frame: a ``uint8 (3, H, W)`` RGB tensor or an ``(H, W, 3)`` uint8 numpy array of the size
+        given; ``pts`` in ``time_base`` units (None = the frame's index). A pts not above the previous one is
+        moved one unit after it (the encoder needs increasing timestamps)."""
+        import av
+        import numpy as np
+
+        arr = frame.permute(1, 2, 0).contiguous().cpu().numpy() if isinstance(frame, Tensor) else frame
+        if arr.shape[:2] != self.size_hw:
+            raise ValueError(f"frame of size {arr.shape[:2]} given to a {self.size_hw} video writer")
+        if any(self.padded):
+            arr = np.pad(arr, ((0, self.padded[0]), (0, self.padded[1]), (0, 0)), mode="edge")
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+        pts = self._count if pts is None else int(pts)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        vf.pts, vf.time_base = pts, self._time_base
+        self._last_pts = pts
+        self._count += 1
+        self._mux(self._stream.encode(vf))
+
+    def _mux(self, packets) -> None:
+        for packet in packets:
+            if self._sei is not None and self._bsf is None:
+                from av.bitstream import BitStreamFilterContext
+
+                # (no output stream given: filter_units leaves the stream parameters as they are)
+                self._bsf = BitStreamFilterContext(f"filter_units=remove_types={self._sei}", self._stream)
+            for out in (self._bsf.filter(packet) if self._bsf is not None else [packet]):
+                self._out.mux(out)
+
+    def copy_audio(self) -> bool:
+        """Copy the packets of ``audio_from``'s first audio stream into the output; False when there is none. Call
+        after the last :meth:`write` and before :meth:`close`."""
+        if self._audio_src is None:
+            return False
+        a = self._audio_src.streams.audio[0]
+        for packet in self._audio_src.demux(a):
+            if packet.dts is None:
+                continue
+            packet.stream = self._audio_out
+            self._out.mux(packet)
+        return True
+
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file."""
+        if self._out is None:
+            return
+        try:
+            self._mux(self._stream.encode())
+            if self._bsf is not None:
+                for out in self._bsf.filter(None):
+                    self._out.mux(out)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._audio_src is not None:
+            self._audio_src.close()
+            self._audio_src = None
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self._release()

@@ -1,0 +1,155 @@
+"""``anonlab redact INPUT... --out DIR``: argument glue for :mod:`anonlab.redact`.
+
+Exit codes: 0 done, nothing leaks; 2 a bad option or an unsafe output location (one ``error:`` line, before any
+work); 3 some inputs could not be read (one ``error:`` line each; the others are written); 4 the verification
+panel found something in the output (see DIR/leaks.json and DIR/leaks.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_OK, EXIT_BAD_CONFIG, EXIT_PARTIAL, EXIT_LEAK = 0, 2, 3, 4
+
+
+def _pairs(text: str, flag: str) -> tuple[tuple[str, float], ...]:
+    """``"centerface:0.2,yunet:0.4"`` -> ((name, threshold), ...); a name alone keeps its config's threshold."""
+    out = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, thr = item.partition(":")
+        if thr:
+            try:
+                value = float(thr)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{flag}: threshold {thr!r} of {name} is not a number") from None
+            if not 0.0 <= value <= 1.0:
+                raise argparse.ArgumentTypeError(f"{flag}: threshold {value} of {name} is outside [0, 1]")
+            out.append((name, value))
+        else:
+            out.append((name, None))
+    return tuple(out)
+
+
+def _fmt(pairs) -> str:
+    return ",".join(f"{n}:{t}" for n, t in pairs)
+
+
+def parser() -> argparse.ArgumentParser:
+    from anonlab.redact import DEFAULT_FACES, DEFAULT_PERSONS, REDACTIONS
+    from anonlab.redact.verify import DEFAULT_PANEL
+
+    p = argparse.ArgumentParser(prog="anonlab redact", description="Redact faces (and optionally whole persons) in "
+                                "photos, folders and videos; outputs are upright, carry no metadata, and are checked "
+                                "by an independent detector panel.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, or folders (walked recursively)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (the input layout is kept)")
+    p.add_argument("--faces", default=_fmt(DEFAULT_FACES), metavar="DET:THR,...",
+                   help=f"face detector ensemble, union of all (default {_fmt(DEFAULT_FACES)}; '' for none)")
+    p.add_argument("--persons", action="store_true", help="also redact whole persons (whole-body redaction)")
+    p.add_argument("--person-detectors", default=_fmt(DEFAULT_PERSONS), metavar="DET:THR,...",
+                   help=f"person detectors used with --persons (default {_fmt(DEFAULT_PERSONS)})")
+    p.add_argument("--defense", default="solid", choices=REDACTIONS, help="how regions are redacted (default solid)")
+    p.add_argument("--color", default=None, help="solid: R,G,B (default 0,0,0)")
+    p.add_argument("--blocks", type=int, default=None, help="pixelate: blocks per region side (default 8)")
+    p.add_argument("--shape", default="ellipse", choices=("ellipse", "rect"), help="region shape (default ellipse)")
+    p.add_argument("--mask-scale", type=float, default=1.3, help="box enlargement about its centre (default 1.3)")
+    p.add_argument("--hold", type=int, default=2, help="video: frames a detection is held before and after (2)")
+    p.add_argument("--max-gap", type=int, default=15, help="video: longest miss of a track that is interpolated (15)")
+    p.add_argument("--grow", type=float, default=0.05, help="video: held-box growth per frame, fraction (0.05)")
+    p.add_argument("--audio", default="drop", choices=("drop", "keep"), help="audio track (default drop)")
+    p.add_argument("--crf", type=int, default=18, help="H.264 quality of output videos, 0-51 (default 18)")
+    p.add_argument("--jpeg-quality", type=int, default=95, help="quality of JPEG outputs (default 95)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--same-folder", action="store_true",
+                   help="allow --out to be an input folder: outputs are written as NAME.redacted.EXT beside inputs")
+    p.add_argument("--no-verify", action="store_true", help="skip the verification pass")
+    p.add_argument("--verify-with", default=_fmt(DEFAULT_PANEL), metavar="DET:THR,...",
+                   help=f"verification panel; must not overlap the ensemble (default {_fmt(DEFAULT_PANEL)})")
+    p.add_argument("--verify-stride", type=int, default=1, help="verify every Nth video frame (default 1)")
+    p.add_argument("--batch", type=int, default=8, help="frames per detector call (default 8)")
+    p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def redact_cmd(argv: list[str]) -> int:
+    import torch
+
+    from anonlab.redact import RedactError, RedactOptions, TemporalOptions, redact
+
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        faces = _pairs(args.faces, "--faces")
+        persons = _pairs(args.person_detectors, "--person-detectors") if args.persons else ()
+        panel = _pairs(args.verify_with, "--verify-with") if not args.no_verify else ()
+    except argparse.ArgumentTypeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    params: dict = {}
+    if args.color is not None:
+        if args.defense != "solid":
+            print("error: --color applies to --defense solid only", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        try:
+            params["color"] = [int(c) for c in args.color.split(",")]
+        except ValueError:
+            print(f"error: --color must be R,G,B integers, got {args.color!r}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+    if args.blocks is not None:
+        if args.defense != "pixelate":
+            print("error: --blocks applies to --defense pixelate only", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        params["blocks"] = args.blocks
+    overlap = {n for n, _ in panel} & {n for n, _ in faces + persons}
+    if overlap:
+        print(f"error: --verify-with {', '.join(sorted(overlap))} also redacts; the panel must be independent",
+              file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    if args.verify_stride < 1:
+        print(f"error: --verify-stride must be >= 1, got {args.verify_stride}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        opts = RedactOptions(faces=faces, persons=persons, defense=args.defense, defense_params=params,
+                             shape=args.shape, mask_scale=args.mask_scale,
+                             temporal=TemporalOptions(args.hold, args.max_gap, args.grow), audio=args.audio,
+                             crf=args.crf, jpeg_quality=args.jpeg_quality, overwrite=args.overwrite,
+                             same_folder=args.same_folder, batch=args.batch, device=device,
+                             progress=not args.no_progress)
+        checks = None
+        if panel:
+            from anonlab.redact.verify import panel_checks
+
+            checks = panel_checks(panel, device)  # built (and checked) before any file is touched
+        report = redact(args.inputs, args.out, opts)
+    except (RedactError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    for line in report.failures:
+        print(f"error: {line}", file=sys.stderr)
+    for src, note in report.notes.items():
+        print(f"note: {src}: {note}", file=sys.stderr)
+    fps = report.frames / report.seconds if report.seconds > 0 else 0.0
+    print(f"redacted {len(report.outputs)} file(s), {report.frames} frame(s) in {report.seconds:.1f} s "
+          f"({fps:.1f} frames/s) into {args.out}")
+    code = EXIT_PARTIAL if report.failures else EXIT_OK
+    if checks is not None:
+        from pathlib import Path
+
+        from anonlab.redact.verify import verify, write_leaks
+
+        leaks, crops, failures = verify(list(report.outputs.values()), checks, device, args.verify_stride,
+                                        args.batch)
+        for line in failures:
+            print(f"error: {line}", file=sys.stderr)
+        path, sheet = write_leaks(Path(args.out), leaks, crops)
+        if failures:
+            code = max(code, EXIT_PARTIAL)
+        if leaks:
+            print(f"LEAK: the verification panel found {len(leaks)} region(s) in "
+                  f"{len({x.file for x in leaks})} file(s): see {path} and {sheet}", file=sys.stderr)
+            return EXIT_LEAK
+        print(f"verified: no leak found by {', '.join(n for n, _ in panel)} (see {path})")
+    return code

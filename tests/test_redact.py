@@ -1,0 +1,273 @@
+"""``anonlab redact``: real photos and videos through the real detector ensemble, defense, writer and panel.
+
+Inputs: the default dataset's photos (found inside installed packages, never copied here), the EXIF-rotated and
+phone-video cases from ../shared (through ``shared_path``), and small videos made here with PyAV from those photos.
+"""
+
+from __future__ import annotations
+
+import fractions
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path
+from PIL import Image
+
+from anonlab.cli.main import main
+from anonlab.datasets.default import DATA_DIR, package_path, read_manifest
+from anonlab.io.images import load_image
+from anonlab.io.video import VideoReader
+from anonlab.redact import RedactOptions, TemporalOptions, fill
+from anonlab.redact.core import PARTIAL, Ensemble, partial_path
+
+MAGENTA = (255, 0, 255)
+#: container tags a phone or editor writes that identify a place, a time or a device
+TAGS = {"title": "demo at the square", "location": "+48.8566+002.3522/", "creation_time": "2026-11-30T12:00:00Z",
+        "make": "Pixel", "model": "Pixel 9", "comment": "secret"}
+
+
+def default_photos() -> dict[str, Path]:
+    return {e.file_name: package_path(e) for e in read_manifest(DATA_DIR / "manifest.json")}
+
+
+def _frame(name: str, size: int = 256) -> np.ndarray:
+    """A default photo, resized to ``size`` x ``size``, as an (H, W, 3) uint8 array."""
+    img = Image.open(default_photos()[name]).convert("RGB").resize((size, size), Image.BILINEAR)
+    return np.asarray(img).copy()
+
+
+def make_video(path: Path, frames: list[np.ndarray], fps: int = 10, tags: dict | None = None,
+               audio: bool = False) -> None:
+    """Write ``frames`` as H.264 in ``path`` (near-lossless), with container ``tags`` and a 1 kHz AAC track."""
+    with av.open(str(path), "w") as c:
+        for k, v in (tags or {}).items():
+            c.metadata[k] = v
+        s = c.add_stream("libx264", rate=fps, options={"crf": "1"})
+        s.height, s.width, s.pix_fmt = *frames[0].shape[:2], "yuv420p"
+        a = c.add_stream("aac", rate=16000) if audio else None
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+        if a is not None:
+            n = int(16000 * len(frames) / fps)
+            t = np.arange(n) / 16000
+            samples = (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)[None]
+            af = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            af.sample_rate, af.pts, af.time_base = 16000, 0, fractions.Fraction(1, 16000)
+            for p in a.encode(af):
+                c.mux(p)
+            for p in a.encode():
+                c.mux(p)
+
+
+def run(*argv: str) -> int:
+    return main(["redact", *map(str, argv), "--no-progress"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# time: a face found in t-1 and t+1 but missed in t is covered in t
+
+
+def test_fill_holds_and_interpolates():
+    """Pure timing of ``fill``: a track with hits in frames 1 and 3 covers frame 2 even with ``hold=0``."""
+    box = torch.tensor([[10.0, 10.0, 30.0, 30.0]])
+    moved = box + 4
+    raw = [torch.zeros(0, 4), box, torch.zeros(0, 4), moved, torch.zeros(0, 4)]
+    ids = torch.tensor([7])
+    tracked = [(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)), (box, ids),
+               (torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)), (moved, ids),
+               (torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64))]
+    out = fill(raw, tracked, TemporalOptions(hold=0, max_gap=3, grow=0.0))
+    assert len(out[0]) == 0 and len(out[4]) == 0
+    mid = out[2][0]
+    # the interpolated box, grown by the motion per frame (2 px) on each side
+    assert torch.allclose(mid, torch.tensor([10.0, 10.0, 34.0, 34.0]))
+    held = fill(raw, tracked, TemporalOptions(hold=1, max_gap=0, grow=0.0))
+    assert len(held[0]) >= 1 and len(held[2]) >= 2 and len(held[4]) >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hold,max_gap,covered", [(0, 15, True), (2, 15, True), (0, 0, False)])
+def test_face_missed_in_one_frame_is_covered(tmp_path, hold, max_gap, covered):
+    """Frames 0-4 of grace_hopper; frame 2 is defocused (Gaussian blur, radius 16 px, as a focus hunt or a shake
+    does), so no detector of the ensemble finds the face there (checked); the output's frame 2 still has the face
+    filled (magenta), by tracking alone (``hold=0``) and by the default hold; with neither (the control) it is not."""
+    clean = _frame("grace_hopper.jpg")
+    ens = Ensemble(RedactOptions().faces, "cpu")
+    dets = ens(torch.from_numpy(clean).permute(2, 0, 1)[None])
+    assert len(dets) >= 1
+    x1, y1, x2, y2 = (int(v) for v in dets.boxes[dets.scores.argmax()].tolist())
+    from PIL import ImageFilter
+
+    hidden = np.asarray(Image.fromarray(clean).filter(ImageFilter.GaussianBlur(16))).copy()
+    assert len(ens(torch.from_numpy(hidden).permute(2, 0, 1)[None])) == 0, "precondition: frame 2 has no detection"
+    video = tmp_path / "in" / "clip.mp4"
+    video.parent.mkdir()
+    make_video(video, [clean, clean, hidden, clean, clean])
+    out = tmp_path / "out"
+    assert run(video, "--out", out, "--color", "255,0,255", "--hold", hold, "--max-gap", max_gap, "--no-verify") == 0
+    reader = VideoReader(out / "clip.mp4")
+    assert len(reader) == 5
+    cy, cx = (y1 + y2) // 2, (x1 + x2) // 2
+    for k in range(5):
+        centre = reader.read(k)[:, cy - 3:cy + 4, cx - 3:cx + 4].float().mean((1, 2))
+        filled = torch.allclose(centre, torch.tensor(MAGENTA, dtype=torch.float32), atol=12)
+        assert filled == (covered or k != 2), (k, centre)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# photos
+
+
+@pytest.mark.slow
+def test_folder_of_photos(tmp_path):
+    """The default photos plus the EXIF-rotated case: outputs upright, no metadata, the panel finds no leak."""
+    src = tmp_path / "photos"
+    src.mkdir()
+    for name, path in default_photos().items():
+        (src / name).symlink_to(path)
+    rotated = shared_path("cases/coco_size_mismatch/o6_wide.jpg")
+    (src / "sub").mkdir()
+    (src / "sub" / "o6_wide.jpg").symlink_to(rotated)
+    out = tmp_path / "out"
+    assert run(src, "--out", out) == 0
+    assert (out / "leaks.json").read_text().strip() == "[]"
+    assert not (out / "leaks.png").exists()
+    for name in [*default_photos(), "sub/o6_wide.jpg"]:
+        stored = load_image(src / name).image
+        dst = out / name  # (JPEG and PNG inputs keep their names)
+        with Image.open(dst) as im:
+            assert im.size == (stored.shape[2], stored.shape[1]), name  # upright: as displayed
+            assert not im.getexif() and "exif" not in im.info and "xmp" not in im.info, name
+            assert not {k for k in im.info if k not in ("jfif", "jfif_version", "jfif_unit", "jfif_density",
+                                                          "dpi", "progressive", "progression")}, (name, im.info)
+        assert load_image(dst).orientation == 1
+    assert not list(out.rglob(f"*{PARTIAL}*"))
+
+
+def test_output_folder_equal_to_input_refused(tmp_path):
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "camera.png").symlink_to(default_photos()["camera.png"])
+    assert run(src, "--out", src, "--no-verify") == 2
+    assert run(src / "camera.png", "--out", src, "--no-verify") == 2
+    assert sorted(p.name for p in src.iterdir()) == ["camera.png"]
+
+
+@pytest.mark.slow
+def test_existing_output_refused_unless_overwrite(tmp_path, capsys):
+    src = tmp_path / "camera.png"
+    shutil.copy(default_photos()["camera.png"], src)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "camera.png").write_bytes(b"old")
+    stale = partial_path(out / "x.png")  # what a killed run leaves
+    stale.write_bytes(b"half")
+    assert run(src, "--out", out, "--no-verify") == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert (out / "camera.png").read_bytes() == b"old" and stale.exists()  # refused before any work
+    assert run(src, "--out", out, "--no-verify", "--overwrite") == 0
+    assert load_image(out / "camera.png").image.shape == (3, 512, 512)
+    assert not stale.exists()  # temp files of a killed run are removed on the next start
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# videos
+
+
+@pytest.mark.slow
+def test_video_tags_gps_audio_dropped_timing_kept(tmp_path):
+    frames = [_frame("astronaut.png"), _frame("astronaut.png"), _frame("grace_hopper.jpg"),
+              _frame("grace_hopper.jpg")]
+    video = tmp_path / "in" / "tagged.mp4"
+    video.parent.mkdir()
+    make_video(video, frames, fps=10, tags=TAGS, audio=True)
+    with av.open(str(video)) as c:  # precondition: the input carries them
+        assert c.streams.audio and c.metadata.get("title") == TAGS["title"] and "location" in str(c.metadata)
+    out = tmp_path / "out"
+    assert run(video, "--out", out) == 0
+    dst = out / "tagged.mp4"
+    with av.open(str(dst)) as c:
+        assert not c.streams.audio and not c.streams.subtitles and not c.streams.data
+        tags = {**c.metadata, **c.streams.video[0].metadata}
+        assert not {"title", "location", "creation_time", "make", "model", "comment", "encoder"} & set(tags), tags
+        assert "location" not in str(tags).lower() and "+48.8566" not in str(tags)
+        assert c.streams.video[0].average_rate == 10
+        pts = [f.time for f in c.decode(video=0)]
+    with av.open(str(video)) as c:
+        assert pts == pytest.approx([f.time for f in c.decode(video=0)])
+    data = dst.read_bytes()
+    assert b"+48.8566" not in data and b"Pixel" not in data and b"x264" not in data and b"Lavf" not in data
+    # --audio keep copies the track (and still no tags)
+    assert run(video, "--out", tmp_path / "keep", "--audio", "keep", "--no-verify") == 0
+    with av.open(str(tmp_path / "keep" / "tagged.mp4")) as c:
+        assert len(c.streams.audio) == 1 and "title" not in c.metadata
+
+
+@pytest.mark.slow
+def test_phone_video_stored_upright(tmp_path):
+    src = shared_path("cases/rotated_phone_video/phone_rot-90.mp4")
+    before = VideoReader(src)
+    assert before.orientation != 1
+    out = tmp_path / "out"
+    assert run(src, "--out", out, "--no-verify") == 0
+    after = VideoReader(out / "phone_rot-90.mp4")
+    assert after.orientation == 1 and after.size_hw == before.size_hw and len(after) == len(before)
+
+
+def test_unreadable_and_truncated_videos(tmp_path, capsys):
+    """One ``error:`` line per bad file, exit 3, nothing under the final name (nor a partial file)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    make_video(src / "whole.mp4", [_frame("camera.png", 64)] * 30, fps=10)
+    data = (src / "whole.mp4").read_bytes()
+    (src / "cut.mp4").write_bytes(data[: len(data) // 2])
+    (src / "noise.mp4").write_bytes(bytes(range(256)) * 8)
+    (src / "whole.mp4").unlink()
+    out = tmp_path / "out"
+    assert run(src, "--out", out, "--no-verify") == 3
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 2 and any("cut.mp4" in e for e in err) and any("noise.mp4" in e for e in err)
+    assert not list(out.rglob("*.mp4")) and not list(out.rglob(f"*{PARTIAL}*"))
+
+
+@pytest.mark.slow
+def test_weak_redaction_is_reported_as_a_leak(tmp_path):
+    """Pixelation too fine to hide anything (64 x 64 blocks over a ~100 px face): the panel finds the face in the
+    written output; exit 4, leaks.json names it, leaks.png shows it."""
+    import json
+
+    src = tmp_path / "grace_hopper.jpg"
+    shutil.copy(default_photos()["grace_hopper.jpg"], src)
+    out = tmp_path / "out"
+    assert run(src, "--out", out, "--defense", "pixelate", "--blocks", "64", "--mask-scale", "1.0") == 4
+    leaks = json.loads((out / "leaks.json").read_text())
+    assert leaks and {x["check"] for x in leaks} <= {"mtcnn", "dlib_hog"}
+    face = Ensemble((("centerface", 0.5),), "cpu")(load_image(src).image[None]).boxes[0].tolist()
+    assert any(x["file"] == str(out / "grace_hopper.jpg") and x["frame"] == 0 and x["time_s"] is None
+               and x["box"][0] < face[2] and face[0] < x["box"][2] and x["box"][1] < face[3] and face[1] < x["box"][3]
+               for x in leaks)
+    with Image.open(out / "leaks.png") as sheet:
+        assert sheet.width >= 96 and sheet.height >= 96
+
+
+@pytest.mark.slow
+def test_whole_person_redaction(tmp_path):
+    """``--persons``: YOLOX-Nano's person boxes are filled (rectangles here), not only faces."""
+    src = tmp_path / "bus.jpg"
+    shutil.copy(default_photos()["bus.jpg"], src)
+    out = tmp_path / "out"
+    assert run(src, "--out", out, "--persons", "--faces", "", "--shape", "rect", "--color", "255,0,255",
+               "--no-verify") == 0
+    persons = Ensemble((("yolox_nano", 0.25),), "cpu")(load_image(src).image[None]).boxes
+    assert len(persons) >= 3  # bus.jpg: 4 pedestrians
+    img = load_image(out / "bus.jpg").image.float()
+    for x1, y1, x2, y2 in persons.round().long().tolist():
+        centre = img[:, (y1 + y2) // 2 - 2:(y1 + y2) // 2 + 3, (x1 + x2) // 2 - 2:(x1 + x2) // 2 + 3].mean((1, 2))
+        assert torch.allclose(centre, torch.tensor(MAGENTA, dtype=torch.float32), atol=12), centre
