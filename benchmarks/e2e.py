@@ -68,6 +68,7 @@ from anonlab.detectors.centerface import decode as cf_decode
 from anonlab.detectors.centerface import input_size
 from anonlab.io.images import read_image
 from anonlab.provenance import environment
+from anonlab.redact.core import redact_frames
 from anonlab.weights import package_file
 
 RGB = ImageReadMode.RGB
@@ -296,8 +297,8 @@ class Anonlab:
         return self.det(x)
 
     def anonymize(self, x: torch.Tensor) -> int:
-        dets = self.detect(x).above(self.det.threshold)
-        self.defense(x, dets)
+        """The library's redaction pipeline (:func:`anonlab.redact.core.redact_frames`, as ``anonlab redact``)."""
+        _, dets = redact_frames(x, lambda im: self.detect(im).above(self.det.threshold), self.defense)
         return len(dets)
 
     def decode_cpu(self, i: int) -> torch.Tensor:

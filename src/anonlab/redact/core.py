@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,6 +205,14 @@ def remove_partials(out_dir: Path) -> list[Path]:
     return gone
 
 
+def redact_frames(images: Tensor, detect: Callable[[Tensor], Detections], defense) -> tuple[Tensor, Detections]:
+    """The per-batch redaction pipeline, shared by ``anonlab redact`` and ``benchmarks/e2e.py``: ``detect``
+    (``uint8 (B, 3, H, W)`` RGB -> :class:`Detections` to redact, e.g. an :class:`Ensemble`) then ``defense``
+    (a :class:`~anonlab.types.Defense`). Returns the redacted ``uint8 (B, 3, H, W)`` frames and the regions."""
+    dets = detect(images)
+    return defense(images, dets), dets
+
+
 class Redactor:
     """The components of a run, built and checked once (:class:`RedactError` for a bad option): the defense, the
     detector ensemble. :meth:`image` and :meth:`video` redact one file; :meth:`video_boxes` is the detection
@@ -226,7 +235,7 @@ class Redactor:
     def image(self, src: Path, dst: Path) -> tuple[Tensor, str | None]:
         decoded = load_image(src)
         img = decoded.image.to(self.device)[None]
-        out = self.redact(img, self.ensemble(img))[0]
+        out = redact_frames(img, self.ensemble, self.defense)[0][0]
         tmp = partial_path(dst)
         try:
             write_image(tmp, out, "JPEG" if dst.suffix.lower() in (".jpg", ".jpeg") else "PNG",
