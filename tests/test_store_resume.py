@@ -170,7 +170,7 @@ def test_summary_does_not_depend_on_row_order_even_with_tied_scores():
 
 
 def test_two_settings_with_one_label_are_an_error_not_a_silent_drop(tmp_path):
-    src = package_file("anonlab", "patches", "data", "demo_yolox_nano.png")
+    src = package_file("anonlab", "attacks", "data", "demo_yolox_nano.png")
     for d in ("a", "b"):
         (tmp_path / d).mkdir()
         (tmp_path / d / "p.png").write_bytes(src.read_bytes() if d == "a" else _flipped_png(src))
