@@ -233,3 +233,19 @@ def test_row_counts_agree_with_pycocotools_matching(images, iou, thr):
         keep = scores >= thr
         m = match_image(det[keep], scores[keep], gt, ign, iou)
         assert (m.tp, m.fp, m.fn) == want
+
+
+@pytest.mark.parametrize("override, key", [
+    ("device=gpu", "device must be"),
+    ("device=cuda:abc", "device must be"),
+    ("regions.threshold=5", "regions.threshold must be"),
+    ("sweep=[gaussian_blur]", "each sweep item needs a 'name'"),
+])
+def test_bad_values_found_by_a_new_user_are_one_line_exit_2(override, key):
+    """Values a new user tried (the review of 2026-11-30) that used to end in a traceback or be ignored."""
+    extra = ["regions.source=detector"] if override.startswith("regions.") else []
+    proc = subprocess.run([sys.executable, "-m", "anonlab.cli.main", "bench", override, *extra, "progress=false",
+                           "detectors=[centerface]", "limit=1"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and key in lines[0], proc.stderr

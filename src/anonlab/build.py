@@ -75,8 +75,8 @@ def build_settings(cfg: DictConfig) -> list[Defense]:
     sweep = cfg.get("sweep")
     if sweep:
         for item in sweep:
-            item = OmegaConf.to_container(item, resolve=True)
-            if "name" not in item:
+            item = OmegaConf.to_container(item, resolve=True) if OmegaConf.is_config(item) else item
+            if not isinstance(item, dict) or "name" not in item:
                 raise BenchError(f"each sweep item needs a 'name' (a defense); got {item}")
             base = group_config("defense", item["name"], DEFENSES)
             for combo in _expand_grid({k: v for k, v in item.items() if k != "name"}):
@@ -102,7 +102,7 @@ def build_settings(cfg: DictConfig) -> list[Defense]:
 def build_detectors(cfg: DictConfig) -> dict[str, Detector]:
     """The detector panel: each name in ``detectors`` built from ``conf/detector/<name>.yaml`` merged with
     ``detector_overrides.<name>``."""
-    names = list(cfg.detectors)
+    names = [cfg.detectors] if isinstance(cfg.detectors, str) else list(cfg.detectors)  # detectors=centerface too
     if not names:
         raise BenchError("detectors is empty; give at least one, e.g. detectors=[centerface]")
     overrides = cfg.get("detector_overrides") or {}
@@ -129,7 +129,10 @@ def build_region_detector(cfg: DictConfig) -> tuple[Detector | None, float | Non
     det = build_config(cfg.region_detector, "region_detector")
     if det.kind != r.target:
         raise BenchError(f"regions.target={r.target} but region_detector={det.name} finds {det.kind}s")
-    thr = det.threshold if r.get("threshold") is None else float(r.threshold)
+    thr = det.threshold if r.get("threshold") is None else r.threshold
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0.0 <= thr <= 1.0:
+        raise BenchError(f"regions.threshold must be a score in [0, 1] or null, got {thr!r}")
+    thr = float(thr)
     return det, thr, f"detector:{det.name}@{thr:g}"
 
 
@@ -141,6 +144,10 @@ def build_pseudo_panel(cfg: DictConfig, kinds: tuple[str, ...]) -> dict[str, lis
         if not names:
             raise BenchError(f"the dataset has no {kind} annotations and pseudo_gt.{kind} is empty; "
                              f"name detectors, e.g. pseudo_gt.{kind}=[{'centerface' if kind == 'face' else 'yolox_nano'}]")
+        votes = OmegaConf.select(cfg, f"pseudo_gt.min_votes.{kind}", default=None)
+        if isinstance(votes, bool) or not isinstance(votes, int) or not 1 <= votes <= len(names):
+            raise BenchError(f"pseudo_gt.min_votes.{kind} must be an integer in [1, {len(names)}] (the panel "
+                             f"pseudo_gt.{kind} has {len(names)} detectors), got {votes!r}")
         dets = []
         for name in names:
             d = build_config(group_config("detector", name, DETECTORS), f"pseudo_gt detector {name}")

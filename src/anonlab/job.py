@@ -61,7 +61,12 @@ class JobOptions:
 
 def read_options(cfg: DictConfig) -> JobOptions:
     """Every scalar option of ``cfg``, type- and range-checked before anything is built."""
-    device = torch.device(cfg.device)
+    try:
+        device = torch.device(str(cfg.device))
+    except RuntimeError:
+        raise BenchError(f"device must be cpu, cuda or cuda:N, got {cfg.device!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise BenchError(f"device must be cpu, cuda or cuda:N, got {cfg.device!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError(f"device={cfg.device} but torch sees no CUDA device; use device=cpu")
     decode = OmegaConf.select(cfg, "loader.decode", default="cpu")
