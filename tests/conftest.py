@@ -33,10 +33,11 @@ def shared_path(rel: str) -> Path:
 
 
 #: detectors whose packages the device run leaves out (benchmarks/device/wheels.txt: over its travel limit)
-DEVICE_OPTIONAL = {"dlib_hog": ("dlib",), "dlib_cnn": ("dlib", "face_recognition_models")}
+DEVICE_OPTIONAL = {"dlib_hog": ("dlib",), "dlib_cnn": ("dlib", "face_recognition_models"),
+                   "dlib_resnet": ("dlib", "face_recognition_models")}
 
 
-def require_packages(detector: str) -> None:
+def require_packages(detector: str) -> None:  # a detector or recognizer name
     """Skip, naming the package, when ``detector`` needs one of :data:`DEVICE_OPTIONAL`'s packages and it is not
     installed (only the device run lacks them; CI installs every dependency, so there nothing is skipped)."""
     for module in DEVICE_OPTIONAL.get(detector, ()):

@@ -9,6 +9,7 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
+from conftest import require_packages
 from images import ASTRONAUT, ZIDANE, load
 from omegaconf import OmegaConf
 
@@ -38,6 +39,7 @@ def faces():
 
 @pytest.mark.parametrize("name", RECOGNIZERS.names())
 def test_recognizer_contract(name, faces):
+    require_packages(name)
     rec = from_conf(name)
     assert isinstance(rec, Recognizer) and type(rec) is RECOGNIZERS.get(name) and rec.name == name
     assert (CONF / "recognizer" / f"{name}.yaml").is_file()
