@@ -213,3 +213,23 @@ def test_report_tabulates_recall_by_face_height(smoke_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = (tmp_path / "r.md").read_text()
     assert "## centerface" in text and "face_px=" in text and "| none | 100 [100–100]" in text
+
+
+def test_report_by_setting_is_one_setting_by_detector_table(smoke_run):
+    """The default ``--by setting`` (found by a new user: it printed a settings x settings diagonal): one row per
+    setting, one column per detector, each cell the recall of that pair from results.parquet."""
+    out, _ = smoke_run
+    proc = anonlab("report", str(out))
+    assert proc.returncode == 0, proc.stderr
+    header = next(ln for ln in proc.stdout.splitlines() if ln.startswith("| setting |"))
+    assert [c.strip() for c in header.strip("|").split("|")][1:] == ["centerface", "haar", "yolox_nano"]
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    for line in proc.stdout.splitlines():
+        if line.startswith("| none |"):
+            cells = [c.strip() for c in line.strip("|").split("|")][1:]
+            for det, cell in zip(["centerface", "haar", "yolox_nano"], cells):
+                r = [x for x in rows if x["setting"] == "none" and x["detector"] == det]
+                want = 100 * sum(x["tp"] for x in r) / sum(x["n_gt"] for x in r)
+                assert cell.startswith(f"{want:.0f} ["), (det, cell, want)
+    bad = anonlab("report", str(out), "--by", "nosuch")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "valid: " in bad.stderr

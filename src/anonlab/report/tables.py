@@ -108,8 +108,20 @@ def recall_by(rows: Sequence[dict], key: str, seed: int = 0) -> dict[str, dict[s
 
 def markdown_by(rows: Sequence[dict], key: str) -> str:
     """One Markdown table per detector: settings x ``key`` values, recall in percent [95 % interval]."""
+    if rows and key not in rows[0]:
+        raise ValueError(f"--by {key!r} is not a result column; valid: {', '.join(sorted(rows[0]))}")
     table = recall_by(rows, key)
     parts = [f"# Recall (%) by {key}, [95 % bootstrap interval over images]\n"]
+    if key == "setting":  # settings x detectors, one table (settings x settings would only fill its diagonal)
+        dets = list(table)
+        settings = list(dict.fromkeys(s for per in table.values() for s in per))
+        parts.append("\n| setting | " + " | ".join(dets) + " |")
+        parts.append("|---|" + "---:|" * len(dets))
+        for setting in settings:
+            parts.append(f"| {setting} | " + " | ".join(
+                "—" if (c := table[d].get(setting, {}).get(setting)) is None or c[0] is None
+                else f"{_pct(c[0])} [{_pct(c[1])}–{_pct(c[2])}]" for d in dets) + " |")
+        return "\n".join(parts) + "\n"
     for det, per in table.items():
         values = sorted({v for cells in per.values() for v in cells})
         parts.append(f"\n## {det}\n\n| setting | " + " | ".join(f"{key}={v}" for v in values) + " |")
