@@ -249,3 +249,21 @@ def test_bad_values_found_by_a_new_user_are_one_line_exit_2(override, key):
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and key in lines[0], proc.stderr
+
+
+def test_broken_links_in_a_folder_are_failures_not_dropped(tmp_path):
+    """A symlink loop and a dangling link (found by a new user: they vanished from the job) are listed as failures."""
+    from images import BUS, package_file
+
+    (tmp_path / "bus.jpg").write_bytes(package_file(*BUS).read_bytes())
+    (tmp_path / "loop1.jpg").symlink_to(tmp_path / "loop2.jpg")
+    (tmp_path / "loop2.jpg").symlink_to(tmp_path / "loop1.jpg")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "anonlab.cli.main", "bench", "dataset=folder",
+                           f"dataset.root={tmp_path}", "detectors=[centerface]", "progress=false", f"out={out}",
+                           "sweep=[{name: pixelate, blocks: 8}]"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 3, proc.stderr
+    failed = {f["image"] for f in json.loads((out / "run.json").read_text())["failures"]}
+    assert failed == {"loop1.jpg", "loop2.jpg", "gone.png"}

@@ -152,14 +152,17 @@ def check_size(coco_file: Path | str, entry: CocoImage, image: torch.Tensor, ima
 
 def list_images(root: Path, recursive: bool = False) -> list[str]:
     """Image files under ``root`` (suffix in ``IMAGE_SUFFIXES``, case-insensitive), as sorted ``/``-separated paths
-    relative to ``root``. Hidden files and folders (name starting with ``.``) are skipped."""
+    relative to ``root``. Hidden files and folders (name starting with ``.``) are skipped; broken links are kept (they
+    fail when loaded, one line each)."""
     found = root.rglob("*") if recursive else root.iterdir()
     out = []
     for p in found:
         rel = p.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             continue
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+        # a broken link (dangling, or a loop) is listed too: loading it fails, so it lands in run.json's failures
+        # instead of vanishing from the job
+        if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or (p.is_symlink() and not p.exists())):
             out.append(rel.as_posix())
     return sorted(out)
 
