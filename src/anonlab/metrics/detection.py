@@ -44,8 +44,9 @@ class APAccumulator:
         return coco_ap(self.images, self.gts, self.dets, self.iou)
 
 
-def coco_ap(images: list[dict], gts: list[dict], dets: list[dict], iou: float = 0.5) -> float:
-    """pycocotools AP at a single IoU threshold, all areas, up to 10,000 detections per image."""
+def coco_eval(images: list[dict], gts: list[dict], dets: list[dict], iou: float = 0.5):
+    """A pycocotools ``COCOeval`` at a single IoU threshold, all areas, up to 10,000 detections per image, with
+    ``evaluate()`` run (per-image matches in ``evalImgs``); ``dets`` may be empty."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -53,13 +54,20 @@ def coco_ap(images: list[dict], gts: list[dict], dets: list[dict], iou: float = 
         coco_gt = COCO()
         coco_gt.dataset = {"images": images, "annotations": gts, "categories": [{"id": 1, "name": "object"}]}
         coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(dets)
+        coco_dt = coco_gt.loadRes(dets) if dets else COCO()
         ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
         ev.params.iouThrs = np.array([iou])
         ev.params.maxDets = [10000]
         ev.params.areaRng = [[0.0, 1e10]]
         ev.params.areaRngLbl = ["all"]
         ev.evaluate()
+    return ev
+
+
+def coco_ap(images: list[dict], gts: list[dict], dets: list[dict], iou: float = 0.5) -> float:
+    """pycocotools AP at a single IoU threshold, all areas, up to 10,000 detections per image (:func:`coco_eval`)."""
+    ev = coco_eval(images, gts, dets, iou)
+    with contextlib.redirect_stdout(io.StringIO()):
         ev.accumulate()
     precision = ev.eval["precision"][0, :, 0, 0, 0]  # (R,) over recall thresholds
     valid = precision > -1
