@@ -199,22 +199,25 @@ def huge_header(fmt: str, w: int, h: int) -> bytes:
 IMAGE_NAMES = sorted(image_seeds())
 
 
+def mutate(data, seed: bytes, flips: int, keep: int, body: int) -> bytes:
+    """``seed`` truncated, with up to ``flips`` bit flips, or its first 8..``keep`` bytes (the header) over a random
+    body of up to ``body`` bytes: the three kinds of damage real files get."""
+    how = data.draw(st.sampled_from(["truncate", "flip", "body"]))
+    if how == "truncate":
+        return seed[: data.draw(st.integers(0, len(seed) - 1))]
+    if how == "flip":
+        b = bytearray(seed)
+        for pos in data.draw(st.lists(st.integers(0, len(b) - 1), min_size=1, max_size=flips)):
+            b[pos] ^= 1 << data.draw(st.integers(0, 7))
+        return bytes(b)
+    head = data.draw(st.integers(8, min(keep, len(seed))))
+    return seed[:head] + data.draw(st.binary(min_size=0, max_size=body))
+
+
 @settings(max_examples=500, **SETTINGS)
 @given(name=st.sampled_from(IMAGE_NAMES), data=st.data())
 def test_mutated_images_decode_or_fail_in_one_line(worker, name, data):
-    seed = image_seeds()[name]
-    how = data.draw(st.sampled_from(["truncate", "flip", "body"]))
-    if how == "truncate":
-        blob = seed[: data.draw(st.integers(0, len(seed) - 1))]
-    elif how == "flip":
-        b = bytearray(seed)
-        for pos in data.draw(st.lists(st.integers(0, len(b) - 1), min_size=1, max_size=8)):
-            b[pos] ^= 1 << data.draw(st.integers(0, 7))
-        blob = bytes(b)
-    else:  # the seed's header over a random body
-        keep = data.draw(st.integers(8, min(200, len(seed))))
-        blob = seed[:keep] + data.draw(st.binary(min_size=0, max_size=600))
-    check(worker, "image", {name: blob})
+    check(worker, "image", {name: mutate(data, image_seeds()[name], flips=8, keep=200, body=600)})
 
 
 @settings(max_examples=100, **SETTINGS)
@@ -233,18 +236,7 @@ def test_huge_declared_sizes_are_refused_before_decoding(worker, fmt, w, h):
 @given(data=st.data())
 def test_mutated_video_decodes_its_readable_part_or_fails_in_one_line(worker, data):
     seed = video_seed()
-    how = data.draw(st.sampled_from(["truncate", "flip", "body"]))
-    if how == "truncate":
-        blob = seed[: data.draw(st.integers(0, len(seed) - 1))]
-    elif how == "flip":
-        b = bytearray(seed)
-        for pos in data.draw(st.lists(st.integers(0, len(b) - 1), min_size=1, max_size=6)):
-            b[pos] ^= 1 << data.draw(st.integers(0, 7))
-        blob = bytes(b)
-    else:
-        keep = data.draw(st.integers(8, len(seed) // 2))
-        blob = seed[:keep] + data.draw(st.binary(min_size=0, max_size=2000))
-    check(worker, "video", {"clip.mp4": blob})
+    check(worker, "video", {"clip.mp4": mutate(data, seed, flips=6, keep=len(seed) // 2, body=2000)})
 
 
 _JSONISH = st.recursive(st.none() | st.booleans() | st.integers(-(1 << 70), 1 << 70) | st.floats() | st.text(max_size=8),
