@@ -1,5 +1,6 @@
-"""A job's scalar options, read and checked once from the composed configuration, and the hashes that name its
-result rows and shards. A bad value is a :class:`~anonlab.build.BenchError` naming the key (exit 2, no work done).
+"""A job's scalar options, read and checked once from the composed configuration (the hashes that name its rows and
+shards are computed from them in :mod:`anonlab.engine`). A bad value is a :class:`~anonlab.build.BenchError`
+naming the key (exit 2, no work done).
 """
 
 from __future__ import annotations

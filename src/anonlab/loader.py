@@ -30,7 +30,6 @@ class Failure:
     error: str
 
 
-
 def iter_batches(dataset: Dataset, indices: range | list[int], batch_size: int, failures: list[Failure], log,
                  face_px: float | None = None, skipped: list[str] | None = None, workers: int = 1,
                  decode_device: torch.device | None = None, pad_to: int = 0,
@@ -88,7 +87,6 @@ def pad_sample(s: Sample, multiple: int) -> Sample:
     if (ph, pw) == (h, w):
         return s
     return dataclasses.replace(s, image=torch.nn.functional.pad(s.image, (0, pw - w, 0, ph - h)))
-
 
 
 @contextlib.contextmanager
