@@ -363,7 +363,8 @@ class Recognizer(Protocol):
     (similarity transform of 5 landmarks to the ArcFace 112x112 template), ``"dlib5"`` (dlib's 5-point chip),
     ``"box"`` (the box resized, for body re-identification or when no landmarks are found). ``distance`` is
     ``"cosine"`` (1 - cosine similarity of L2-normalised embeddings) or ``"euclidean"``; ``threshold`` the
-    published same-person operating point in that distance, or None where the source gives none.
+    published same-person operating point in that distance, or None where the source gives none; ``min_face_px``
+    the shorter box side in pixels below which a face is "not embedded" (counted, never guessed).
     """
 
     name: ClassVar[str]
@@ -373,5 +374,6 @@ class Recognizer(Protocol):
     embedding_dim: ClassVar[int]
     distance: ClassVar[str]
     threshold: ClassVar[float | None]
+    min_face_px: ClassVar[int]
 
     def embed(self, crops: Tensor) -> Tensor: ...

@@ -34,6 +34,9 @@ class RecognizerBase(nn.Module):
     distance: ClassVar[str] = "cosine"
     #: the published same-person operating point in ``distance`` units (None where the source gives none)
     threshold: ClassVar[float | None] = None
+    #: boxes whose shorter side is below this many pixels (of the image they were found in) are not embedded:
+    #: the identity evaluation counts them in ``n_not_embedded``, never as a crash or a guess
+    min_face_px: ClassVar[int] = 16
 
     def crop(self, images: Tensor, boxes: Tensor, batch_idx: Tensor) -> tuple[Tensor, Tensor]:
         """Aligned crops of the boxes: ``images`` ``uint8 (B, 3, H, W)`` RGB, ``boxes`` ``float32 (N, 4)`` xyxy
