@@ -90,6 +90,23 @@ def topk_accuracy(topk_labels: Tensor, labels: Tensor, ks: tuple[int, ...] = (1,
     return out
 
 
+def true_ranks(attacker: _ClosedSet, scores: Tensor, labels: Tensor) -> Tensor:
+    """Closed-set rank of each probe's true label under ``scores`` ``float (N, C)`` (``attacker.scores``):
+    ``float64 (N,)`` >= 1, 1 + the number of other classes scoring at least as high (ties count against the
+    attacker, as :func:`anonlab.metrics.identity.identification_ranks`); ``inf`` for a label the attacker never
+    saw in training. Feed to :func:`anonlab.metrics.identity.identify` for rank-1/rank-5 with intervals."""
+    scores = scores.detach().cpu().double()
+    labels = labels.cpu().long()
+    if scores.ndim != 2 or scores.shape != (labels.shape[0], len(attacker.classes)):
+        raise ValueError(f"true_ranks: scores must be (N, C) = ({labels.shape[0]}, {len(attacker.classes)}), got "
+                         f"{tuple(scores.shape)}")
+    col = torch.searchsorted(attacker.classes, labels).clamp(max=len(attacker.classes) - 1)
+    known = attacker.classes[col] == labels
+    true = scores.gather(1, col[:, None])
+    rank = 1.0 + (scores >= true).sum(1).double() - 1.0
+    return torch.where(known, rank, torch.full_like(rank, float("inf")))
+
+
 class LinearProbe(_ClosedSet):
     """Multinomial logistic regression on embeddings ``float32 (N, D)`` (any recognizer's), in torch.
 
