@@ -118,10 +118,14 @@ def _deblur(images: Tensor, regions: Regions, defense: nn.Module, method: str, n
         window = np.where(inside[None], window, reblurred)
         g = gaussian_kernel1d(s, r).double().numpy()
         psf = np.outer(g, g)
+        grey = bool((window[0] == window[1]).all() and (window[0] == window[2]).all())
+        chans = window[:1] if grey else window  # a grey face (AT&T) is deconvolved once, not three times
         if method == "richardson_lucy":
-            rest = skr.richardson_lucy(window, psf[None], num_iter=num_iter, clip=True)
+            rest = skr.richardson_lucy(chans, psf[None], num_iter=num_iter, clip=True)
         else:
-            rest = np.stack([skr.wiener(c, psf, balance, clip=True) for c in window])
+            rest = np.stack([skr.wiener(c, psf, balance, clip=True) for c in chans])
+        if grey:
+            rest = np.repeat(rest, 3, axis=0)
         rest = rest[:, r + (y1 - wy1): r + (y2 - wy1), r + (x1 - wx1): r + (x2 - wx1)]
         rest_t = torch.from_numpy(np.clip(np.rint(rest * 255.0), 0, 255).astype(np.uint8)).to(images.device)
         sel = (owner[b, y1:y2, x1:x2] == k).to(images.device)
