@@ -107,7 +107,13 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--people", type=int, default=40, help="first N people only (a quick check of the script)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--table", default=None, help="print the markdown table of this result JSON and exit")
     args = ap.parse_args()
+    if args.table:
+        import json
+
+        print(markdown(json.loads(Path(args.table).read_text())))
+        return
     torch.set_num_threads(args.threads)
     shared = Path(os.environ.get("ANONLAB_SHARED", Path(__file__).resolve().parents[2] / "shared"))
     images, labels = load_att(str(shared / "datasets" / "att_orl_faces"))
@@ -182,6 +188,24 @@ def main() -> None:
         if args.out:
             emit_quiet(doc, args.out)
     emit(doc, args.out)
+
+
+def markdown(doc: dict) -> str:
+    """The RESULTS.md table of a result JSON: one row per attacker, one column per obfuscation; each cell
+    ``top-1 / top-5`` in % with the 95 % intervals under it."""
+    attackers = list(dict.fromkeys(r["attacker"] for r in doc["rows"]))
+    settings = list(dict.fromkeys(r["obfuscation"] for r in doc["rows"]))
+    cell = {(r["obfuscation"], r["attacker"]): r for r in doc["rows"]}
+
+    def fmt(r: dict) -> str:
+        p = lambda v: f"{100 * v:.0f}"  # noqa: E731
+        return (f"{p(r['top1'])} / {p(r['top5'])}<br>[{p(r['top1_ci'][0])}–{p(r['top1_ci'][1])}] / "
+                f"[{p(r['top5_ci'][0])}–{p(r['top5_ci'][1])}]")
+
+    lines = ["| attacker | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
+    lines += [f"| {a} | " + " | ".join(fmt(cell[s, a]) if (s, a) in cell else "–" for s in settings) + " |"
+              for a in attackers]
+    return "\n".join(lines)
 
 
 def emit_quiet(doc: dict, out: str) -> None:
