@@ -39,21 +39,21 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import emit  # noqa: E402
+from _report import emit
 
-from anonlab.datasets.identity import AttFaces  # noqa: E402
-from anonlab.defenses import DEFENSES  # noqa: E402
-from anonlab.identity.restore import restoration, restore  # noqa: E402
-from anonlab.identity.trained import (  # noqa: E402
+from anonlab.datasets.identity import AttFaces
+from anonlab.defenses import DEFENSES
+from anonlab.identity.restore import restoration, restore
+from anonlab.identity.trained import (
     CNN_EPOCHS,
     CNNAttacker,
     LinearProbe,
     true_ranks,
     whole_image_boxes,
 )
-from anonlab.metrics.identity import identification_ranks, identify  # noqa: E402
-from anonlab.recognizers import RECOGNIZERS  # noqa: E402
-from anonlab.types import Detections  # noqa: E402
+from anonlab.metrics.identity import identification_ranks, identify
+from anonlab.recognizers import RECOGNIZERS
+from anonlab.types import Detections
 
 SETTINGS = [  # the paper's mosaics first: the JSON is rewritten as each setting finishes
     ("mosaic 8 px", "pixelate", {"block_px": 8}),
@@ -126,7 +126,7 @@ def main() -> None:
     for name in [r for r in args.recognizers.split(",") if r]:
         try:
             recs[name] = RECOGNIZERS.build(name)
-        except Exception as e:  # a recognizer whose weights are absent is reported, not fatal
+        except (ImportError, OSError, ValueError) as e:  # weights or package absent: reported, not fatal
             print(f"skipping recognizer {name}: {e}", file=sys.stderr)
 
     t0 = time.perf_counter()
@@ -198,7 +198,7 @@ def markdown(doc: dict) -> str:
     cell = {(r["obfuscation"], r["attacker"]): r for r in doc["rows"]}
 
     def fmt(r: dict) -> str:
-        p = lambda v: f"{100 * v:.0f}"  # noqa: E731
+        p = lambda v: f"{100 * v:.0f}"
         return (f"{p(r['top1'])} / {p(r['top5'])}<br>[{p(r['top1_ci'][0])}–{p(r['top1_ci'][1])}] / "
                 f"[{p(r['top5_ci'][0])}–{p(r['top5_ci'][1])}]")
 
