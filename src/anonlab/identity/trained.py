@@ -36,7 +36,8 @@ CNN_BATCH = 32
 CNN_LR = 1e-3
 CNN_WEIGHT_DECAY = 5e-4
 CNN_SHIFT = 0.1
-#: input size (H, W) of the small CNN: half of AT&T's 112 x 92, a few seconds per fit on 2 CPU cores
+#: input size (H, W) of the small CNN: half of AT&T's 112 x 92, for CPU time (a 320-image fit took 41-119 s on one
+#: shared CPU thread: benchmarks/RESULTS.md, McPherson section)
 CNN_INPUT_HW = (56, 46)
 
 
