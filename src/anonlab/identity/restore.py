@@ -42,7 +42,7 @@ METHODS = ("richardson_lucy", "wiener")
 
 def restoration(defense: nn.Module) -> str:
     """What :func:`restore` does for ``defense``, in words (for the run's notes): e.g.
-    ``"richardson_lucy deconvolution, PSF gaussian sigma=2.0 px"`` or ``"nothing to restore: ..."``."""
+    ``"deconvolution, PSF gaussian sigma=2.0 px"`` or ``"nothing to restore: ..."``."""
     name = getattr(defense, "name", type(defense).__name__)
     if name == "gaussian_blur":
         strength = f"sigma={defense.sigma} px" if defense.sigma is not None else \
