@@ -9,7 +9,8 @@ side is at most 640 px (YuNet's working range), its largest YuNet face taken as 
 ``--epsilons`` budget the face is cloaked (``--steps`` PGD steps, default step size), and every pair is scored with
 the gallery photo (``file_x``) clean and the probe (``file_y``) cloaked: ROC AUC, and accuracy at the threshold an
 attacker calibrates on clean pairs (``dlib_resnet``: its published 0.6; ``mobilefacenet``, which has none: the
-best-accuracy threshold on the clean pairs). Detection: the share of cloaked faces each detector still finds
+best-accuracy threshold on the clean pairs), with the share of same-person pairs still accepted (``same_accepted``,
+the attacker's true-accept rate) and of different-person pairs accepted (``diff_accepted``). Detection: the share of cloaked faces each detector still finds
 (IoU >= 0.5 with the clean box, at the detector's default threshold). Writes JSON and prints it.
 """
 
@@ -107,6 +108,8 @@ def main() -> None:
         thresholds[r] = rec.threshold if rec.threshold is not None else best_threshold(d, same)
         rows.append({"epsilon": 0, "recognizer": r, "auc": auc(d, same), "threshold": thresholds[r],
                      "accuracy": float(((d < thresholds[r]) == same).mean()),
+                     "same_accepted": float((d[same] < thresholds[r]).mean()),
+                     "diff_accepted": float((d[~same] < thresholds[r]).mean()),
                      "mean_same_distance": float(d[same].mean()), "mean_diff_distance": float(d[~same].mean())})
     detection = []
     for eps in (float(e) for e in a.epsilons.split(",")):
@@ -120,6 +123,8 @@ def main() -> None:
             self_d = [rec.pairwise_distance(clean[r][n], emb[r][n]).item() for n in names]
             rows.append({"epsilon": eps, "recognizer": r, "white_box": r == cloak.recognizer, "auc": auc(d, same),
                          "threshold": thresholds[r], "accuracy": float(((d < thresholds[r]) == same).mean()),
+                         "same_accepted": float((d[same] < thresholds[r]).mean()),
+                         "diff_accepted": float((d[~same] < thresholds[r]).mean()),
                          "mean_same_distance": float(d[same].mean()), "mean_diff_distance": float(d[~same].mean()),
                          "mean_clean_to_cloaked_distance": float(np.mean(self_d)), "cloak_s_per_face": seconds})
         with torch.no_grad():

@@ -95,7 +95,7 @@ def test_recognizer_contract(name, faces):
 
 
 @pytest.mark.parametrize("name", [n for n in RECOGNIZERS.names()
-                                  if "differentiable" in getattr(RECOGNIZERS.get(n), "capabilities", ())])
+                                  if "differentiable" in RECOGNIZERS.get(n).capabilities])
 def test_differentiable_recognizers_pass_gradients_to_the_pixels(name, faces):
     require_packages(name)
     require_weights(name)

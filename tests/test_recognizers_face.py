@@ -153,3 +153,20 @@ def test_mobilefacenet_gradient_reaches_the_pixels(mobilefacenet, astronaut_face
     x1, y1, x2, y2 = boxes[0].round().long().tolist()
     assert aligned.all() and g[y1:y2, x1:x2].sum() > 0
     assert g[:, :100].sum() == 0  # far left of the face: outside the aligned crop, no gradient
+
+
+def test_missing_recognizer_weights_say_where_and_how(tmp_path, monkeypatch):
+    from anonlab.recognizers import RECOGNIZERS
+
+    monkeypatch.delenv("ANONLAB_WEIGHTS", raising=False)
+    monkeypatch.setenv("ANONLAB_SHARED", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name, file in (("facenet", "20180402-114759-vggface2.pt"), ("mobilefacenet", "mobilefacenet_foamliu.onnx")):
+        with pytest.raises(FileNotFoundError, match=f"{file}.*run `anonlab weights fetch {name}`"):
+            RECOGNIZERS.build(name)
+    with pytest.raises(FileNotFoundError, match="facenet weights: .*missing.pt does not exist"):
+        RECOGNIZERS.build("facenet", weights=str(tmp_path / "missing.pt"))
+    wrong = tmp_path / "wrong.onnx"
+    wrong.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="mobilefacenet weights: .*wrong.onnx has sha256 .*, expected b7120c09"):
+        RECOGNIZERS.build("mobilefacenet", weights=str(wrong))
