@@ -44,13 +44,14 @@ def cv_accuracy(dist: np.ndarray, same: np.ndarray, folds: int = 10) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mobilefacenet", "dlib_resnet"])
-def test_clean_verification_on_the_deepface_pairs(name):
-    require_packages(name)
+@pytest.mark.parametrize(("name", "landmarks"), [("mobilefacenet", "yunet"), ("mobilefacenet", "mtcnn"),
+                                               ("mobilefacenet", "dlib68"), ("dlib_resnet", None)])
+def test_clean_verification_on_the_deepface_pairs(name, landmarks):
+    require_packages(name if landmarks != "dlib68" else "dlib_resnet")
     if name == "mobilefacenet":
         shared_path("models/mobilefacenet_foamliu.onnx")
     images, pairs = _pairs()
-    rec = RECOGNIZERS.build(name)
+    rec = RECOGNIZERS.build(name, **({"landmarks": landmarks} if landmarks else {}))
     det = DETECTORS.build("yunet")
     files = sorted({f for a, b, _ in pairs for f in (a, b)})
     emb, n_aligned = {}, 0
@@ -68,7 +69,7 @@ def test_clean_verification_on_the_deepface_pairs(name):
     same = np.array([s for _, _, s in pairs])
     acc_cv = cv_accuracy(dist, same)
     auc = mannwhitneyu(-dist[same], -dist[~same]).statistic / (same.sum() * (~same).sum())  # ROC AUC
-    print(f"{name}: {len(files)} photos, {n_aligned} landmark-aligned; AUC {auc:.4f}; 10-fold accuracy {acc_cv:.4f}"
+    print(f"{name} ({landmarks or 'own'} landmarks): {len(files)} photos, {n_aligned} landmark-aligned; AUC {auc:.4f}; 10-fold accuracy {acc_cv:.4f}"
           + (f"; at the published threshold {rec.threshold}: {((dist < rec.threshold) == same).mean():.4f}"
              if rec.threshold is not None else ""))
     assert acc_cv >= 0.95
