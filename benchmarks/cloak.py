@@ -10,8 +10,8 @@ side is at most 640 px (YuNet's working range), its largest YuNet face taken as 
 the gallery photo (``file_x``) clean and the probe (``file_y``) cloaked: ROC AUC, and accuracy at the threshold an
 attacker calibrates on clean pairs (``dlib_resnet``: its published 0.6; ``mobilefacenet``, which has none: the
 best-accuracy threshold on the clean pairs), with the share of same-person pairs still accepted (``same_accepted``,
-the attacker's true-accept rate) and of different-person pairs accepted (``diff_accepted``). Detection: the share of cloaked faces each detector still finds
-(IoU >= 0.5 with the clean box, at the detector's default threshold). Writes JSON and prints it.
+the attacker's true-accept rate) and of different-person pairs accepted (``diff_accepted``). Detection: the share
+of cloaked faces each detector still finds (IoU >= 0.5 with the clean box, at the detector's default threshold). Writes JSON and prints it.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def main() -> None:
                     o = det(cloaked[n]).above(det.threshold)
                     found += int(len(o) > 0 and bool((box_iou(o.boxes, boxes[n].boxes) >= 0.5).any()))
                 detection.append({"epsilon": eps, "detector": dn, "found": found, "faces": len(names)})
-    emit({"benchmark": "cloak", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    emit({"benchmark": "cloak", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
           "env": environment(device), "steps": a.steps, "max_side": a.max_side, "pairs": len(pairs),
           "same_pairs": int(same.sum()), "verification": rows, "detection": detection}, a.out)
 

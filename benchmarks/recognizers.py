@@ -108,7 +108,7 @@ def main() -> None:
     frames = faces(device)
     rows = {name: bench_one(name, frames, a.faces, a.batch, device, a.repeats)
             for name in a.recognizers.split(",") if name}
-    emit({"benchmark": "recognizers", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    emit({"benchmark": "recognizers", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
           "env": environment(device), "recognizers": rows}, a.out)
 
 

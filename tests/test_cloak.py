@@ -62,7 +62,8 @@ def test_cloak_is_deterministic(two_faces):
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"epsilon": 0}, "epsilon must be"), ({"epsilon": 300}, "epsilon must be"), ({"steps": 0}, "steps must be"),
-    ({"recognizer": "dlib_resnet"}, "unknown recognizer .dlib_resnet.; valid: mobilefacenet"), ({"step_size": -1.0}, "step_size must be"),
+    ({"recognizer": "dlib_resnet"}, "unknown recognizer .dlib_resnet.; valid: mobilefacenet"),
+    ({"step_size": -1.0}, "step_size must be"),
 ])
 def test_bad_cloak_settings_fail_when_built(kwargs, match):
     with pytest.raises(ValueError, match=match):

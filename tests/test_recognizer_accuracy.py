@@ -69,7 +69,8 @@ def test_clean_verification_on_the_deepface_pairs(name, landmarks):
     same = np.array([s for _, _, s in pairs])
     acc_cv = cv_accuracy(dist, same)
     auc = mannwhitneyu(-dist[same], -dist[~same]).statistic / (same.sum() * (~same).sum())  # ROC AUC
-    print(f"{name} ({landmarks or 'own'} landmarks): {len(files)} photos, {n_aligned} landmark-aligned; AUC {auc:.4f}; 10-fold accuracy {acc_cv:.4f}"
+    print(f"{name} ({landmarks or 'own'} landmarks): {len(files)} photos, {n_aligned} landmark-aligned; "
+          f"AUC {auc:.4f}; 10-fold accuracy {acc_cv:.4f}"
           + (f"; at the published threshold {rec.threshold}: {((dist < rec.threshold) == same).mean():.4f}"
              if rec.threshold is not None else ""))
     assert acc_cv >= 0.95

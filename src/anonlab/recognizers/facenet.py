@@ -34,7 +34,8 @@ class FaceNet(RecognizerBase):
     ``float32 (N, 512)`` unit vectors, batched.
 
     ``weights``: path to ``20180402-114759-vggface2.pt`` (else :func:`anonlab.weights.resolve`; sha256 checked);
-    ``landmarks``: ``yunet``, ``mtcnn`` or ``dlib68``. Raises ``FileNotFoundError`` naming where it looked and how to fetch.
+    ``landmarks``: ``yunet``, ``mtcnn`` or ``dlib68``. Raises ``FileNotFoundError`` naming where it looked and how
+    to fetch.
     """
 
     input_size_hw: ClassVar[tuple[int, int]] = (160, 160)
