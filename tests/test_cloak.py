@@ -68,3 +68,11 @@ def test_cloak_is_deterministic(two_faces):
 def test_bad_cloak_settings_fail_when_built(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DEFENSES.build("cloak", **kwargs)
+
+
+def test_cloak_runs_under_inference_mode_as_the_engine_calls_it(two_faces):
+    images, dets = two_faces
+    cloak = DEFENSES.build("cloak", epsilon=4.0, steps=1)
+    with torch.inference_mode():
+        inside = cloak(images.clone(), dets.to("cpu"))
+    assert torch.equal(inside, cloak(images, dets))
