@@ -255,7 +255,8 @@ FACENET_VGGFACE2 = register_weights(
         # facenet-pytorch's source pins no hash; this is the sha256 several independent projects pin for this
         # release asset (111,898,327 bytes); `anonlab weights fetch facenet` fails loudly if it differs
         sha256="281cebca8662831adb987a874bdcb36e73f5b1c6dc5ee5878f305e985625d99b",
-        licence="MIT (timesler/facenet-pytorch; a port of davidsandberg/facenet, trained on VGGFace2)",
+        licence="MIT (timesler/facenet-pytorch, a port of davidsandberg/facenet; trained on VGGFace2: research "
+        "evaluation only)",
         source_url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
         input_size_hw=(160, 160),
         channels="RGB",
