@@ -175,3 +175,15 @@ def test_missing_recognizer_weights_say_where_and_how(tmp_path, monkeypatch):
     wrong.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="mobilefacenet weights: .*wrong.onnx has sha256 .*, expected b7120c09"):
         RECOGNIZERS.build("mobilefacenet", weights=str(wrong))
+
+
+def test_mobilefacenet_runs_on_the_images_device(mobilefacenet, astronaut_face, device):
+    from anonlab.recognizers import RECOGNIZERS
+
+    img, boxes, bidx = astronaut_face
+    ref = mobilefacenet.embed(mobilefacenet.crop(img, boxes, bidx)[0])
+    rec = RECOGNIZERS.build("mobilefacenet").to(device)
+    crops, aligned = rec.crop(img.to(device), boxes.to(device), bidx.to(device))
+    emb = rec.embed(crops)
+    assert crops.device.type == emb.device.type == aligned.device.type == device.type and aligned.all()
+    assert torch.nn.functional.cosine_similarity(emb.cpu(), ref).item() > 0.999
