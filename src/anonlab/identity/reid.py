@@ -21,12 +21,15 @@ Protocol (self-contained: it does not use the identity-dataset/adversary framewo
    boxes whose shorter side is below ``rec.min_face_px`` are not embedded and counted (``n_not_embedded``).
 4. **Score** two attacker galleries: ``redacted`` (gallery and probes both from the redacted footage: everything
    published is redacted) and ``clean`` (the attacker holds unredacted footage of the gallery window, e.g. from
-   another camera, and matches redacted probes to it). Identification: closed set, a probe's distance to an identity
-   is its distance to that identity's nearest gallery crop; rank-k is the expected hit rate with ties broken at
-   random (so identical embeddings score chance, not the first id in the list); chance is k / n identities.
-   Verification: ROC AUC (Mann-Whitney, ties count one half) of same- vs different-identity (gallery, probe) pairs
-   with cosine similarity as the score. 95 % CIs: percentile bootstrap over **probe identities** (rank-k with
-   :func:`anonlab.metrics.bootstrap.bootstrap_ratio`; AUC with :func:`bootstrap_group_auc`, the same draws).
+   another camera, and matches redacted probes to it). Metrics of :mod:`anonlab.metrics.identity` on the
+   recognizer's distance: closed-set rank-1/rank-5 (a probe's distance to an identity is its distance to that
+   identity's nearest gallery crop; ties count against the attacker; chance is k / n identities) and the ROC AUC of
+   same- vs different-identity (gallery, probe) pairs, with 95 % percentile-bootstrap intervals over **probe
+   identities** (a pair belongs to its probe's identity).
+
+The identity evaluation of :mod:`anonlab.identity.evaluate` (identity datasets, adversaries, ``identity.parquet``)
+is built for one face per image; a frame of pedestrians with many people, each a track, does not fit its
+``IdentityDataset`` (one identity per image), so this module stays self-contained and reports its own rows.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from torch import Tensor, nn
 
 from anonlab.datasets.mot import MOTDataset
 from anonlab.defenses import DEFENSES
-from anonlab.metrics.bootstrap import bootstrap_ratio
+from anonlab.metrics.identity import identification_ranks, identify, verify
 from anonlab.types import Detections
 
 #: head height as a fraction of standing body height: an adult is about 7 to 8 head heights tall (the classical
@@ -243,115 +246,46 @@ def embeddable(recognizer: nn.Module, boxes: Tensor) -> Tensor:
 def embed_boxes(recognizer: nn.Module, images: Tensor, boxes: Tensor, batch_idx: Tensor,
                 batch_size: int = 32) -> tuple[Tensor, Tensor]:
     """Embed the boxes a recognizer accepts: returns ``float32 (N, D)`` (rows of boxes below ``min_face_px`` are
-    NaN: not embedded, never guessed) and the ``(N,) bool`` embedded mask. ``batch_size`` crops per call."""
-    ok = embeddable(recognizer, boxes)
+    NaN: not embedded, never guessed) and the ``(N,) bool`` embedded mask, both on the CPU; ``images``, ``boxes``
+    and ``batch_idx`` on the recognizer's device. ``batch_size`` crops per call."""
+    ok = embeddable(recognizer, boxes).cpu()
     out = torch.full((len(boxes), recognizer.embedding_dim), math.nan)
     idx = ok.nonzero().flatten()
     for start in range(0, len(idx), batch_size):
         k = idx[start : start + batch_size]
-        crops, _ = recognizer.crop(images, boxes[k], batch_idx[k])
+        kd = k.to(boxes.device)
+        crops, _ = recognizer.crop(images, boxes[kd], batch_idx[kd])
         out[k] = recognizer.embed(crops).float().cpu()
     return out, ok
 
 
-def cosine_similarity(a: Tensor, b: Tensor) -> Tensor:
-    """``(N, D)`` x ``(M, D)`` -> ``(N, M)`` cosine similarity of the L2-normalised rows."""
-    return nn.functional.normalize(a, dim=1) @ nn.functional.normalize(b, dim=1).T
+def score(recognizer: nn.Module, gallery_emb: Tensor, gallery_ids: Tensor, probe_emb: Tensor, probe_ids: Tensor,
+          n_boot: int = 1000, seed: int = 0) -> dict[str, float | int]:
+    """Identification and verification of probes against a gallery (module docstring, step 4), with the metrics of
+    :mod:`anonlab.metrics.identity`.
 
-
-def rank_hits(sim: Tensor, gallery_ids: Tensor, probe_ids: Tensor, ks: Sequence[int] = (1, 5)) -> Tensor:
-    """Closed-set identification: ``sim (P, G)`` probe-to-gallery-crop similarities -> ``(P, len(ks))`` float,
-    the probability (ties broken uniformly at random) that the probe's identity is among the top ``k`` identities,
-    an identity scoring its best gallery crop. Every probe id must be in ``gallery_ids`` (else ``ValueError``)."""
-    uids = torch.unique(gallery_ids)
-    if not torch.isin(probe_ids, uids).all():
-        raise ValueError("rank_hits: a probe's identity has no gallery crop (closed set expected)")
-    per_id = torch.stack([sim[:, gallery_ids == u].max(1).values for u in uids], dim=1)  # (P, I)
-    true = per_id[torch.arange(len(probe_ids)), torch.searchsorted(uids, probe_ids)][:, None]
-    better = (per_id > true).sum(1, keepdim=True).float()
-    tied = (per_id == true).sum(1, keepdim=True).float()  # includes the true identity itself
-    k = torch.tensor(list(ks), dtype=torch.float32)[None, :]
-    return ((k - better) / tied).clamp(0, 1)
-
-
-def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """ROC AUC of scores ``pos`` (same identity) against ``neg`` (different): P(pos > neg) + P(pos == neg) / 2
-    (the Mann-Whitney statistic). NaN when either is empty."""
-    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
-    if len(pos) == 0 or len(neg) == 0:
-        return math.nan
-    return float(_wins(pos, np.sort(neg)) / (len(pos) * len(neg)))
-
-
-def _wins(pos: np.ndarray, neg_sorted: np.ndarray) -> float:
-    below = np.searchsorted(neg_sorted, pos, side="left")
-    upto = np.searchsorted(neg_sorted, pos, side="right")
-    return float(below.sum() + 0.5 * (upto - below).sum())
-
-
-def bootstrap_group_auc(pos: np.ndarray, pos_group: np.ndarray, neg: np.ndarray, neg_group: np.ndarray,
-                        n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """(lo, hi) percentile interval of :func:`roc_auc` when the groups (identities, ``0..K-1``) are resampled
-    with replacement, each drawn group bringing all its positive and negative scores.
-
-    Exact for every draw through a ``(K, K)`` table of pairwise wins between the groups' scores. The draws are
-    those of :func:`anonlab.metrics.bootstrap.bootstrap_ratio` for the same ``seed`` and K, so the rank and AUC
-    intervals resample the same identities.
+    Embeddings ``float32 (G, D)`` / ``(P, D)`` on the CPU with their ``int64`` ids; a NaN row (not embedded) is at
+    distance ``+inf`` from everything, so it is never matched and counts against the attacker. Distances are the
+    recognizer's (``pairwise_distance``). Returns ``n_ids`` (gallery identities), ``n_gallery``, ``n_probes``,
+    ``rank1``/``rank5`` with ``_lo``/``_hi`` 95 % bootstrap bounds over probe identities,
+    ``chance_rank1``/``chance_rank5`` (k / n_ids), ``auc`` with bounds, ``n_pairs_same``/``n_pairs_diff``.
     """
-    pos_group, neg_group = np.asarray(pos_group), np.asarray(neg_group)
-    k = int(max(pos_group.max(initial=-1), neg_group.max(initial=-1))) + 1
-    wins = np.zeros((k, k))
-    negs = [np.sort(np.asarray(neg, np.float64)[neg_group == b]) for b in range(k)]
-    for a in range(k):
-        pa = np.asarray(pos, np.float64)[pos_group == a]
-        for b in range(k):
-            if len(pa) and len(negs[b]):
-                wins[a, b] = _wins(pa, negs[b])
-    npos = np.bincount(pos_group, minlength=k).astype(np.float64)
-    nneg = np.bincount(neg_group, minlength=k).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, k, size=(n_boot, k))
-    w = np.stack([np.bincount(row, minlength=k) for row in idx]).astype(np.float64)  # (n_boot, K) multiplicities
-    den = (w @ npos) * (w @ nneg)
-    num = np.einsum("ba,ac,bc->b", w, wins, w)
-    ok = den > 0
-    a = (1 - level) / 2 * 100
-    lo, hi = np.percentile(num[ok] / den[ok], [a, 100 - a])
-    return float(lo), float(hi)
-
-
-def score(gallery_emb: Tensor, gallery_ids: Tensor, probe_emb: Tensor, probe_ids: Tensor, n_boot: int = 1000,
-          seed: int = 0) -> dict[str, float | int]:
-    """Identification and verification of probes against a gallery (module docstring, step 4).
-
-    Embeddings ``float32 (G, D)`` / ``(P, D)`` with their ``int64`` ids; NaN rows (not embedded) are left out.
-    Returns ``n_ids`` (gallery identities), ``n_gallery``, ``n_probes``, ``rank1``/``rank5`` with ``_lo``/``_hi``
-    95 % bootstrap bounds over probe identities, ``chance_rank1``/``chance_rank5``, ``auc`` with bounds,
-    ``n_pairs_same``/``n_pairs_diff``.
-    """
-    g_ok, p_ok = ~gallery_emb.isnan().any(1), ~probe_emb.isnan().any(1)
-    gallery_emb, gallery_ids = gallery_emb[g_ok], gallery_ids[g_ok]
-    keep = p_ok & torch.isin(probe_ids, gallery_ids)  # a probe whose gallery was not embedded cannot be ranked
-    probe_emb, probe_ids = probe_emb[keep], probe_ids[keep]
-    sim = cosine_similarity(probe_emb, gallery_emb)
-    hits = rank_hits(sim, gallery_ids, probe_ids, (1, 5)).numpy()
-    uids = torch.unique(gallery_ids)
-    n_ids = len(uids)
-    group = torch.searchsorted(uids, probe_ids).numpy()
-    den = np.bincount(group, minlength=n_ids).astype(np.float64)
-    out: dict[str, float | int] = {"n_ids": n_ids, "n_gallery": len(gallery_ids), "n_probes": len(probe_ids)}
-    for j, k in enumerate((1, 5)):
-        num = np.bincount(group, weights=hits[:, j], minlength=n_ids)
-        lo, hi = bootstrap_ratio(num, den, n_boot=n_boot, seed=seed)
-        out.update({f"rank{k}": float(hits[:, j].mean()), f"rank{k}_lo": lo, f"rank{k}_hi": hi,
-                    f"chance_rank{k}": min(1.0, k / n_ids)})
-    same = (probe_ids[:, None] == gallery_ids[None, :]).numpy()
-    s = sim.numpy().astype(np.float64)
-    pair_group = np.broadcast_to(group[:, None], s.shape)
-    lo, hi = bootstrap_group_auc(s[same], pair_group[same], s[~same], pair_group[~same], n_boot=n_boot, seed=seed)
-    out.update({"auc": roc_auc(s[same], s[~same]), "auc_lo": lo, "auc_hi": hi,
-                "n_pairs_same": int(same.sum()), "n_pairs_diff": int((~same).sum())})
-    return out
+    dist = recognizer.pairwise_distance(probe_emb.nan_to_num(), gallery_emb.nan_to_num()).double()
+    dist[probe_emb.isnan().any(1)] = math.inf
+    dist[:, gallery_emb.isnan().any(1)] = math.inf
+    d, pl, gl = dist.numpy(), probe_ids.numpy(), gallery_ids.numpy()
+    n_ids = len(np.unique(gl))
+    ident = identify(identification_ranks(d, pl, gl), pl, n_boot=n_boot, seed=seed)
+    same = pl[:, None] == gl[None, :]
+    ver = verify(d.ravel(), same.ravel(), None, np.broadcast_to(pl[:, None], d.shape).ravel(), n_boot=n_boot,
+                 seed=seed)
+    return {"n_ids": n_ids, "n_gallery": len(gl), "n_probes": len(pl),
+            "rank1": ident.rank1, "rank1_lo": ident.rank1_ci[0], "rank1_hi": ident.rank1_ci[1],
+            "chance_rank1": min(1.0, 1 / n_ids),
+            "rank5": ident.rank5, "rank5_lo": ident.rank5_ci[0], "rank5_hi": ident.rank5_ci[1],
+            "chance_rank5": min(1.0, 5 / n_ids),
+            "auc": ver.auc, "auc_lo": ver.auc_ci[0], "auc_hi": ver.auc_ci[1],
+            "n_pairs_same": ver.n_genuine, "n_pairs_diff": ver.n_impostor}
 
 
 def evaluate(recognizer: nn.Module, crops: TrackCrops, conditions: Sequence[Condition] = CONDITIONS,
@@ -383,6 +317,6 @@ def evaluate(recognizer: nn.Module, crops: TrackCrops, conditions: Sequence[Cond
             g, p = crops.gallery, ~crops.gallery
             row = {"condition": cond.name, "defense": cond.label(), "gallery": mode,
                    "n_not_embedded": int((~ok).sum())}
-            row.update(score(gsrc[g], crops.ids[g], emb[p], crops.ids[p], n_boot=n_boot, seed=seed))
+            row.update(score(recognizer, gsrc[g], crops.ids[g], emb[p], crops.ids[p], n_boot=n_boot, seed=seed))
             rows.append(row)
     return rows
