@@ -11,16 +11,38 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
-from conftest import require_packages
+from conftest import require_packages, shared_path
 from images import ASTRONAUT, BUS, ZIDANE, load
 from omegaconf import OmegaConf
 from torchvision.ops import box_iou
 
+from anonlab import weights
 from anonlab.detectors import DETECTORS
 from anonlab.recognizers import RECOGNIZERS
 from anonlab.types import Recognizer
 
 CONF = Path(__file__).resolve().parents[1] / "src" / "anonlab" / "conf"
+
+
+#: recognizers whose weights are not packaged: (file in ../shared/models, or None: only the user's own download)
+NEEDS_WEIGHTS = {"mobilefacenet": ("models/mobilefacenet_foamliu.onnx", weights.MOBILEFACENET),
+                 "facenet": (None, weights.FACENET_VGGFACE2),
+                 "person_reid_0287": ("models/person-reidentification-retail-0287_ir2onnx.onnx",
+                                      weights.PERSON_REID_0287)}
+
+
+def require_weights(name: str) -> None:
+    """Skip, naming the file, when ``name``'s weights are neither in ../shared nor fetched by the user."""
+    if name not in NEEDS_WEIGHTS:
+        return
+    rel, spec = NEEDS_WEIGHTS[name]
+    if rel is not None:
+        shared_path(rel)
+    else:
+        try:
+            weights.find(spec)
+        except FileNotFoundError:
+            pytest.skip(f"{name} weights {spec.file} not found (`anonlab weights fetch {spec.name}` needs internet)")
 
 
 def from_conf(name: str):
@@ -61,6 +83,7 @@ def persons():
 @pytest.mark.parametrize("name", RECOGNIZERS.names())
 def test_recognizer_contract(name, request):
     require_packages(name)
+    require_weights(name)
     rec = from_conf(name)
     assert isinstance(rec, Recognizer) and type(rec) is RECOGNIZERS.get(name) and rec.name == name
     assert (CONF / "recognizer" / f"{name}.yaml").is_file()
@@ -90,3 +113,32 @@ def test_recognizer_contract(name, request):
         assert (same < rec.threshold).all() and (rec.threshold < d[:, n:].min(1).values).all()
     empty = rec.embed(torch.empty((0, 3, *rec.input_size_hw), dtype=torch.uint8))
     assert tuple(empty.shape) == (0, rec.embedding_dim)
+    # real faces are landmark-aligned (a body recognizer's "box" crops never are: that is its method, not a
+    # fallback); a box on the background (zidane's floor) and one far below min_face_px still give a crop and a
+    # finite embedding (the evaluation counts the tiny one as not embedded), never a crash
+    assert aligned.all() if rec.alignment != "box" else not aligned.any()
+    assert isinstance(rec.min_face_px, int) and rec.min_face_px > 0
+    odd = torch.tensor([[500.0, 560.0, 640.0, 700.0], [*z.boxes[0, :2].tolist(), *(z.boxes[0, :2] + 4).tolist()]])
+    oc, oa = rec.crop(other_img, odd, torch.zeros(2, dtype=torch.int64))
+    assert oc.dtype == torch.uint8 and tuple(oc.shape) == (2, 3, *rec.input_size_hw) and oa.shape == (2,)
+    if rec.alignment == "arcface5":  # no face there: aligned from the box, and says so
+        assert not oa.any()
+    assert torch.isfinite(rec.embed(oc)).all()
+
+
+@pytest.mark.parametrize("name", [n for n in RECOGNIZERS.names()
+                                  if "differentiable" in getattr(RECOGNIZERS.get(n), "capabilities", ())])
+def test_differentiable_recognizers_pass_gradients_to_the_pixels(name, faces):
+    require_packages(name)
+    require_weights(name)
+    rec = from_conf(name)
+    pair, a, _, _, _ = faces
+    m, _ = rec.aligner.transforms(pair, a.boxes, a.batch_idx)
+    x = (pair.float() / 255).requires_grad_(True)
+    emb = rec.embed_float(rec.crop_float(x, a.batch_idx, m))
+    assert tuple(emb.shape) == (2, rec.embedding_dim)
+    emb[0].norm().backward()
+    g = x.grad.abs().sum(1)
+    assert torch.isfinite(x.grad).all() and g[0].sum() > 0 and g[1].sum() == 0  # each face from its own image
+    crops, _ = rec.crop(pair, a.boxes, a.batch_idx)
+    torch.testing.assert_close(rec.embed(crops), rec.embed_float(crops.float() / 255).detach())

@@ -96,11 +96,12 @@ class PersonReID0287(RecognizerBase):
         out = roi_align(images.float(), rois, self.input_size_hw, spatial_scale=1.0, sampling_ratio=0, aligned=True)
         return out.round_().clamp_(0, 255).to(torch.uint8), none
 
-    def embed_float(self, crops: Tensor) -> Tensor:
-        """Differentiable (torch backend whatever ``backend`` says): float ``(N, 3, 256, 128)`` RGB in 0..255 ->
-        ``float32 (N, 256)`` unnormalised."""
+    def embed_float(self, x: Tensor) -> Tensor:
+        """Differentiable (the torch module whatever ``backend`` says): float ``(N, 3, 256, 128)`` RGB in [0, 1]
+        (as the face recognizers' ``embed_float``) -> ``float32 (N, 256)`` unnormalised."""
+        bgr = (x * 255.0).flip(1).contiguous(memory_format=torch.channels_last)  # the graph wants BGR 0..255
         with quiet_onnx2torch():
-            return self.net(crops.flip(1).contiguous(memory_format=torch.channels_last))  # RGB -> BGR, as the graph expects
+            return self.net(bgr)
 
     def embed(self, crops: Tensor) -> Tensor:
         """``uint8 (N, 3, 256, 128)`` RGB crops -> ``float32 (N, 256)`` unnormalised, on the crops' device, with
@@ -115,7 +116,7 @@ class PersonReID0287(RecognizerBase):
             bgr = crops.flip(1).float().cpu().numpy()
             return torch.from_numpy(self._ort.run(None, {"data": bgr})[0]).float().to(crops.device)
         with torch.no_grad():
-            return self.embed_float(crops.float()).float()
+            return self.embed_float(crops.float() / 255.0).float()
 
     def extra_repr(self) -> str:
         return f"backend={self.backend}"
