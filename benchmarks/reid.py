@@ -23,13 +23,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import emit  # noqa: E402
+from _report import emit
 
-from anonlab.datasets.mot import MOTDataset  # noqa: E402
-from anonlab.identity import reid  # noqa: E402
-from anonlab.provenance import environment  # noqa: E402
-from anonlab.recognizers import RECOGNIZERS  # noqa: E402
-from anonlab.weights import shared_root  # noqa: E402
+from anonlab.datasets.mot import MOTDataset
+from anonlab.identity import reid
+from anonlab.provenance import environment
+from anonlab.recognizers import RECOGNIZERS
+from anonlab.weights import shared_root
 
 
 def timeit(fn, device: torch.device, repeats: int) -> float:
@@ -53,12 +53,12 @@ def throughput(crops: reid.TrackCrops, device: torch.device, n: int, batch: int,
     for backend in reid_backends(device):
         rec = RECOGNIZERS.build("person_reid_0287", backend=backend).to(device)
 
-        def loop() -> None:
+        def loop(rec=rec) -> None:
             for i in range(len(boxes)):
                 c, _ = rec.crop(images, boxes[i : i + 1], bidx[i : i + 1])
                 rec.embed(c)
 
-        def batched() -> None:
+        def batched(rec=rec) -> None:
             for s in range(0, len(boxes), batch):
                 c, _ = rec.crop(images, boxes[s : s + batch], bidx[s : s + batch])
                 rec.embed(c)
@@ -82,8 +82,9 @@ def fmt(r: dict, key: str) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| condition | gallery | rank-1 [95 % CI] | rank-5 [95 % CI] | AUC [95 % CI] | ids | probes | "
-             "pairs same / diff | not embedded |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    header = ("| condition | gallery | rank-1 [95 % CI] | rank-5 [95 % CI] | AUC [95 % CI] | ids | probes | "
+              "pairs same / diff | not embedded |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['condition']} (`{r['defense']}`) | {r['gallery']} | {fmt(r, 'rank1')} | "
                      f"{fmt(r, 'rank5')} | {fmt(r, 'auc')} | {r['n_ids']} | {r['n_probes']} | "
@@ -110,6 +111,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="JSON path (default: benchmarks/out/reid_<device>.json)")
     args = p.parse_args()
     device = torch.device(args.device)
+    load_before = os.getloadavg()  # the machine is shared: a high load average slows every figure
     root = args.root or str(shared_root() / "datasets" / "pets09_s2l1_vtest")
     t0 = time.perf_counter()
     ds = MOTDataset(root, stride=args.stride, source="video")
@@ -123,7 +125,7 @@ def main() -> None:
     t_eval = time.perf_counter() - t0
     widths = (crops.boxes[:, 2] - crops.boxes[:, 0])
     doc = {
-        "benchmark": "reid", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "reid", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "env": environment(device), "cpu_count": os.cpu_count(), "args": vars(args), "root": root,
         "split": {"tracks_used": len({pid for _, pid in split.probes}), "tracks_skipped": list(split.skipped),
                   "gallery_boxes": len(split.gallery), "probe_boxes": len(split.probes), "missing": crops.missing,
@@ -134,6 +136,7 @@ def main() -> None:
     }
     if not args.skip_throughput:
         doc["throughput"] = throughput(crops, device, args.persons, args.batch, args.repeats)
+    doc["loadavg_1_5_15min"] = {"start": load_before, "end": os.getloadavg()}
     emit(doc, args.out or f"benchmarks/out/reid_{device.type}.json")
     print(table(rows))
     for r in doc.get("throughput", []):

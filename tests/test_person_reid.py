@@ -46,6 +46,8 @@ def test_crop_is_pillow_bilinear_resize_of_the_box(rec):
     boxes = torch.cat([up, down])  # the three pedestrians of bus.jpg are 450-500 px tall: 256 px is a downscale
     crops, aligned = rec.crop(img, boxes, torch.zeros(6, dtype=torch.int64))
     assert crops.dtype == torch.uint8 and crops.shape == (6, 3, 256, 128) and not aligned.any()
+    two = torch.cat([torch.zeros_like(img), img])  # a box of the second image is cropped from that image
+    assert torch.equal(rec.crop(two, boxes[:2], torch.ones(2, dtype=torch.int64))[0], crops[:2])
     pil = Image.fromarray(img[0].permute(1, 2, 0).numpy())
     refs = []
     for crop, box in zip(crops, boxes.tolist()):

@@ -46,7 +46,6 @@ from anonlab.detectors._common import onnx_to_torch, ort_session, quiet_onnx2tor
 from anonlab.recognizers.base import RECOGNIZERS, RecognizerBase
 from anonlab.types import check_images
 
-
 #: ``torch``: onnx2torch, differentiable; ``onnxruntime``: the same ONNX graph, several times faster on CPU
 BACKENDS = ("torch", "onnxruntime")
 
@@ -92,8 +91,11 @@ class PersonReID0287(RecognizerBase):
         none = torch.zeros(n, dtype=torch.bool, device=images.device)
         if n == 0:
             return torch.empty((0, 3, *self.input_size_hw), dtype=torch.uint8, device=images.device), none
-        rois = torch.cat([batch_idx.to(images.device, torch.float32)[:, None], boxes.to(images.device, torch.float32)], 1)
-        out = roi_align(images.float(), rois, self.input_size_hw, spatial_scale=1.0, sampling_ratio=0, aligned=True)
+        bidx = batch_idx.to(images.device)
+        used = torch.unique(bidx)  # convert only the images that hold a box to float
+        rois = torch.cat([torch.searchsorted(used, bidx).float()[:, None], boxes.to(images.device, torch.float32)], 1)
+        out = roi_align(images[used].float(), rois, self.input_size_hw, spatial_scale=1.0, sampling_ratio=0,
+                        aligned=True)
         return out.round_().clamp_(0, 255).to(torch.uint8), none
 
     def embed_float(self, x: Tensor) -> Tensor:
