@@ -129,3 +129,18 @@ def test_body_reid_on_pets_tracks():
     assert clean["rank1_lo"] > 3 * clean["chance_rank1"] and clean["auc_lo"] > 0.8
     assert body["rank1_lo"] <= body["chance_rank1"] <= body["rank1_hi"] < clean["rank1"]
     assert body["auc_lo"] <= 0.5 <= body["auc_hi"] and body["auc_hi"] < clean["auc_lo"]
+
+
+def test_reid_weights_are_found_not_fetched(tmp_path, monkeypatch):
+    """The converted ONNX has no upstream download: a missing file says where it was looked for and that it cannot
+    be fetched (never a download attempt)."""
+    from anonlab import weights
+
+    monkeypatch.setenv("ANONLAB_SHARED", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("ANONLAB_WEIGHTS", raising=False)
+    with pytest.raises(FileNotFoundError, match="not found in .*nowhere/models.*; it cannot be fetched"):
+        RECOGNIZERS.build("person_reid_0287")
+    with pytest.raises(ValueError, match="person_reid_0287 weights have no download source"):
+        weights.fetch("person_reid_0287", dest_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing created (the env paths are never made)
