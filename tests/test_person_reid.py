@@ -15,6 +15,7 @@ from PIL import Image
 from anonlab.datasets.mot import MOTDataset
 from anonlab.identity import reid
 from anonlab.recognizers import RECOGNIZERS
+from anonlab.types import Detections
 
 MODEL = "models/person-reidentification-retail-0287_ir2onnx.onnx"
 PETS = "datasets/pets09_s2l1_vtest"
@@ -92,7 +93,7 @@ def test_small_person_is_not_embedded(rec, pets_frames):
 def test_head_redaction_touches_only_the_heads(pets_frames):
     s = pets_frames[0]
     images = s.image[None]
-    persons = reid.Detections.from_list([s.gt.persons])
+    persons = Detections.from_list([s.gt.persons])
     out = reid.redact(images, persons, reid.Condition("faces_solid", "solid", {}, "head"))
     changed = (out != images).any(1)[0]
     heads = torch.zeros_like(changed)
