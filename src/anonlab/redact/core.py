@@ -388,6 +388,73 @@ def _dets(per_frame: list[Tensor], device: torch.device) -> Detections:
                       torch.zeros(len(boxes), dtype=torch.int64, device=device), idx.to(device))
 
 
+#: preset keys that name detector lists: a YAML mapping ``{name: threshold}`` or list ``[name:thr, ...]`` is also
+#: accepted there and becomes the command-line form ``name:thr,...``
+DETECTOR_KEYS = ("faces", "person_detectors", "verify_with", "roi")
+#: options a preset may not set: where outputs go and whether they replace files stay explicit on the command line
+PRESET_FORBIDDEN = ("inputs", "out", "overwrite", "same_folder", "preset")
+
+
+def load_preset(path: str | Path, allowed: dict[str, tuple[type, tuple | None]]) -> dict:
+    """Read a redaction preset (``anonlab redact --preset FILE``; ``anonlab recommend`` writes them).
+
+    Format: a YAML mapping whose keys are ``anonlab redact``'s long option names without the leading ``--`` and
+    with ``-`` replaced by ``_``, and whose values are what the option takes, e.g.::
+
+        faces: centerface:0.2,yunet:0.4     # or {centerface: 0.2, yunet: 0.4}, or [centerface:0.2, yunet:0.4]
+        persons: true                       # a flag: true / false
+        defense: pixelate
+        blocks: 8
+        shape: ellipse
+        mask_scale: 1.3
+        hold: 2
+        max_gap: 15
+        grow: 0.05
+        detect_every: 1
+        color: [0, 0, 0]                    # or "0,0,0"
+
+    Explicit command-line flags override the preset's values. ``inputs``, ``out``, ``overwrite`` and
+    ``same_folder`` cannot be preset (:data:`PRESET_FORBIDDEN`). ``allowed``: key -> (expected type: ``bool``,
+    ``int``, ``float`` (an int is accepted) or ``str``; valid choices or None), from the command's parser.
+
+    Returns the checked ``{key: value}``. Raises :class:`RedactError` (one line naming the file and the key) for
+    an unreadable file, a document that is not a mapping, an unknown or forbidden key, a value of the wrong type
+    or outside the choices.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise RedactError(f"--preset {path}: cannot read it as YAML ({str(e).splitlines()[0]})") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise RedactError(f"--preset {path}: expected a mapping of option names to values, got {type(doc).__name__}")
+    out = {}
+    for key, value in doc.items():
+        if key in PRESET_FORBIDDEN:
+            raise RedactError(f"--preset {path}: {key!r} cannot be preset; give it on the command line")
+        if key not in allowed:
+            raise RedactError(f"--preset {path}: unknown key {key!r}; valid: {', '.join(sorted(allowed))}")
+        kind, choices = allowed[key]
+        if key in DETECTOR_KEYS and isinstance(value, dict):
+            value = ",".join(f"{n}:{t}" if t is not None else str(n) for n, t in value.items())
+        elif isinstance(value, list) and (key in DETECTOR_KEYS or key == "color"):
+            value = ",".join(map(str, value))
+        ok = (isinstance(value, bool) if kind is bool else
+              isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+              isinstance(value, int) and not isinstance(value, bool) if kind is int else
+              isinstance(value, str))
+        if not ok:
+            raise RedactError(f"--preset {path}: {key} must be {kind.__name__}, got {value!r}")
+        if choices is not None and value not in choices:
+            raise RedactError(f"--preset {path}: {key} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        out[key] = float(value) if kind is float else value
+    return out
+
+
 def count_frames(pairs: list[tuple[Path, Path]]) -> int:
     """Work units for the progress bar: 1 per image, 1 per video frame (header count, no decoding)."""
     import av
