@@ -248,13 +248,51 @@ def test_weak_redaction_is_reported_as_a_leak(tmp_path):
     out = tmp_path / "out"
     assert run(src, "--out", out, "--defense", "pixelate", "--blocks", "64", "--mask-scale", "1.0") == 4
     leaks = json.loads((out / "leaks.json").read_text())
-    assert leaks and {x["check"] for x in leaks} <= {"mtcnn", "dlib_hog"}
+    assert leaks and {x["check"] for x in leaks} <= {"mtcnn", "dlib_hog", "identity:dlib_resnet"}
+    # the identity check: the face the panel found is still grace_hopper's to dlib (distance < its 0.6)
+    ident = [x for x in leaks if x["check"] == "identity:dlib_resnet"]
+    assert ident and all(0 <= x["score"] < 0.6 for x in ident)
     face = Ensemble((("centerface", 0.5),), "cpu")(load_image(src).image[None]).boxes[0].tolist()
     assert any(x["file"] == str(out / "grace_hopper.jpg") and x["frame"] == 0 and x["time_s"] is None
                and x["box"][0] < face[2] and face[0] < x["box"][2] and x["box"][1] < face[3] and face[1] < x["box"][3]
                for x in leaks)
     with Image.open(out / "leaks.png") as sheet:
         assert sheet.width >= 96 and sheet.height >= 96
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# presets (the file format ``anonlab recommend`` writes)
+
+
+def test_preset_values_used_and_flags_override(tmp_path, capsys):
+    """A preset's solid colour is used; an explicit --color overrides it; an unknown key is one line, exit 2."""
+    src = tmp_path / "in" / "grace_hopper.jpg"
+    src.parent.mkdir()
+    shutil.copy(default_photos()["grace_hopper.jpg"], src)
+    face = Ensemble((("centerface", 0.5),), "cpu")(load_image(src).image[None]).boxes[0].round().long().tolist()
+    cy, cx = (face[1] + face[3]) // 2, (face[0] + face[2]) // 2
+    preset = tmp_path / "p.yaml"
+    preset.write_text("faces: {centerface: 0.5}\nshape: rect\ncolor: [255, 0, 255]\nmask_scale: 1.2\n")
+
+    def centre(out: Path) -> torch.Tensor:
+        return load_image(out / "grace_hopper.jpg").image[:, cy - 2:cy + 3, cx - 2:cx + 3].float().mean((1, 2))
+
+    assert run(src, "--out", tmp_path / "a", "--preset", preset, "--no-verify") == 0
+    assert torch.allclose(centre(tmp_path / "a"), torch.tensor(MAGENTA, dtype=torch.float32), atol=12)
+    assert run(src, "--out", tmp_path / "b", "--preset", preset, "--color", "0,255,0", "--no-verify") == 0
+    assert torch.allclose(centre(tmp_path / "b"), torch.tensor([0.0, 255.0, 0.0]), atol=12)
+    capsys.readouterr()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("faces: centerface:0.5\nmask_sclae: 1.2\n")
+    assert run(src, "--out", tmp_path / "c", "--preset", bad) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mask_sclae" in err[0] and str(bad) in err[0] and "mask_scale" in err[0]
+    assert not (tmp_path / "c").exists()
+    for text, word in (("overwrite: true\n", "cannot be preset"), ("hold: two\n", "hold must be int"),
+                       ("defense: fog\n", "defense must be one of"), ("- a\n", "expected a mapping")):
+        bad.write_text(text)
+        assert run(src, "--out", tmp_path / "c", "--preset", bad) == 2
+        assert word in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -76,6 +76,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the verification pass")
     p.add_argument("--verify-with", default=_fmt(DEFAULT_PANEL), metavar="DET:THR,...",
                    help=f"verification panel; must not overlap the ensemble (default {_fmt(DEFAULT_PANEL)})")
+    p.add_argument("--identity", default="dlib_resnet", metavar="REC,...",
+                   help="verification: recognizers that try to match each face the panel finds to the clean input "
+                   "(default dlib_resnet; '' for none)")
     p.add_argument("--verify-stride", type=int, default=1, help="verify every Nth video frame (default 1)")
     p.add_argument("--batch", type=int, default=8, help="frames per detector call (default 8)")
     p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
@@ -172,7 +175,10 @@ def redact_cmd(argv: list[str]) -> int:
         if panel:
             from anonlab.redact.verify import panel_checks
 
+            from anonlab.redact.verify import build_recognizers
+
             checks = panel_checks(panel, device)  # built (and checked) before any file is touched
+            recognizers = build_recognizers([n for n in args.identity.split(",") if n.strip()], device)
         report = redact(args.inputs, args.out, opts)
     except (RedactError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -188,10 +194,16 @@ def redact_cmd(argv: list[str]) -> int:
     if checks is not None:
         from pathlib import Path
 
-        from anonlab.redact.verify import verify, write_leaks
+        from anonlab.redact.verify import IdentityStats, verify, write_leaks
 
+        stats = IdentityStats()
         leaks, crops, failures = verify(list(report.outputs.values()), checks, device, args.verify_stride,
-                                        args.batch)
+                                        args.batch, sources={v: k for k, v in report.outputs.items()},
+                                        recognizers=recognizers, stats=stats)
+        if recognizers and stats.checked + stats.skipped:
+            print(f"identity check: {stats.checked} face(s) matched against the clean input, {stats.matched} "
+                  f"identified, {stats.skipped} skipped (smaller than the recognizer's min_face_px)",
+                  file=sys.stderr)
         for line in failures:
             print(f"error: {line}", file=sys.stderr)
         path, sheet = write_leaks(Path(args.out), leaks, crops)
