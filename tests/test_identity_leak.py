@@ -7,11 +7,11 @@ import torch
 
 pytest.importorskip("dlib")
 
-from anonlab.datasets.default import DATA_DIR, package_path, read_manifest  # noqa: E402
-from anonlab.identity.leak import match_to_clean  # noqa: E402
-from anonlab.io.images import load_image  # noqa: E402
-from anonlab.recognizers import RECOGNIZERS  # noqa: E402
-from anonlab.redact.core import Ensemble  # noqa: E402
+from anonlab.datasets.default import DATA_DIR, package_path, read_manifest
+from anonlab.identity.leak import match_to_clean
+from anonlab.io.images import load_image
+from anonlab.recognizers import RECOGNIZERS
+from anonlab.redact.core import Ensemble
 
 
 def test_match_to_clean_weak_strong_and_tiny():

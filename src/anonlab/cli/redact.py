@@ -37,9 +37,8 @@ def _fmt(pairs) -> str:
 
 def parser() -> argparse.ArgumentParser:
     from anonlab.redact import DEFAULT_FACES, DEFAULT_PERSONS, REDACTIONS
-    from anonlab.redact.verify import DEFAULT_PANEL
-
     from anonlab.redact.core import DEFAULT_ROI
+    from anonlab.redact.verify import DEFAULT_PANEL
 
     p = argparse.ArgumentParser(prog="anonlab redact", description="Redact faces (and optionally whole persons) in "
                                 "photos, folders and videos; outputs are upright, carry no metadata, and are checked "
@@ -115,7 +114,6 @@ def redact_cmd(argv: list[str]) -> int:
     import torch
 
     from anonlab.redact import RedactError, RedactOptions, TemporalOptions, redact
-
     from anonlab.redact.core import PRESET_FORBIDDEN, load_preset
 
     p = parser()
@@ -173,9 +171,7 @@ def redact_cmd(argv: list[str]) -> int:
                              progress=not args.no_progress)
         checks = None
         if panel:
-            from anonlab.redact.verify import panel_checks
-
-            from anonlab.redact.verify import build_recognizers
+            from anonlab.redact.verify import build_recognizers, panel_checks
 
             checks = panel_checks(panel, device)  # built (and checked) before any file is touched
             recognizers = build_recognizers([n for n in args.identity.split(",") if n.strip()], device)
