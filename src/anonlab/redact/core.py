@@ -1,8 +1,9 @@
 """``anonlab redact``: redact faces (and optionally whole persons) in photos, folders and videos, safely.
 
 Flow per input file: decode upright (:mod:`anonlab.io`: EXIF and display-matrix rotation applied) -> detect with
-an ensemble (union of several face detectors at low thresholds, plus a person detector with ``persons``) -> for
-videos, track and fill over time (:mod:`anonlab.redact.temporal`) -> redact with an anonlab defense -> encode with
+an ensemble (union of several face detectors at low thresholds, plus a person detector with ``persons``; faces under
+``refine_below`` pixels re-detected at 3x in a window, :func:`roi_detect`; with ``detect_every`` N > 1 the ensemble
+runs on every Nth frame and faces are followed by ROI re-detection between) -> for videos, track and fill over time (:mod:`anonlab.redact.temporal`) -> redact with an anonlab defense -> encode with
 no metadata into a temporary file beside the final one -> rename (atomic on one file system) -> verify
 (:mod:`anonlab.redact.verify`). A video is read twice (detect, then redact), frame by frame: memory does not
 grow with its length.
