@@ -47,7 +47,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, or folders (walked recursively)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (the input layout is kept)")
     p.add_argument("--faces", default=_fmt(DEFAULT_FACES), metavar="DET:THR,...",
-                   help=f"face detector ensemble, union of all (default {_fmt(DEFAULT_FACES)}; '' for none)")
+                   help=f"face detector ensemble, union of all (default {_fmt(DEFAULT_FACES)}; '' for none; on CPU "
+                   "centerface runs on onnxruntime)")
     p.add_argument("--persons", action="store_true", help="also redact whole persons (whole-body redaction)")
     p.add_argument("--person-detectors", default=_fmt(DEFAULT_PERSONS), metavar="DET:THR,...",
                    help=f"person detectors used with --persons (default {_fmt(DEFAULT_PERSONS)})")
@@ -68,6 +69,8 @@ def parser() -> argparse.ArgumentParser:
                    help="faces whose shorter side is below PX are re-detected at higher resolution (default 24)")
     p.add_argument("--audio", default="drop", choices=("drop", "keep"), help="audio track (default drop)")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality of output videos, 0-51 (default 18)")
+    p.add_argument("--x264-preset", default="veryfast", choices=("ultrafast", "superfast", "veryfast", "faster",
+                   "fast", "medium", "slow", "slower", "veryslow"), help="H.264 speed preset (default veryfast)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="quality of JPEG outputs (default 95)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--same-folder", action="store_true",
@@ -166,7 +169,8 @@ def redact_cmd(argv: list[str]) -> int:
                              temporal=TemporalOptions(args.hold, args.max_gap, args.grow),
                              roi=roi, refine_below=args.refine_below,
                              detect_every=args.detect_every, audio=args.audio,
-                             crf=args.crf, jpeg_quality=args.jpeg_quality, overwrite=args.overwrite,
+                             crf=args.crf, x264_preset=args.x264_preset, jpeg_quality=args.jpeg_quality,
+                             overwrite=args.overwrite,
                              same_folder=args.same_folder, batch=args.batch, device=device,
                              progress=not args.no_progress)
         checks = None
