@@ -336,3 +336,25 @@ def test_synthetic_clip_every_face_frame_covered(tmp_path):
     control = RedactOptions(progress=False, roi=())
     score = coverage(Redactor(control).video_boxes(VideoReader(clip)), faces, hw, 0.9)
     assert score["coverage"] < 1.0, score
+
+
+def test_roi_redetection_places_a_tiny_face():
+    """grace_hopper shrunk 16x (face ~12 px) on a grey 480x640 frame; a box half a face too low (as CenterFace's
+    full-frame boxes of 7-8 px faces were on the synthetic clip) is re-detected in its window at its true place."""
+    from torchvision.ops import box_iou
+
+    from anonlab.redact.core import DEFAULT_ROI, roi_detect
+
+    img = load_image(default_photos()["grace_hopper.jpg"]).image
+    face = Ensemble((("centerface", 0.5),), "cpu")(img[None]).boxes[:1]
+    h, w = img.shape[1] // 16, img.shape[2] // 16
+    small = torch.nn.functional.interpolate(img[None].float(), size=(h, w), mode="bilinear", antialias=True)[0]
+    frame = torch.full((3, 480, 640), 128, dtype=torch.uint8)
+    frame[:, 200:200 + h, 300:300 + w] = small.round().byte()
+    truth = face * torch.tensor([w / img.shape[2], h / img.shape[1]] * 2) + torch.tensor([300.0, 200.0, 300.0, 200.0])
+    assert (truth[0, 2:] - truth[0, :2]).min() < 16  # precondition: a tiny face
+    shifted = truth + torch.tensor([0.0, 0.5, 0.0, 0.5]) * (truth[0, 3] - truth[0, 1])
+    found = roi_detect(frame[None], shifted, torch.zeros(1, dtype=torch.int64), Ensemble(DEFAULT_ROI, "cpu"))
+    assert len(found) >= 1 and found.batch_idx.tolist() == [0] * len(found)
+    assert box_iou(found.boxes, truth).max() > 0.5, (found.boxes, truth)
+    assert box_iou(shifted, truth).max() < 0.5  # the shifted box was not already right
