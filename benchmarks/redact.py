@@ -90,10 +90,12 @@ def run_anonlab(clip: Path, out_dir: Path, opts, faces, panel=None, stride: int 
     if faces is not None:
         row.update(coverage(r.last_boxes, faces, size_hw, ARGS.cover, opts.shape, opts.mask_scale))
     if panel is not None:
+        from anonlab.redact.core import torch_threads
         from anonlab.redact.verify import verify
 
         t = time.perf_counter()
-        leaks, _, _ = verify([dst], panel, opts.device, stride=stride, batch=opts.batch)
+        with torch_threads(opts.threads):
+            leaks, _, _ = verify([dst], panel, opts.device, stride=stride, batch=opts.batch)
         t_verify = time.perf_counter() - t
         row.update({"verify_stride": stride, "fps_verify_alone": len(range(0, n, stride)) / t_verify,
                     "fps_redact_and_verify": n / (t_redact + t_verify), "leaks": len(leaks)})

@@ -83,6 +83,8 @@ def parser() -> argparse.ArgumentParser:
                    "(default dlib_resnet; '' for none)")
     p.add_argument("--verify-stride", type=int, default=1, help="verify every Nth video frame (default 1)")
     p.add_argument("--batch", type=int, default=8, help="frames per detector call (default 8)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads while redacting (default 1: faster on small inputs; 0 = torch's default)")
     p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--preset", metavar="FILE", help="YAML of option values (see below); explicit flags override it")
@@ -169,7 +171,8 @@ def redact_cmd(argv: list[str]) -> int:
                              temporal=TemporalOptions(args.hold, args.max_gap, args.grow),
                              roi=roi, refine_below=args.refine_below,
                              detect_every=args.detect_every, audio=args.audio,
-                             crf=args.crf, x264_preset=args.x264_preset, jpeg_quality=args.jpeg_quality,
+                             crf=args.crf, x264_preset=args.x264_preset,
+                             threads=args.threads or None, jpeg_quality=args.jpeg_quality,
                              overwrite=args.overwrite,
                              same_folder=args.same_folder, batch=args.batch, device=device,
                              progress=not args.no_progress)
@@ -197,9 +200,12 @@ def redact_cmd(argv: list[str]) -> int:
         from anonlab.redact.verify import IdentityStats, verify, write_leaks
 
         stats = IdentityStats()
-        leaks, crops, failures = verify(list(report.outputs.values()), checks, device, args.verify_stride,
-                                        args.batch, sources={v: k for k, v in report.outputs.items()},
-                                        recognizers=recognizers, stats=stats)
+        from anonlab.redact.core import torch_threads
+
+        with torch_threads(opts.threads):
+            leaks, crops, failures = verify(list(report.outputs.values()), checks, device, args.verify_stride,
+                                            args.batch, sources={v: k for k, v in report.outputs.items()},
+                                            recognizers=recognizers, stats=stats)
         if recognizers and stats.checked + stats.skipped:
             print(f"identity check: {stats.checked} face(s) matched against the clean input, {stats.matched} "
                   f"identified, {stats.skipped} skipped (smaller than the recognizer's min_face_px)",

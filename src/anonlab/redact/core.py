@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,7 @@ class RedactOptions:
     ``x264_preset``: the encoder's speed preset (``veryfast``: faster than x264's ``medium``, a larger file at the
     same ``crf`` quality); on CPU a face detector with a faster backend runs on it
     (:data:`CPU_BACKENDS`);
+    ``threads``: torch intra-op CPU threads while redacting (:func:`torch_threads`; None = torch's setting);
     ``crf``: H.264 quality of the output video; ``jpeg_quality``: of JPEG outputs; ``overwrite``: replace existing
     outputs; ``same_folder``: allow an output folder equal to an input folder (outputs then get a ``.redacted``
     infix, so no input is ever replaced); ``batch``: frames per detector call; ``device``: torch device.
@@ -89,6 +91,7 @@ class RedactOptions:
     audio: str = "drop"
     crf: int = 18
     x264_preset: str = "veryfast"
+    threads: int | None = 1
     jpeg_quality: int = 95
     overwrite: bool = False
     same_folder: bool = False
@@ -229,6 +232,22 @@ def remove_partials(out_dir: Path) -> list[Path]:
     return gone
 
 
+@contextmanager
+def torch_threads(n: int | None):
+    """``n`` torch intra-op CPU threads inside (None: unchanged); the previous setting is restored on exit.
+    Small inputs (ROI windows, YuNet's 640 px frames, heatmap decoding) lose more to splitting each operation over
+    threads than they gain: YuNet on four 144 px windows took 0.16 s on one thread and 1.27 s on two, and the
+    whole ``--detect-every 8`` pass ran at 4.8 vs 1.6 frames/s (720p, 2 CPU cores shared with other jobs,
+    2026-11-30). onnxruntime (CenterFace on CPU) keeps its own thread pool."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def roi_detect(images: Tensor, boxes: Tensor, batch_idx: Tensor, detect: Callable[[Tensor], Detections],
                side: int = ROI_SIDE) -> Detections:
     """Re-detect faces in windows around ``boxes``: each box ``float32 (N, 4)`` xyxy pixels of ``images``
@@ -247,7 +266,8 @@ def roi_detect(images: Tensor, boxes: Tensor, batch_idx: Tensor, detect: Callabl
     win = torch.cat([centre - half, centre + half], 1)
     rois = torch.cat([batch_idx.to(win)[:, None], win], 1)
     crops = roi_align(images.float(), rois, (side, side), 1.0, sampling_ratio=2, aligned=True)
-    found = detect(crops.round().clamp(0, 255).to(torch.uint8))
+    with torch_threads(1):
+        found = detect(crops.round().clamp(0, 255).to(torch.uint8))
     if len(found.boxes) == 0:
         return Detections.empty(images.device)
     k = found.batch_idx
@@ -278,6 +298,9 @@ class Redactor:
             raise RedactError("no detector: give at least one face or person detector")
         if isinstance(opts.detect_every, bool) or not isinstance(opts.detect_every, int) or opts.detect_every < 1:
             raise RedactError(f"--detect-every must be an integer >= 1 (frames), got {opts.detect_every!r}")
+        if opts.threads is not None and (isinstance(opts.threads, bool) or not isinstance(opts.threads, int)
+                                         or opts.threads < 1):
+            raise RedactError(f"--threads must be an integer >= 1 (or 0 for torch's default), got {opts.threads!r}")
         if not opts.refine_below >= 0:
             raise RedactError(f"--refine-below must be >= 0 (pixels), got {opts.refine_below!r}")
         self.opts = opts
@@ -290,6 +313,7 @@ class Redactor:
         self.n_face_members = len(faces)  # the ensemble's first members: their boxes are faces
         self.roi = Ensemble(tuple(opts.roi), opts.device) if opts.roi and opts.faces else None
         self.low_score = min(t for _, t, _ in self.ensemble.members + (self.roi.members if self.roi else []))
+        import trackers  # noqa: F401  (imported once here: its import takes seconds, not a video's time)
 
     def detect(self, images: Tensor) -> Detections:
         """The ensemble's detections of ``images`` ``uint8 (B, 3, H, W)`` plus the ROI re-detections
@@ -305,6 +329,15 @@ class Redactor:
         return self.defense(images, dets)
 
     def image(self, src: Path, dst: Path) -> tuple[Tensor, str | None]:
+        with torch_threads(self.opts.threads):
+            return self._image(src, dst)
+
+    def video(self, src: Path, dst: Path, tick) -> tuple[int, str | None]:
+        """Redact one video into ``dst`` (see the module docstring); returns (frames, reader notes)."""
+        with torch_threads(self.opts.threads):
+            return self._video(src, dst, tick)
+
+    def _image(self, src: Path, dst: Path) -> tuple[Tensor, str | None]:
         decoded = load_image(src)
         img = decoded.image.to(self.device)[None]
         out = redact_frames(img, self.detect, self.defense)[0][0]
@@ -356,7 +389,7 @@ class Redactor:
                 tick(frames.shape[0] / 2)
         return fill(raw, tracked, temporal)
 
-    def video(self, src: Path, dst: Path, tick) -> tuple[int, str | None]:
+    def _video(self, src: Path, dst: Path, tick) -> tuple[int, str | None]:
         opts = self.opts
         reader = VideoReader(src)
         # a damaged file (truncated download, lost power) is refused: frames past the damage would be dropped
