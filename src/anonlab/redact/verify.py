@@ -37,7 +37,7 @@ from anonlab.types import Detections
 #: walking clip (2026-11-30: MTCNN 0.82 on a pedestrian's hands below the filled face, frame 15 of
 #: benchmarks/redact.py's clip, and 0.77 on zidane's crowd; dlib HOG 0.59 on astronaut's mission patch), well below
 #: real faces on the unredacted images (MTCNN >= 0.99, dlib HOG >= 0.85 except camera.png's 0.42). Neither sees
-#: faces under 20 px (MTCNN's min_face_size; dlib HOG: ~80 px): small faces are verified only by a panel the user
+#: faces under 20 px (MTCNN's min_face_size; dlib HOG upsampled once: ~35 px): small faces are verified only by a panel the user
 #: adds (``--verify-with``), e.g. a detector run on upscaled frames. OpenCV's Haar cascade is offered
 #: (``--verify-with haar``) but not a default: it cannot be thresholded (0.99 on zidane's shirt after redaction).
 DEFAULT_PANEL = (("mtcnn", 0.85), ("dlib_hog", 0.65))
