@@ -152,15 +152,18 @@ def pets_clip(n_frames: int):
     return frames, faces, reader.fps
 
 
-def peak_rss(clip: Path, every: int) -> float:
-    """Peak RSS (MiB) of a child process that redacts ``clip`` (``Redactor.video``, ``--detect-every every``)."""
+def peak_rss(clip: Path, every: int) -> tuple[float, float]:
+    """Peak RSS (MiB) of a child process that redacts ``clip`` (``Redactor.video``, the speed configuration):
+    (peak once the models are built, before the video; peak at the end)."""
     code = (f"import resource, sys; from pathlib import Path; from anonlab.redact.core import RedactOptions, Redactor;"
             f"r = Redactor(RedactOptions(progress=False, detect_every={every}, faces={SPEED_FACES!r}, "
             f"device={ARGS.device!r}));"
+            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss);"
             f"r.video(Path({str(clip)!r}), Path({str(clip.with_name('rss_out.mp4'))!r}), lambda k: None);"
             f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1]) / 1024
+    before, after = (int(v) / 1024 for v in out.stdout.strip().splitlines()[-2:])
+    return before, after
 
 
 def main() -> None:
@@ -257,9 +260,10 @@ def main() -> None:
         short = frames[:args.rss_frames]
         a = write_clip(tmp / "rss" / "short.mp4", short, 25)
         b = write_clip(tmp / "rss" / "long.mp4", short * 10, 25)
-        rs, rl = peak_rss(a, SPEED_EVERY), peak_rss(b, SPEED_EVERY)
+        (ms, rs), (ml, rl) = peak_rss(a, SPEED_EVERY), peak_rss(b, SPEED_EVERY)
         doc["peak_rss_mib"] = {"frames_short": len(short), "frames_long": 10 * len(short), "short": rs, "long": rl,
-                               "ratio": rl / rs, "options": "the speed configuration"}
+                               "ratio": rl / rs, "models_built_short": ms, "models_built_long": ml,
+                               "options": "the speed configuration"}
         print(emit(), flush=True)
 
 
