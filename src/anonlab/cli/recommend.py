@@ -26,7 +26,7 @@ def parser() -> argparse.ArgumentParser:
                                 "no adversary of a threat model finds or identifies the faces of your own footage "
                                 "(95 %% intervals), and write it as an `anonlab redact --preset` file.")
     p.add_argument("footage", nargs="+", metavar="FOOTAGE", help="image or video files, or folders (recursive)")
-    p.add_argument("--threat", default="basic", choices=threat_names(),
+    p.add_argument("--threat", default="basic", metavar="|".join(threat_names()),
                    help="threat model, conf/threat/<name>.yaml (default basic)")
     p.add_argument("--out", default="recommend", metavar="DIR",
                    help="where recommend.yaml, recommend.json and the thumbnails go (default ./recommend)")
@@ -52,6 +52,7 @@ def recommend_cmd(argv: list[str]) -> int:
 
     from anonlab.build import CONF_DIR, BenchError
     from anonlab.recommend import recommend, write_outputs
+    from anonlab.recommend.core import PRESET_PARAMS
     from anonlab.recommend.output import print_evidence
 
     args = parser().parse_args(argv)
@@ -60,6 +61,12 @@ def recommend_cmd(argv: list[str]) -> int:
         rc.max_frames, rc.seed, rc.shape, rc.mask_scale = args.max_frames, args.seed, args.shape, args.mask_scale
         rc.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         rc.progress = not args.no_progress
+    for lad in rc.ladders:  # every candidate must be writable as an `anonlab redact --preset`
+        if lad.get("defense") not in PRESET_PARAMS or lad.get("param") != PRESET_PARAMS[lad.defense]:
+            print(f"error: {CONF_DIR / 'recommend.yaml'}: ladder {lad.get('defense')}/{lad.get('param')} cannot be "
+                  f"written as an `anonlab redact --preset`; valid: "
+                  f"{', '.join(f'{d}/{p}' for d, p in PRESET_PARAMS.items())}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
     try:
         rec = recommend(args.footage, args.threat, rc, persons=args.persons)
     except BenchError as e:
@@ -78,7 +85,8 @@ def recommend_cmd(argv: list[str]) -> int:
     if rec.pick is None:
         print(f"NO SETTING QUALIFIES: {rec.why}.\nwhat to do: {rec.advice}.\nevidence: {written['json']}")
         return EXIT_NONE
-    print(f"recommended: {rec.pick.label} — {rec.why}.\nwrote {written['yaml']} (use: anonlab redact --preset "
+    print(f"recommended: {rec.pick.short} ({rec.options['shape']}, mask scale {rec.options['mask_scale']:g}) — "
+          f"{rec.why}.\nwrote {written['yaml']} (use: anonlab redact --preset "
           f"{written['yaml']} INPUT... --out DIR), {written['json']} and "
           f"{sum(k.startswith('thumb') for k in written)} thumbnail(s) in {rec.wall_s:.1f} s")
     return EXIT_PARTIAL if rec.failures else EXIT_OK

@@ -38,8 +38,9 @@ from torch import Tensor
 from anonlab.build import CONF_DIR, BenchError
 from anonlab.metrics.bootstrap import bootstrap_ratio
 
-#: defenses `anonlab redact --preset` can express, and the preset key that carries each one's ladder parameter
-PRESET_PARAMS = {"pixelate": "blocks", "solid": "color"}
+#: ladder parameters `anonlab redact --preset` can express (redact's --blocks and --color); a pick on another
+#: ladder (e.g. a gaussian_blur sigma ladder, for studies) is reported but no recommend.yaml is written for it
+PRESET_PARAMS = {"pixelate": "blocks", "solid": None}
 THREAT_DIR = CONF_DIR / "threat"
 
 
@@ -111,6 +112,11 @@ class Candidate:
     step: int
     steps: int
     label: str = ""
+
+    @property
+    def short(self) -> str:
+        """The label without the region shape and scale every candidate shares, e.g. ``pixelate(blocks=8)``."""
+        return self.defense if self.param is None else f"{self.defense}({self.param}={self.value})"
 
     def preset(self, shape: str, mask_scale: float, persons: bool) -> dict:
         """The ``anonlab redact --preset`` mapping (keys = redact's long options with ``-`` -> ``_``)."""
@@ -312,9 +318,10 @@ def compose_job(footage: list[str], threat: DictConfig, rc: DictConfig, persons:
     return cfg, cands
 
 
-def recommend(footage: list[str], threat_name: str, rc: DictConfig | None = None, persons: bool = False,
-              log=None) -> Recommendation:
-    """Recommend a setting for ``footage`` (files or folders) against ``conf/threat/<threat_name>.yaml``; ``rc``:
+def recommend(footage: list[str], threat_name: str | DictConfig, rc: DictConfig | None = None,
+              persons: bool = False, log=None) -> Recommendation:
+    """Recommend a setting for ``footage`` (files or folders) against ``conf/threat/<threat_name>.yaml`` (or a
+    threat model given as a config of that form); ``rc``:
     ``conf/recommend.yaml`` (with any overrides). Raises :class:`RecommendError` (one line) for a bad threat model,
     option or footage before any frame is evaluated."""
     import time
@@ -326,7 +333,10 @@ def recommend(footage: list[str], threat_name: str, rc: DictConfig | None = None
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t0 = time.perf_counter()
     rc = rc if rc is not None else OmegaConf.load(CONF_DIR / "recommend.yaml")
-    threat = load_threat(threat_name)
+    if isinstance(threat_name, str):
+        threat = load_threat(threat_name)
+    else:
+        threat, threat_name = threat_name, str(threat_name.get("name", "custom"))
     if threat.get("requires"):
         raise RecommendError(f"threat model {threat_name} needs {'; '.join(threat.requires)}; use --threat "
                              f"safe-city or basic")
@@ -343,14 +353,16 @@ def recommend(footage: list[str], threat_name: str, rc: DictConfig | None = None
         v = bounds.get(key)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
             raise RecommendError(f"threat {threat_name}: bounds.{key} must be a number in [0, 1], got {v!r}")
+    from anonlab.redact import REDACTIONS
+
     for lad in rc.ladders:
-        if lad.get("defense") not in PRESET_PARAMS:
-            raise RecommendError(f"ladder defense {lad.get('defense')!r} cannot be written as an `anonlab redact "
-                                 f"--preset`; valid: {', '.join(PRESET_PARAMS)}")
-        if lad.get("param") not in (None, PRESET_PARAMS[lad.defense]) or (lad.get("param") is None) != (
-                lad.defense == "solid"):
-            raise RecommendError(f"ladder {lad.defense}: param must be {PRESET_PARAMS[lad.defense]!r}"
-                                 f"{' or null' if lad.defense == 'solid' else ''}, got {lad.get('param')!r}")
+        if lad.get("defense") not in REDACTIONS:
+            raise RecommendError(f"ladder defense {lad.get('defense')!r} is not a redaction; valid: "
+                                 f"{', '.join(REDACTIONS)}")
+        if (lad.get("param") is None) != (lad.defense == "solid"):
+            raise RecommendError(f"ladder {lad.defense}: param must be "
+                                 f"{'null' if lad.defense == 'solid' else 'a parameter of the defense'}, got "
+                                 f"{lad.get('param')!r}")
 
     try:
         cfg, cands = compose_job(footage, threat, rc, persons)
@@ -419,27 +431,12 @@ def decide(threat_name: str, threat: DictConfig, rc: DictConfig, persons: bool, 
         acc = probe.change.get(c.label, [0.0, 0.0])
         out_rows.append(Row(c, acc[0] / acc[1] if acc[1] else 0.0, advs))
     out_rows.sort(key=lambda r: (r.change, r.candidate.ladder, r.candidate.step))
-    by_pos = {(r.candidate.ladder, r.candidate.step): r for r in out_rows}
-
-    def margin_of(r: Row) -> Row | None:
-        c = r.candidate
-        if c.defense == "solid":
-            return r
-        return by_pos.get((c.ladder, c.step + 1))
-
-    deliverable = []
-    for r in out_rows:
-        m = margin_of(r)
-        if r.passed and m is not None and m.passed:
-            deliverable.append((m.change, m.candidate.ladder, m.candidate.step, m, r))
-    pick = via = None
-    why = advice = ""
-    if deliverable:
-        _, _, _, m, r = min(deliverable, key=lambda t: t[:3])
-        pick, via = m.candidate, r.candidate
-        why = (f"{r.candidate.label} is the weakest setting under which every adversary stays below its bound"
-               + (f"; {m.candidate.label} is one strength step stronger, as margin" if m is not r else
+    pick, via = choose(out_rows)
+    if pick is not None:
+        why = (f"{via.candidate.short} is the weakest setting under which every adversary stays below its bound"
+               + (f"; {pick.candidate.short} is one strength step stronger, as margin" if pick is not via else
                   " (a solid fill has no stronger step)"))
+        advice = ""
     else:
         why, advice = _explain(out_rows, n_faces if not persons else n_persons, kind, rbound, margin)
     options = {"max_frames": int(rc.max_frames), "seed": seed, "shape": str(rc.shape),
@@ -447,10 +444,26 @@ def decide(threat_name: str, threat: DictConfig, rc: DictConfig, persons: bool, 
                    "recall": rbound, "identification_margin": margin},
                "detectors": list(result.detectors), "recognizers": list(probe.recognizers),
                "pseudo_gt": OmegaConf.to_container(rc.pseudo_gt)}
-    return Recommendation(threat_name, out_rows, pick, via, why, advice, result.n_images, n_faces, n_persons,
+    return Recommendation(threat_name, out_rows, pick and pick.candidate, via and via.candidate, why, advice, result.n_images, n_faces, n_persons,
                           [f"{f.image}: {f.error}" for f in result.failures], probe.thumbs,
                           list(threat.get("not_measured") or []), options, wall_s,
                           extra={"too_small_to_embed": probe.too_small})
+
+
+def choose(rows: list[Row]) -> tuple[Row | None, Row | None]:
+    """(recommended, weakest passing) rows of ``rows`` (sorted weakest first), or (None, None): for every passing
+    row whose one-step-stronger neighbour on its ladder passes too (solid is its own), that neighbour is
+    deliverable; the deliverable row with the least pixel change (ties: ladder, step) is recommended. A subset
+    of the passing rows (a stronger threat model) can only move the result to an equal or stronger row."""
+    by_pos = {(r.candidate.ladder, r.candidate.step): r for r in rows}
+    best = None
+    for r in rows:
+        m = r if r.candidate.defense == "solid" else by_pos.get((r.candidate.ladder, r.candidate.step + 1))
+        if r.passed and m is not None and m.passed:
+            key = (m.change, m.candidate.ladder, m.candidate.step)
+            if best is None or key < best[0]:
+                best = (key, m, r)
+    return (best[1], best[2]) if best else (None, None)
 
 
 def _explain(rows: list[Row], n: int, kind: str, rbound: float, margin: float) -> tuple[str, str]:
@@ -463,11 +476,11 @@ def _explain(rows: list[Row], n: int, kind: str, rbound: float, margin: float) -
     need = faces_needed(rbound)
     small = [a for a in failing if a.k == 0]
     if small and all(a.k == 0 for a in failing):
-        return (f"too few {kind}s for a tight interval: even under {strongest.candidate.label}, where no adversary "
+        return (f"too few {kind}s for a tight interval: even under {strongest.candidate.short}, where no adversary "
                 f"succeeds, {n} {kind}(s) leave a 95 % upper end of {max(a.hi for a in failing):.2f} above the bound",
                 f"sample more footage with {kind}s (about {need} or more; --max-frames, more files) or loosen the "
                 f"bound in conf/threat/ (recall {rbound}, identification margin {margin})")
     names = ", ".join(f"{a.name} {a.k}/{a.n}" for a in failing)
-    return (f"even {strongest.candidate.label} leaves {kind}s found or identified ({names}): the {kind}s may be "
+    return (f"even {strongest.candidate.short} leaves {kind}s found or identified ({names}): the {kind}s may be "
             f"larger than the redacted region or the pseudo ground truth boxes too small",
             "raise --mask-scale, redact whole bodies (--persons), or check the frames in the thumbnails")

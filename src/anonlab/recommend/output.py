@@ -35,8 +35,10 @@ def _fmt(v: float | None) -> str:
 def print_evidence(rec: Recommendation, console: Console | None = None) -> None:
     """The candidates (weakest first) with every adversary's rate and 95 % interval against its bound."""
     console = console or Console(stderr=False)
+    o = rec.options
     t = Table(title=f"anonlab recommend — threat {rec.threat}: {rec.n_frames} frame(s), {rec.n_faces} face(s) "
-                    f"(pseudo ground truth){f', {rec.n_persons} person(s)' if rec.options['persons'] else ''}")
+                    f"(pseudo ground truth){f', {rec.n_persons} person(s)' if o['persons'] else ''}; region "
+                    f"{o['shape']} x {o['mask_scale']:g}")
     t.add_column("setting", overflow="fold")
     t.add_column("Δpx", justify="right")
     names = [a.name for a in rec.rows[0].adversaries] if rec.rows else []
@@ -49,7 +51,7 @@ def print_evidence(rec: Recommendation, console: Console | None = None) -> None:
         for a in r.adversaries:
             cell = "-" if a.hi is None else f"{a.k}/{a.n} ≤{a.hi:.2f}"
             cells.append(cell if a.passed else f"[red]{cell}[/red]")
-        t.add_row(r.candidate.label, f"{r.change:.1f}", *cells, ("yes " if r.passed else "no ") + mark)
+        t.add_row(r.candidate.short, f"{r.change:.1f}", *cells, ("yes " if r.passed else "no ") + mark)
     console.print(t)
     bounds = rec.options["bounds"]
     console.print(f"cells: found (or identified) / faces, ≤ the upper end of the 95 % interval (recommend.json has "
@@ -87,7 +89,7 @@ def write_outputs(rec: Recommendation, out: Path) -> dict[str, Path]:
     if rec.pick is None:
         path.unlink(missing_ok=True)
         return written
-    head = (f"# anonlab recommend --threat {rec.threat}: {rec.pick.label} ({rec.why}).\n"
+    head = (f"# anonlab recommend --threat {rec.threat}: {rec.pick.label}.\n# {rec.why}.\n"
             f"# Measured on {rec.n_frames} frame(s) with {rec.n_faces} face(s); evidence in recommend.json.\n"
             f"# Use: anonlab redact --preset recommend.yaml INPUT... --out DIR\n")
     _atomic_text(path, head + yaml.safe_dump(rec.preset(), sort_keys=False))
