@@ -21,8 +21,8 @@ from anonlab.metrics.bootstrap import bootstrap_ratio
 from anonlab.recommend.core import choose, exact_interval, faces_needed, interval
 
 
-def _photos(tmp: Path, scale: int = 1) -> Path:
-    """The default photos in a folder of ``tmp`` (links; or PNGs upscaled ``scale`` x with bicubic resampling)."""
+def _photos(tmp: Path, scale: float = 1) -> Path:
+    """The default photos in a folder of ``tmp`` (links; or PNGs resized ``scale`` x, antialiased bicubic)."""
     d = tmp / f"photos_x{scale}"
     d.mkdir()
     for name, src in default_photos().items():
@@ -30,7 +30,7 @@ def _photos(tmp: Path, scale: int = 1) -> Path:
             (d / name).symlink_to(src)
         else:
             im = Image.open(src).convert("RGB")
-            im.resize((im.width * scale, im.height * scale), Image.BICUBIC).save(d / f"{Path(name).stem}.png")
+            im.resize((round(im.width * scale), round(im.height * scale)), Image.BICUBIC).save(d / f"{Path(name).stem}.png")
     return d
 
 
@@ -116,23 +116,6 @@ def test_bad_input_is_one_line(case, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------ acceptance
 
-def _redact_argv(preset: Path, inputs: list[str], out: Path) -> list[str]:
-    """``anonlab redact --preset FILE`` where redact has it; else the same keys as redact's long options (the preset
-    format: option names with ``-`` -> ``_``), which is what ``--preset`` reads."""
-    from anonlab.cli.redact import parser
-
-    if any("--preset" in a.option_strings for a in parser()._actions):
-        return ["redact", "--preset", str(preset), *inputs, "--out", str(out), "--no-progress"]
-    argv = ["redact", *inputs, "--out", str(out), "--no-progress"]
-    for k, v in yaml.safe_load(preset.read_text()).items():
-        flag = "--" + k.replace("_", "-")
-        if isinstance(v, bool):
-            argv += [flag] if v else []
-        else:
-            argv += [flag, ",".join(map(str, v)) if isinstance(v, list) else str(v)]
-    return argv
-
-
 @pytest.mark.slow
 def test_default_images_basic_and_safe_city_end_in_a_setting_that_redact_verifies(tmp_path, capsys):
     photos = _photos(tmp_path)
@@ -155,7 +138,8 @@ def test_default_images_basic_and_safe_city_end_in_a_setting_that_redact_verifie
         assert yaml.safe_load(preset.read_text()) == evidence["recommendation"]
         picks[threat] = pick
         # the preset, unchanged, redacts the same photos and the verification pass finds no leak
-        code, stdout, err = _run(_redact_argv(preset, [str(photos)], tmp_path / f"redacted-{threat}"), capsys)
+        code, stdout, err = _run(["redact", "--preset", str(preset), str(photos), "--out",
+                                  str(tmp_path / f"redacted-{threat}"), "--no-progress"], capsys)
         assert code == 0, stdout + err
         assert json.loads((tmp_path / f"redacted-{threat}" / "leaks.json").read_text()) == []
     # a stronger threat model never gets a weaker setting (pixel change measured on the same frames)
@@ -168,20 +152,22 @@ def _study(footage: Path):
     from anonlab.recommend import recommend
 
     rc = OmegaConf.load(CONF_DIR / "recommend.yaml")
-    rc.ladders = [{"defense": "gaussian_blur", "param": "sigma", "values": [1, 2, 4, 8, 16, 32]},
+    rc.ladders = [{"defense": "gaussian_blur", "param": "sigma", "values": [2, 4, 8, 12, 16, 24, 32, 48, 64]},
                   {"defense": "solid", "param": None, "values": [None]}]
     rc.progress = False
     threat = OmegaConf.create({
         "name": "physics", "detectors": {"face": ["yunet", "mtcnn", "dlib_hog"], "person": []},
         "detector_overrides": {"mtcnn": {"threshold": 0.8}},
         "identification": [{"recognizer": "dlib_resnet", "attack": "located"}],
-        "bounds": {"recall": 0.45, "identification_margin": 0.45}})
+        # looser than conf/threat's: the half-size photos hold fewer faces the panel finds (0 of 5: upper end 0.52)
+        "bounds": {"recall": 0.55, "identification_margin": 0.55}})
     return recommend([str(footage)], threat, rc)
 
 
 @pytest.mark.slow
 def test_larger_faces_never_get_a_weaker_setting(tmp_path):
-    small, large = _study(_photos(tmp_path, 1)), _study(_photos(tmp_path, 2))
+    # the photos at half size and as they are (2x larger faces; upscaling them instead costs 4x the detector time)
+    small, large = _study(_photos(tmp_path, 0.5)), _study(_photos(tmp_path, 1))
     assert small.pick is not None and large.pick is not None, (small.why, large.why)
     order = {r.candidate.label: (r.candidate.ladder, r.candidate.step) for r in small.rows}
     # blur ladder first, solid last: the strength order is (ladder, step)
