@@ -142,6 +142,7 @@ def test_default_images_basic_and_safe_city_end_in_a_setting_that_redact_verifie
                                   str(tmp_path / f"redacted-{threat}"), "--no-progress"], capsys)
         assert code == 0, stdout + err
         assert json.loads((tmp_path / f"redacted-{threat}" / "leaks.json").read_text()) == []
+    print({t: (p["setting"], p["pixel_change"]) for t, p in picks.items()})  # the measured picks (pytest -s)
     # a stronger threat model never gets a weaker setting (pixel change measured on the same frames)
     assert picks["safe-city"]["pixel_change"] >= picks["basic"]["pixel_change"]
 
@@ -169,6 +170,8 @@ def test_larger_faces_never_get_a_weaker_setting(tmp_path):
     # the photos at half size and as they are (2x larger faces; upscaling them instead costs 4x the detector time)
     small, large = _study(_photos(tmp_path, 0.5)), _study(_photos(tmp_path, 1))
     assert small.pick is not None and large.pick is not None, (small.why, large.why)
+    print(f"half-size: {small.n_faces} faces -> {small.pick.short} (via {small.via.short}); original: "
+          f"{large.n_faces} faces -> {large.pick.short} (via {large.via.short})")  # the measured picks (pytest -s)
     order = {r.candidate.label: (r.candidate.ladder, r.candidate.step) for r in small.rows}
     # blur ladder first, solid last: the strength order is (ladder, step)
     assert order[large.pick.label] >= order[small.pick.label], (small.pick.label, large.pick.label)

@@ -348,7 +348,19 @@ def recommend(footage: list[str], threat_name: str | DictConfig, rc: DictConfig 
         raise RecommendError(f"shape must be ellipse or rect, got {rc.shape!r}")
     if isinstance(rc.mask_scale, bool) or not isinstance(rc.mask_scale, (int, float)) or rc.mask_scale < 1:
         raise RecommendError(f"mask_scale must be a number >= 1, got {rc.mask_scale!r}")
-    bounds = threat.bounds
+    for kind in ("face", "person"):
+        names = OmegaConf.select(threat, f"detectors.{kind}", default=None)
+        if not OmegaConf.is_list(names) or not all(isinstance(n, str) for n in names):
+            raise RecommendError(f"threat {threat_name}: detectors.{kind} must be a list of detector names "
+                                 f"(conf/detector/), got {names!r}")
+    ident = threat.get("identification") or []
+    if not OmegaConf.is_list(ident) and not isinstance(ident, list) or not all(
+            isinstance(x, (dict, DictConfig)) and "recognizer" in x for x in ident):
+        raise RecommendError(f"threat {threat_name}: identification must be a list of {{recognizer: NAME, "
+                             f"attack: located}}, got {ident!r}")
+    bounds = threat.get("bounds")
+    if not isinstance(bounds, DictConfig):
+        raise RecommendError(f"threat {threat_name}: bounds must be a mapping with recall and identification_margin")
     for key in ("recall", "identification_margin"):
         v = bounds.get(key)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:

@@ -66,6 +66,8 @@ def write_outputs(rec: Recommendation, out: Path) -> dict[str, Path]:
     from anonlab.redact.core import partial_path
 
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("thumb_*_*.png"):  # an earlier run's thumbnails never mix with this run's
+        old.unlink()
     written: dict[str, Path] = {}
     files = []
     for k, (image_id, by_label) in enumerate(sorted(rec.thumbs.items())):
