@@ -24,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
     d = OmegaConf.load(CONF_DIR / "recommend.yaml")
     p = argparse.ArgumentParser(prog="anonlab recommend", description="Find the weakest redaction under which "
                                 "no adversary of a threat model finds or identifies the faces of your own footage "
-                                "(95 %% intervals), and write it as an `anonlab redact --preset` file.")
+                                "(95 % intervals), and write it as an `anonlab redact --preset` file.")
     p.add_argument("footage", nargs="+", metavar="FOOTAGE", help="image or video files, or folders (recursive)")
     p.add_argument("--threat", default="basic", metavar="|".join(threat_names()),
                    help="threat model, conf/threat/<name>.yaml (default basic)")

@@ -2,7 +2,16 @@
 only when a setting qualifies), ``recommend.json`` (the evidence table, for ``anonlab report``) and before/after
 thumbnails of the user's own frames (``thumb_<k>_before.png``, ``thumb_<k>_after.png``). Every file is written
 under a temporary name and renamed, so none is ever half-written; a stale ``recommend.yaml`` from an earlier run is
-removed when no setting qualifies."""
+removed when no setting qualifies.
+
+``recommend.json`` (for ``anonlab report``): ``threat``, ``n_frames``, ``n_faces``, ``n_persons``, ``pseudo_gt``
+(true: face ground truth is the detector panel's), ``options`` (sample size, seed, region, bounds, adversaries),
+``not_measured``, ``recommendation`` (the preset mapping, or null), ``recommended_setting`` /
+``weakest_passing_setting`` (engine labels, or null), ``why``, ``advice``, ``failures``, ``wall_s``,
+``thumbnails`` (``[{frame, before, after}]``, file names in the same folder) and ``candidates``: one per setting,
+weakest first, ``{setting, defense, param, value, ladder_step, pixel_change (0-255), passed, adversaries: [{name,
+kind: detector|identification, k, n, value, lo, hi, bound, passed}]}`` (``k`` found or identified of ``n`` faces;
+``lo``/``hi`` the 95 % interval; a setting passes when every ``hi <= bound``)."""
 
 from __future__ import annotations
 
