@@ -30,7 +30,8 @@ def _photos(tmp: Path, scale: float = 1) -> Path:
             (d / name).symlink_to(src)
         else:
             im = Image.open(src).convert("RGB")
-            im.resize((round(im.width * scale), round(im.height * scale)), Image.BICUBIC).save(d / f"{Path(name).stem}.png")
+            size = (round(im.width * scale), round(im.height * scale))
+            im.resize(size, Image.BICUBIC).save(d / f"{Path(name).stem}.png")
     return d
 
 
@@ -115,6 +116,23 @@ def test_bad_input_is_one_line(case, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------ acceptance
+
+@pytest.mark.slow
+def test_one_face_is_too_few_and_says_so(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "recommend.yaml").write_text("defense: pixelate\n")  # an earlier run's: must not survive
+    code, stdout, err = _run(["recommend", str(default_photos()["camera.png"]), "--out", str(out), "--no-progress"],
+                             capsys)
+    assert code == 4, stdout + err
+    assert "NO SETTING QUALIFIES: too few faces for a tight interval" in stdout and "what to do:" in stdout
+    evidence = json.loads((out / "recommend.json").read_text())
+    assert evidence["n_faces"] == 1 and evidence["recommendation"] is None
+    assert not (out / "recommend.yaml").exists() and not list(out.glob("thumb_*"))
+    # the strongest setting hides the face from every detector; one face still cannot bound recall below 0.975
+    solid = evidence["candidates"][-1]
+    assert all(a["k"] == 0 and a["hi"] > a["bound"] for a in solid["adversaries"])
+
 
 @pytest.mark.slow
 def test_default_images_basic_and_safe_city_end_in_a_setting_that_redact_verifies(tmp_path, capsys):

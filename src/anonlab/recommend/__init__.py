@@ -3,4 +3,4 @@
 from anonlab.recommend.core import Recommendation, RecommendError, load_threat, recommend
 from anonlab.recommend.output import write_outputs
 
-__all__ = ["Recommendation", "RecommendError", "load_threat", "recommend", "write_outputs"]
+__all__ = ["RecommendError", "Recommendation", "load_threat", "recommend", "write_outputs"]

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,7 +64,7 @@ def interval(per_num: list[float], per_den: list[float], seed: int) -> tuple[flo
     """(ratio, lo, hi) of ``sum(num) / sum(den)`` over frames: the percentile bootstrap over frames
     (:func:`~anonlab.metrics.bootstrap.bootstrap_ratio`) widened to at least the Clopper-Pearson interval of the
     pooled counts. (None, None, None) when ``sum(den)`` is 0."""
-    k, n = int(round(sum(per_num))), int(round(sum(per_den)))
+    k, n = round(sum(per_num)), round(sum(per_den))
     if n == 0:
         return None, None, None
     blo, bhi = bootstrap_ratio(np.asarray(per_num, float), np.asarray(per_den, float), seed=seed)
@@ -456,7 +455,8 @@ def decide(threat_name: str, threat: DictConfig, rc: DictConfig, persons: bool, 
                    "recall": rbound, "identification_margin": margin},
                "detectors": list(result.detectors), "recognizers": list(probe.recognizers),
                "pseudo_gt": OmegaConf.to_container(rc.pseudo_gt)}
-    return Recommendation(threat_name, out_rows, pick and pick.candidate, via and via.candidate, why, advice, result.n_images, n_faces, n_persons,
+    return Recommendation(threat_name, out_rows, pick and pick.candidate, via and via.candidate, why, advice,
+                          result.n_images, n_faces, n_persons,
                           [f"{f.image}: {f.error}" for f in result.failures], probe.thumbs,
                           list(threat.get("not_measured") or []), options, wall_s,
                           extra={"too_small_to_embed": probe.too_small})
@@ -486,13 +486,15 @@ def _explain(rows: list[Row], n: int, kind: str, rbound: float, margin: float) -
     strongest = rows[-1]  # the most pixels changed
     failing = [a for a in strongest.adversaries if not a.passed]
     need = faces_needed(rbound)
-    small = [a for a in failing if a.k == 0]
-    if small and all(a.k == 0 for a in failing):
-        return (f"too few {kind}s for a tight interval: even under {strongest.candidate.short}, where no adversary "
-                f"succeeds, {n} {kind}(s) leave a 95 % upper end of {max(a.hi for a in failing):.2f} above the bound",
-                f"sample more footage with {kind}s (about {need} or more; --max-frames, more files) or loosen the "
-                f"bound in conf/threat/ (recall {rbound}, identification margin {margin})")
+    # the rate itself is within the bound, only the interval is not: the sample is too small to tell
+    if failing and all(a.value is not None and a.value <= a.bound for a in failing):
+        worst = max(failing, key=lambda a: a.hi - a.bound)
+        return ((f"too few {kind}s for a tight interval: under {strongest.candidate.short} {worst.name} succeeds on "
+                f"{worst.k} of {worst.n}, within its bound {worst.bound:.2f}, but with {worst.n} the 95 % interval "
+                f"reaches {worst.hi:.2f}"),
+                (f"sample more footage with {kind}s (about {need} or more; --max-frames, more files) or loosen the "
+                f"bound in conf/threat/ (recall {rbound}, identification margin {margin})"))
     names = ", ".join(f"{a.name} {a.k}/{a.n}" for a in failing)
-    return (f"even {strongest.candidate.short} leaves {kind}s found or identified ({names}): the {kind}s may be "
-            f"larger than the redacted region or the pseudo ground truth boxes too small",
+    return ((f"even {strongest.candidate.short} leaves {kind}s found or identified ({names}): the {kind}s may be "
+            f"larger than the redacted region or the pseudo ground truth boxes too small"),
             "raise --mask-scale, redact whole bodies (--persons), or check the frames in the thumbnails")
