@@ -489,9 +489,9 @@ def _explain(rows: list[Row], n: int, kind: str, rbound: float, margin: float) -
     # the rate itself is within the bound, only the interval is not: the sample is too small to tell
     if failing and all(a.value is not None and a.value <= a.bound for a in failing):
         worst = max(failing, key=lambda a: a.hi - a.bound)
-        return ((f"too few {kind}s for a tight interval: under {strongest.candidate.short} {worst.name} succeeds on "
-                f"{worst.k} of {worst.n}, within its bound {worst.bound:.2f}, but with {worst.n} the 95 % interval "
-                f"reaches {worst.hi:.2f}"),
+        return ((f"too few {kind}s for a tight interval: under {strongest.candidate.short}, {worst.name} succeeds on "
+                f"{worst.k} of {worst.n} {kind}(s) (within its bound {worst.bound:.2f}), but {worst.n} {kind}(s) "
+                f"give a 95 % interval reaching {worst.hi:.2f}"),
                 (f"sample more footage with {kind}s (about {need} or more; --max-frames, more files) or loosen the "
                 f"bound in conf/threat/ (recall {rbound}, identification margin {margin})"))
     names = ", ".join(f"{a.name} {a.k}/{a.n}" for a in failing)

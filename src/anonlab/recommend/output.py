@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import yaml
@@ -43,12 +44,13 @@ def _fmt(v: float | None) -> str:
 
 def print_evidence(rec: Recommendation, console: Console | None = None) -> None:
     """The candidates (weakest first) with every adversary's rate and 95 % interval against its bound."""
-    console = console or Console(stderr=False)
+    # (a pipe or a log file gets a wide table rather than rich's 80 columns; a terminal keeps its own width)
+    console = console or Console(width=shutil.get_terminal_size((160, 24)).columns)
     o = rec.options
     t = Table(title=f"anonlab recommend — threat {rec.threat}: {rec.n_frames} frame(s), {rec.n_faces} face(s) "
                     f"(pseudo ground truth){f', {rec.n_persons} person(s)' if o['persons'] else ''}; region "
                     f"{o['shape']} x {o['mask_scale']:g}")
-    t.add_column("setting", overflow="fold")
+    t.add_column("setting", no_wrap=True)
     t.add_column("Δpx", justify="right")
     names = [a.name for a in rec.rows[0].adversaries] if rec.rows else []
     for n in names:
