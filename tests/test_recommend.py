@@ -113,6 +113,8 @@ def test_bad_input_is_one_line(case, tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # nothing written
     if case == "unknown_threat":
         assert "basic" in lines[0] and "safe-city" in lines[0]
+    elif case != "adaptive":
+        assert str(tmp_path) in lines[0]  # names the footage
 
 
 # ------------------------------------------------------------------------------------------------ acceptance

@@ -52,7 +52,6 @@ def recommend_cmd(argv: list[str]) -> int:
 
     from anonlab.build import CONF_DIR, BenchError
     from anonlab.recommend import recommend, write_outputs
-    from anonlab.recommend.core import PRESET_PARAMS
     from anonlab.recommend.output import print_evidence
 
     args = parser().parse_args(argv)
@@ -61,11 +60,16 @@ def recommend_cmd(argv: list[str]) -> int:
         rc.max_frames, rc.seed, rc.shape, rc.mask_scale = args.max_frames, args.seed, args.shape, args.mask_scale
         rc.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         rc.progress = not args.no_progress
-    for lad in rc.ladders:  # every candidate must be writable as an `anonlab redact --preset`
-        if lad.get("defense") not in PRESET_PARAMS or lad.get("param") != PRESET_PARAMS[lad.defense]:
-            print(f"error: {CONF_DIR / 'recommend.yaml'}: ladder {lad.get('defense')}/{lad.get('param')} cannot be "
-                  f"written as an `anonlab redact --preset`; valid: "
-                  f"{', '.join(f'{d}/{p}' for d, p in PRESET_PARAMS.items())}", file=sys.stderr)
+    # every candidate must be writable as an `anonlab redact --preset`: a ladder parameter is one of redact's options
+    from anonlab.cli.redact import parser as redact_parser
+
+    redact_options = {o for a in redact_parser()._actions for o in a.option_strings}
+    for lad in rc.ladders:
+        param = lad.get("param")
+        if (param is None and lad.get("defense") != "solid") or (
+                param is not None and f"--{str(param).replace('_', '-')}" not in redact_options):
+            print(f"error: {CONF_DIR / 'recommend.yaml'}: ladder {lad.get('defense')}/{param} cannot be written as an "
+                  f"`anonlab redact --preset` (anonlab redact has no --{param} option)", file=sys.stderr)
             return EXIT_BAD_CONFIG
     try:
         rec = recommend(args.footage, args.threat, rc, persons=args.persons)

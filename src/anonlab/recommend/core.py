@@ -37,9 +37,6 @@ from torch import Tensor
 from anonlab.build import CONF_DIR, BenchError
 from anonlab.metrics.bootstrap import bootstrap_ratio
 
-#: ladder parameters `anonlab redact --preset` can express (redact's --blocks and --color); a pick on another
-#: ladder (e.g. a gaussian_blur sigma ladder, for studies) is reported but no recommend.yaml is written for it
-PRESET_PARAMS = {"pixelate": "blocks", "solid": None}
 THREAT_DIR = CONF_DIR / "threat"
 
 
@@ -377,7 +374,7 @@ def recommend(footage: list[str], threat_name: str | DictConfig, rc: DictConfig 
 
     try:
         cfg, cands = compose_job(footage, threat, rc, persons)
-        dataset = build_config(cfg.dataset, "footage")  # checks the footage before anything else is built
+        dataset = build_config(cfg.dataset, "dataset")  # checks the footage before anything else is built
     except (FileNotFoundError, ValueError) as e:
         raise RecommendError(str(e).splitlines()[0]) from None
     settings = build_settings(cfg)[1:]
