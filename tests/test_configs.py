@@ -22,6 +22,8 @@ REGISTRIES = {"dataset": DATASETS, "capture": CAPTURES, "release": RELEASES, "de
 BENCH_GROUP = {"detector": "region_detector"}
 CASES = [(g, p.stem) for g in REGISTRIES for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 NEEDS_SHARED: set[str] = set()  # every detector config runs without ../shared (open models are packaged)
+#: other configs whose model weights live in ../shared (not packaged)
+SHARED_WEIGHTS = {("defense", "cloak"): "models/mobilefacenet_foamliu.onnx"}
 # configs with mandatory values (???): what a user would pass
 REQUIRED = {
     ("dataset", "folder"): lambda tmp: [f"dataset.root={package_file(*BUS).parent}"],
@@ -34,6 +36,12 @@ REQUIRED = {
     ("dataset", "composite"): lambda tmp: [
         f"dataset.pennfudan_root={shared_path('datasets/pennfudanped_penn/PennFudanPed')}",
         "dataset.max_sources=2", "dataset.n_scenes=2"],
+    ("dataset", "att_faces"): lambda tmp: [f"dataset.root={shared_path('datasets/att_orl_faces')}"],
+    ("dataset", "deepface_pairs"): lambda tmp: [f"dataset.root={shared_path('datasets/deepface_unit_faces')}"],
+    ("dataset", "facenet_test_images"): lambda tmp: [
+        f"dataset.root={shared_path('datasets/facenet_pytorch_test_images')}"],
+    ("dataset", "identity_folder"): lambda tmp: [f"dataset.root={_identity_folder(tmp)}"],
+    ("dataset", "lfw"): lambda tmp: [f"dataset.root={_lfw_fixture(tmp)}"],
     ("detector", "yolo"): lambda tmp: [
         f"region_detector.weights={package_file('ultralytics', 'cfg', 'models', 'v8', 'yolov8.yaml')}"],
 }
@@ -44,6 +52,18 @@ def _inria_fixture(tmp: Path) -> Path:
     from test_datasets_pedestrian import inria_fixture
 
     return inria_fixture(tmp)
+
+
+def _identity_folder(tmp: Path) -> Path:
+    from test_identity_data import identity_folder
+
+    return identity_folder(tmp)
+
+
+def _lfw_fixture(tmp: Path) -> Path:
+    from test_identity_data import lfw_fixture
+
+    return lfw_fixture(tmp)
 
 
 def _compose(overrides: list[str]):
@@ -59,6 +79,8 @@ def test_conf_dir_is_found_from_the_package():
 def test_every_config_instantiates(group: str, name: str, tmp_path: Path) -> None:
     if group == "detector" and name in NEEDS_SHARED:
         shared_path("models")
+    if (group, name) in SHARED_WEIGHTS:
+        shared_path(SHARED_WEIGHTS[(group, name)])
     if group == "detector":
         require_packages(name)
     key = BENCH_GROUP.get(group, group)

@@ -112,7 +112,8 @@ def weights_cmd(args: argparse.Namespace) -> int:
                 found, path = weights.find(spec)
                 where = f"found: {found} {path}"
             except FileNotFoundError:
-                where = "found: missing (`anonlab weights fetch " + spec.name + "`)"
+                how = f"`anonlab weights fetch {spec.name}`" if spec.source_url else "not downloadable: see origin"
+                where = f"found: missing ({how})"
             except ValueError as e:
                 where = f"found: bad checksum ({e})"
             shipped = f"packaged, licence text {spec.licence_file}" if spec.packaged else "not packaged"
