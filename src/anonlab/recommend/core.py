@@ -163,7 +163,7 @@ class _Probe:
     def _embed(self, rec, images: Tensor, gts, batch, only=None, count_small: str | None = None) -> dict:
         boxes, idx, keys = [], [], []
         for i, gt in enumerate(gts):
-            for j, b in enumerate(gt.faces.tolist()):
+            for j, b in enumerate(gt.boxes(rec.kind).tolist()):  # faces, or whole bodies for a body re-ID
                 key = (batch[i].image_id, j)
                 if only is not None and key not in only:
                     continue
@@ -388,6 +388,12 @@ def recommend(footage: list[str], threat_name: str | DictConfig, rc: DictConfig 
             raise RecommendError(f"threat {threat_name}: identification attack {spec.get('attack')!r} is not in "
                                  f"this build; valid: located")
         name = spec.recognizer
+        try:
+            kind = RECOGNIZERS.get(name).kind
+        except ValueError as e:
+            raise RecommendError(f"threat {threat_name}: {e}") from None
+        if kind == "person" and not persons:
+            continue  # body re-ID is judged when whole bodies are redacted (--persons), as person detectors are
         recognizers[name] = build_config(group_config("recognizer", name, RECOGNIZERS), f"recognizer {name}").eval()
     probe = _Probe(recognizers, int(rc.thumbnails), int(rc.thumb_px))
     del dataset
@@ -434,7 +440,8 @@ def decide(threat_name: str, threat: DictConfig, rc: DictConfig, persons: bool, 
             den = [len(v) for v in hits.values()]
             val, lo, hi = interval(num, den, seed)
             chance = 1 / len(keys) if keys else 1.0
-            advs.append(Adversary(f"{name} (located)", "identification", sum(num), sum(den), val, lo, hi,
+            what = "body re-ID" if rec.kind == "person" else "located"
+            advs.append(Adversary(f"{name} ({what})", "identification", sum(num), sum(den), val, lo, hi,
                                   min(1.0, chance + margin)))
         acc = probe.change.get(c.label, [0.0, 0.0])
         out_rows.append(Row(c, acc[0] / acc[1] if acc[1] else 0.0, advs))
@@ -491,7 +498,8 @@ def _explain(rows: list[Row], n: int, kind: str, rbound: float, margin: float) -
                 f"give a 95 % interval reaching {worst.hi:.2f}"),
                 (f"sample more footage with {kind}s (about {need} or more; --max-frames, more files) or loosen the "
                 f"bound in conf/threat/ (recall {rbound}, identification margin {margin})"))
-    names = ", ".join(f"{a.name} {a.k}/{a.n}" for a in failing)
+    names = ", ".join(f"{a.name} {a.k}/{a.n}" for a in failing if a.value is not None and a.value > a.bound)
     return ((f"even {strongest.candidate.short} leaves {kind}s found or identified ({names}): the {kind}s may be "
             f"larger than the redacted region or the pseudo ground truth boxes too small"),
-            "raise --mask-scale, redact whole bodies (--persons), or check the frames in the thumbnails")
+            "raise --mask-scale" + ("" if kind == "person" else ", redact whole bodies (--persons)")
+            + ", or look at the frames (recommend.json names them)")
