@@ -9,15 +9,35 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
-from conftest import require_packages
+from conftest import require_packages, shared_path
 from images import ASTRONAUT, ZIDANE, load
 from omegaconf import OmegaConf
 
+from anonlab import weights
 from anonlab.detectors import DETECTORS
 from anonlab.recognizers import RECOGNIZERS
 from anonlab.types import Recognizer
 
 CONF = Path(__file__).resolve().parents[1] / "src" / "anonlab" / "conf"
+
+
+#: recognizers whose weights are not packaged: (file in ../shared/models, or None: only the user's own download)
+NEEDS_WEIGHTS = {"mobilefacenet": ("models/mobilefacenet_foamliu.onnx", weights.MOBILEFACENET),
+                 "facenet": (None, weights.FACENET_VGGFACE2)}
+
+
+def require_weights(name: str) -> None:
+    """Skip, naming the file, when ``name``'s weights are neither in ../shared nor fetched by the user."""
+    if name not in NEEDS_WEIGHTS:
+        return
+    rel, spec = NEEDS_WEIGHTS[name]
+    if rel is not None:
+        shared_path(rel)
+    else:
+        try:
+            weights.find(spec)
+        except FileNotFoundError:
+            pytest.skip(f"{name} weights {spec.file} not found (`anonlab weights fetch {spec.name}` needs internet)")
 
 
 def from_conf(name: str):
@@ -40,6 +60,7 @@ def faces():
 @pytest.mark.parametrize("name", RECOGNIZERS.names())
 def test_recognizer_contract(name, faces):
     require_packages(name)
+    require_weights(name)
     rec = from_conf(name)
     assert isinstance(rec, Recognizer) and type(rec) is RECOGNIZERS.get(name) and rec.name == name
     assert (CONF / "recognizer" / f"{name}.yaml").is_file()

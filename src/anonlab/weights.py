@@ -234,3 +234,32 @@ YOLOV8N = register_weights(
         origin="ultralytics/assets release v8.4.0: yolov8n.pt (not packaged: AGPL-3.0)",
     )
 )
+MOBILEFACENET = register_weights(
+    WeightsSpec(
+        name="mobilefacenet",
+        file="mobilefacenet_foamliu.onnx",
+        sha256="b7120c095d60094f28a4a54ba6a8bf51b297a6273fb40ef6350dfec1f63d9507",
+        licence="Apache-2.0 (foamliu/MobileFaceNet; trained on MS-Celeb-1M: research evaluation only)",
+        source_url="https://github.com/foamliu/MobileFaceNet/raw/a6cc9032a659b615f477833e1a70b5e7931bcccc/"
+        "weights/MobileFaceNet.onnx",
+        input_size_hw=(112, 112),
+        channels="RGB",
+        origin="foamliu/MobileFaceNet@a6cc9032a659b615f477833e1a70b5e7931bcccc:weights/MobileFaceNet.onnx "
+        "(renamed; not packaged: ../shared/models, see its MANIFEST section)",
+    )
+)
+FACENET_VGGFACE2 = register_weights(
+    WeightsSpec(
+        name="facenet",
+        file="20180402-114759-vggface2.pt",
+        # facenet-pytorch's source pins no hash; this is the sha256 several independent projects pin for this
+        # release asset (111,898,327 bytes); `anonlab weights fetch facenet` fails loudly if it differs
+        sha256="281cebca8662831adb987a874bdcb36e73f5b1c6dc5ee5878f305e985625d99b",
+        licence="MIT (timesler/facenet-pytorch; a port of davidsandberg/facenet, trained on VGGFace2)",
+        source_url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+        input_size_hw=(160, 160),
+        channels="RGB",
+        origin="timesler/facenet-pytorch release v2.2.9: 20180402-114759-vggface2.pt (the URL of "
+        "facenet_pytorch/models/inception_resnet_v1.py load_weights('vggface2'))",
+    )
+)

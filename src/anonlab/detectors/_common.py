@@ -157,11 +157,13 @@ def from_host(boxes: Sequence[Tensor], scores: Sequence[Tensor], size_hw: tuple[
 
 def unbake_reshapes(module: nn.Module, name: str) -> nn.Module:
     """Rewrite the batch-1 constant reshapes an ONNX export baked into a converted fx ``GraphModule`` (onnx2torch),
-    so any batch runs (YOLOX-nano's head flattens; NanoDet's channel shuffles and head flattens).
+    so any batch runs (YOLOX-nano's head flattens; NanoDet's channel shuffles and head flattens; MobileFaceNet's
+    embedding flatten).
 
     ``[1, g, c, h, w]`` -> ``x.unflatten(1, (g, c))``; ``[1, -1, h, w]`` -> ``x.flatten(1, 2)`` (after the shuffle's
-    transpose, the input is 5-D); ``[1, C, -1]`` -> ``x.flatten(2)``. Any other reshape raises ``RuntimeError``
-    naming it. Returns ``module``, recompiled.
+    transpose, the input is 5-D); ``[1, C, -1]`` -> ``x.flatten(2)``; ``[1, -1]`` -> ``x.flatten(1)`` (PyTorch's
+    ``x.view(x.size(0), -1)`` exported at batch 1). Any other reshape raises ``RuntimeError`` naming it. Returns
+    ``module``, recompiled.
     """
     from onnx2torch.node_converters.reshape import OnnxReshape
 
@@ -179,9 +181,11 @@ def unbake_reshapes(module: nn.Module, name: str) -> nn.Module:
             fn, args = torch.flatten, (src, 1, 2)
         elif s is not None and len(s) == 3 and s[0] == 1 and s[2] == -1:
             fn, args = torch.flatten, (src, 2)
+        elif s == [1, -1]:
+            fn, args = torch.flatten, (src, 1)
         else:
             raise RuntimeError(f"{name}: unexpected reshape {node.target} to {s}; expected a batch-1 channel shuffle "
-                               f"or head flatten")
+                               f"or a head/embedding flatten")
         with graph.inserting_after(node):
             new = graph.call_function(fn, args)
         node.replace_all_uses_with(new)
@@ -196,6 +200,12 @@ def unbake_reshapes(module: nn.Module, name: str) -> nn.Module:
 
 
 def _fx_constant(module: nn.Module, node) -> Tensor | None:
+    """The tensor a ``get_attr`` node reads, or an ONNX ``Constant`` node's (onnx2torch ``OnnxConstant``) value."""
+    if getattr(node, "op", None) == "call_module":
+        from onnx2torch.node_converters.constant import OnnxConstant
+
+        sub = module.get_submodule(node.target)
+        return sub.value if isinstance(sub, OnnxConstant) and isinstance(sub.value, Tensor) else None
     if getattr(node, "op", None) != "get_attr":
         return None
     obj = module
