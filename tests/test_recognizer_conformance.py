@@ -82,3 +82,31 @@ def test_recognizer_contract(name, faces):
         assert same < rec.threshold < other
     empty = rec.embed(torch.empty((0, 3, *rec.input_size_hw), dtype=torch.uint8))
     assert tuple(empty.shape) == (0, rec.embedding_dim)
+    # real faces are landmark-aligned; a box on the background (zidane's floor) and a face far below min_face_px
+    # still give a crop and a finite embedding (the evaluation counts the tiny one as not embedded), never a crash
+    assert aligned.all()
+    assert isinstance(rec.min_face_px, int) and rec.min_face_px > 0
+    odd = torch.tensor([[500.0, 560.0, 640.0, 700.0], [*z.boxes[0, :2].tolist(), *(z.boxes[0, :2] + 4).tolist()]])
+    oc, oa = rec.crop(zid, odd, torch.zeros(2, dtype=torch.int64))
+    assert oc.dtype == torch.uint8 and tuple(oc.shape) == (2, 3, *rec.input_size_hw) and oa.shape == (2,)
+    if rec.alignment == "arcface5":  # no face there: aligned from the box, and says so
+        assert not oa.any()
+    assert torch.isfinite(rec.embed(oc)).all()
+
+
+@pytest.mark.parametrize("name", [n for n in RECOGNIZERS.names()
+                                  if "differentiable" in getattr(RECOGNIZERS.get(n), "capabilities", ())])
+def test_differentiable_recognizers_pass_gradients_to_the_pixels(name, faces):
+    require_packages(name)
+    require_weights(name)
+    rec = from_conf(name)
+    pair, a, _, _ = faces
+    m, _ = rec.aligner.transforms(pair, a.boxes, a.batch_idx)
+    x = (pair.float() / 255).requires_grad_(True)
+    emb = rec.embed_float(rec.crop_float(x, a.batch_idx, m))
+    assert tuple(emb.shape) == (2, rec.embedding_dim)
+    emb[0].norm().backward()
+    g = x.grad.abs().sum(1)
+    assert torch.isfinite(x.grad).all() and g[0].sum() > 0 and g[1].sum() == 0  # each face from its own image
+    crops, _ = rec.crop(pair, a.boxes, a.batch_idx)
+    torch.testing.assert_close(rec.embed(crops), rec.embed_float(crops.float() / 255).detach())
