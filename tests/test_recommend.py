@@ -91,7 +91,7 @@ def test_interval_is_never_narrower_than_the_exact_one():
 
 # ---------------------------------------------------------------------------------------------- bad input
 
-@pytest.mark.parametrize("case", ["missing", "empty", "garbage_video", "not_media", "unknown_threat", "adaptive"])
+@pytest.mark.parametrize("case", ["missing", "empty", "garbage_video", "not_media", "unknown_threat"])
 def test_bad_input_is_one_line(case, tmp_path, capsys):
     argv = ["recommend", "--out", str(tmp_path / "out"), "--no-progress"]
     if case == "missing":
@@ -106,14 +106,14 @@ def test_bad_input_is_one_line(case, tmp_path, capsys):
         (tmp_path / "notes.txt").write_text("hello")
         argv.append(str(tmp_path / "notes.txt"))
     else:
-        argv += [str(default_photos()["zidane.jpg"]), "--threat", "nope" if case == "unknown_threat" else "adaptive"]
+        argv += [str(default_photos()["zidane.jpg"]), "--threat", "nope"]
     code, _, err = _run(argv, capsys)
     lines = [x for x in err.splitlines() if x.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert not (tmp_path / "out").exists()  # nothing written
     if case == "unknown_threat":
         assert "basic" in lines[0] and "safe-city" in lines[0]
-    elif case != "adaptive":
+    else:
         assert str(tmp_path) in lines[0]  # names the footage
 
 

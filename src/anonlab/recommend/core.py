@@ -130,8 +130,11 @@ class _Probe:
     inside the ground-truth face boxes; per recognizer, the clean faces' embeddings (the gallery, from the clean
     baseline ``none``) and each setting's redacted embeddings at the same boxes; thumbnails of the first frames."""
 
-    def __init__(self, recognizers: dict[str, Any], thumbnails: int, thumb_px: int) -> None:
-        self.recognizers = recognizers
+    def __init__(self, recognizers: dict[str, Any], thumbnails: int, thumb_px: int,
+                 attacks: dict[str, str] | None = None, target: str = "face") -> None:
+        self.recognizers = recognizers  # adversary name -> recognizer
+        self.attacks = attacks or {n: "located" for n in recognizers}  # adversary name -> located | restoring
+        self.target = target  # what the defense was applied to (the regions a restoring attacker undoes)
         self.change: dict[str, list[float]] = {}  # label -> [sum |diff|, values counted]
         self.gallery: dict[str, dict[tuple[str, int], Tensor]] = {n: {} for n in recognizers}
         self.probes: dict[str, dict[str, dict[tuple[str, int], Tensor]]] = {n: {} for n in recognizers}
@@ -155,9 +158,19 @@ class _Probe:
                 for key, emb in self._embed(rec, clean, gts, batch, count_small=name).items():
                     self.gallery[name][key] = emb
         else:
+            restored = None
             for name, rec in self.recognizers.items():
                 keep = {k for k in self.gallery[name] if k[0] in {s.image_id for s in batch}}
-                got = self._embed(rec, released, gts, batch, only=keep)
+                probe = released
+                if self.attacks[name] == "restoring":
+                    if restored is None:
+                        from anonlab.identity.restore import restore
+                        from anonlab.types import Detections
+
+                        regions = Detections.from_list([g.boxes(self.target) for g in gts], device=released.device)
+                        restored = restore(released, regions, setting)
+                    probe = restored
+                got = self._embed(rec, probe, gts, batch, only=keep)
                 self.probes[name].setdefault(label, {}).update(got)
 
     def _embed(self, rec, images: Tensor, gts, batch, only=None, count_small: str | None = None) -> dict:
@@ -382,11 +395,11 @@ def recommend(footage: list[str], threat_name: str | DictConfig, rc: DictConfig 
         raise RecommendError("two ladder steps give the same setting; make every ladder value distinct")
     cands = [Candidate(c.defense, c.param, c.value, c.ladder, c.step, c.steps, s.label())
              for c, s in zip(cands, settings)]
-    recognizers = {}
+    recognizers, attacks, built = {}, {}, {}
     for spec in threat.get("identification") or []:
-        if spec.get("attack") != "located":
+        if spec.get("attack") not in ("located", "restoring"):
             raise RecommendError(f"threat {threat_name}: identification attack {spec.get('attack')!r} is not in "
-                                 f"this build; valid: located")
+                                 f"this build; valid: located, restoring")
         name = spec.recognizer
         try:
             kind = RECOGNIZERS.get(name).kind
@@ -394,8 +407,12 @@ def recommend(footage: list[str], threat_name: str | DictConfig, rc: DictConfig 
             raise RecommendError(f"threat {threat_name}: {e}") from None
         if kind == "person" and not persons:
             continue  # body re-ID is judged when whole bodies are redacted (--persons), as person detectors are
-        recognizers[name] = build_config(group_config("recognizer", name, RECOGNIZERS), f"recognizer {name}").eval()
-    probe = _Probe(recognizers, int(rc.thumbnails), int(rc.thumb_px))
+        if name not in built:
+            built[name] = build_config(group_config("recognizer", name, RECOGNIZERS), f"recognizer {name}").eval()
+        adversary = f"{name} ({'body re-ID' if kind == 'person' else 'located'})" if spec.attack == "located" \
+            else f"{name} ({'restoring' if kind == 'face' else 'body, restoring'})"
+        recognizers[adversary], attacks[adversary] = built[name], str(spec.attack)
+    probe = _Probe(recognizers, int(rc.thumbnails), int(rc.thumb_px), attacks, "person" if persons else "face")
     del dataset
     result = run_bench(cfg, progress=bool(cfg.progress), log=log, observers=(probe,))
     return decide(threat_name, threat, rc, persons, cands, result, probe, time.perf_counter() - t0)
@@ -440,8 +457,7 @@ def decide(threat_name: str, threat: DictConfig, rc: DictConfig, persons: bool, 
             den = [len(v) for v in hits.values()]
             val, lo, hi = interval(num, den, seed)
             chance = 1 / len(keys) if keys else 1.0
-            what = "body re-ID" if rec.kind == "person" else "located"
-            advs.append(Adversary(f"{name} ({what})", "identification", sum(num), sum(den), val, lo, hi,
+            advs.append(Adversary(name, "identification", sum(num), sum(den), val, lo, hi,
                                   min(1.0, chance + margin)))
         acc = probe.change.get(c.label, [0.0, 0.0])
         out_rows.append(Row(c, acc[0] / acc[1] if acc[1] else 0.0, advs))
@@ -457,7 +473,7 @@ def decide(threat_name: str, threat: DictConfig, rc: DictConfig, persons: bool, 
     options = {"max_frames": int(rc.max_frames), "seed": seed, "shape": str(rc.shape),
                "mask_scale": float(rc.mask_scale), "persons": bool(persons), "bounds": {
                    "recall": rbound, "identification_margin": margin},
-               "detectors": list(result.detectors), "recognizers": list(probe.recognizers),
+               "detectors": list(result.detectors), "identification": list(probe.recognizers),
                "pseudo_gt": OmegaConf.to_container(rc.pseudo_gt)}
     return Recommendation(threat_name, out_rows, pick and pick.candidate, via and via.candidate, why, advice,
                           result.n_images, n_faces, n_persons,
