@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from omegaconf import OmegaConf
 from PIL import Image
@@ -69,7 +70,7 @@ def test_footage_mixes_images_folders_and_videos(tmp_path):
     assert len(set(refs)) == 8 and sum("#" in r for r in refs) >= 6
     for i in (0, len(ds) - 1):
         s = ds.load(i)
-        assert s.image.dtype.is_floating_point is False and s.image.shape[0] == 3 and s.gt.pseudo_gt
+        assert s.image.dtype == torch.uint8 and s.image.shape[0] == 3 and s.gt.pseudo_gt
     assert FootageDataset([str(folder), str(clip)], max_frames=8, seed=3).refs() == refs
     assert len(FootageDataset([str(folder), str(clip)], max_frames=100).refs()) == 32
 

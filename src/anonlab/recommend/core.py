@@ -12,7 +12,10 @@ engine's percentile bootstrap over frames, widened to at least the Clopper-Pears
 counts (a bootstrap of 0 of n faces found is [0, 0] for any n; the exact interval says how few faces n is:
 0 of 10 has an upper end of 0.31). Identification is rank 1 of the redacted face's embedding among the clean
 faces of the whole sample (chance = 1 / faces in that gallery), with the same interval (bootstrap over frames,
-widened to Clopper-Pearson). A setting **passes** when every adversary's upper end is <= its bound.
+widened to Clopper-Pearson). Attacks (``identification`` in the threat config): ``located`` (the redacted crop
+at the clean box), ``restoring`` (the same after :func:`anonlab.identity.restore.restore` undid what it can of the
+setting), and body re-ID (a ``kind == "person"`` recognizer on the person boxes, judged with ``persons`` only).
+A setting **passes** when every adversary's upper end is <= its bound.
 
 The ordering ("least pixels changed"): a setting's measured mean absolute change of the pixel values (0-255, over
 the three channels) inside the ground-truth face boxes of the sample, ties broken by ladder position. The pick:
