@@ -202,3 +202,28 @@ def test_larger_faces_never_get_a_weaker_setting(tmp_path):
     weaker, _ = choose(basic_rows)
     assert weaker is not None and weaker.change <= next(r.change for r in large.rows
                                                          if r.candidate.label == large.pick.label)
+
+
+@pytest.mark.slow  # about 10 s of CPU (yunet, dlib, 4 settings)
+def test_one_engine_pass_measures_pixel_change_and_identification(tmp_path):
+    """The engine's pass feeds the observer: every candidate gets a pixel change and an identification count on the
+    same faces the detectors are scored on (grace_hopper.jpg, one face; a small threat model to stay fast)."""
+    from anonlab.recommend import recommend
+
+    rc = OmegaConf.load(CONF_DIR / "recommend.yaml")
+    rc.ladders = [{"defense": "pixelate", "param": "blocks", "values": [8, 4]},
+                  {"defense": "solid", "param": None, "values": [None]}]
+    rc.progress = False
+    threat = OmegaConf.create({"name": "tiny", "detectors": {"face": ["yunet"], "person": []},
+                               "identification": [{"recognizer": "dlib_resnet", "attack": "located"}],
+                               "bounds": {"recall": 0.45, "identification_margin": 0.45}})
+    rec = recommend([str(default_photos()["grace_hopper.jpg"])], threat, rc)
+    assert rec.n_frames == 1 and rec.n_faces == 1
+    change = {r.candidate.short: r.change for r in rec.rows}
+    assert 0 < change["pixelate(blocks=8)"] < change["pixelate(blocks=4)"] < change["solid"]
+    assert [r.candidate.short for r in rec.rows] == sorted(change, key=change.get)  # ordered by measured change
+    for r in rec.rows:
+        assert [a.name for a in r.adversaries] == ["yunet", "dlib_resnet (located)"]
+        assert all(a.n == 1 and 0 <= a.lo <= a.hi <= 1 for a in r.adversaries)
+    # one face: even where nothing finds it, the interval is too wide to certify anything
+    assert rec.pick is None and rec.why.startswith("too few faces")
