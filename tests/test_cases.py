@@ -105,10 +105,15 @@ def test_coco_size_mismatch_is_a_per_image_failure_and_the_control_scores(tmp_pa
 
 
 def test_wider_zero_area_boxes_are_not_ground_truth():
+    listed = (shared_path("cases/wider_zero_area_boxes") / "wider_face_split" / "wider_face_val_bbx_gt.txt")
+    n_zero = int(listed.read_text().split("\n")[1]) - 1  # every box but the face has zero width or height
     ds = DATASETS.build("wider_face", root=str(shared_path("cases/wider_zero_area_boxes")))
     s = ds.load(0)
     assert s.image_id == "0--Parade/0_Parade_a_face_and_zero_boxes.jpg"
     assert len(s.gt.faces) == 1 and median_face_height(s.gt) == 64.0
+    # the dropped boxes are said (run.json reader_notes), not dropped silently (found by the breaker)
+    assert list(s.notes.values()) == [f"{n_zero} face box(es) of zero area inside the frame (degenerate, or wholly "
+                                      "outside it) dropped from the ground truth"]
     # the face itself, found perfectly, is all there is to find
     m = match_image(s.gt.faces.numpy(), np.ones(1), s.gt.faces.numpy(), s.gt.ignore_faces.numpy())
     assert (m.tp, m.fp, m.fn) == (1, 0, 0)

@@ -233,3 +233,13 @@ def test_report_by_setting_is_one_setting_by_detector_table(smoke_run):
                 assert cell.startswith(f"{want:.0f} ["), (det, cell, want)
     bad = anonlab("report", str(out), "--by", "nosuch")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "valid: " in bad.stderr
+
+
+def test_decode_on_device_without_cuda_is_a_config_error(tmp_path):
+    """Found by the breaker: ``loader.decode=device`` with ``device=cpu`` was ignored silently (JPEGs decoded on the
+    host); it is one line, exit 2, before any work."""
+    proc = anonlab("bench", "experiment=single", "detectors=[haar]", "device=cpu", "loader.decode=device",
+                   f"out={tmp_path}")
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "loader.decode=device" in proc.stderr
+    assert not (tmp_path / "results.parquet").exists()

@@ -62,8 +62,17 @@ def test_cloak_is_deterministic(two_faces):
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"epsilon": 0}, "epsilon must be"), ({"epsilon": 300}, "epsilon must be"), ({"steps": 0}, "steps must be"),
-    ({"recognizer": "dlib_resnet"}, "unknown recognizer .dlib_resnet.; valid: mobilefacenet"), ({"step_size": -1.0}, "step_size must be"),
+    ({"recognizer": "dlib_resnet"}, "unknown recognizer .dlib_resnet.; valid: mobilefacenet"),
+    ({"step_size": -1.0}, "step_size must be"),
 ])
 def test_bad_cloak_settings_fail_when_built(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DEFENSES.build("cloak", **kwargs)
+
+
+def test_cloak_runs_under_inference_mode_as_the_engine_calls_it(two_faces):
+    images, dets = two_faces
+    cloak = DEFENSES.build("cloak", epsilon=4.0, steps=1)
+    with torch.inference_mode():
+        inside = cloak(images.clone(), dets.to("cpu"))
+    assert torch.equal(inside, cloak(images, dets))

@@ -19,7 +19,7 @@ from anonlab.datasets.default import (
     read_manifest,
 )
 from anonlab.datasets.folder import FolderDataset, load_coco
-from anonlab.types import KINDS
+from anonlab.types import KINDS, SampleError
 from anonlab.weights import sha256_file
 
 ANNOTATIONS = DATA_DIR / "annotations.json"
@@ -230,9 +230,11 @@ def test_folder_reads_a_coco_file(tmp_path):
     assert bus.gt.ignore_persons.tolist() == [True, True] and bus.gt.person_ids.tolist() == [-1, -1]
     assert bus.gt.ignore_faces.tolist() == [False]
     assert zidane.gt.faces.shape == (0, 4) and zidane.gt.persons.shape == (0, 4) and not zidane.gt.pseudo_gt
-    # without recursive, sub/ is not searched and the json names a file that is not there
-    with pytest.raises(ValueError, match=r"coco\.json.*sub/bus\.jpg"):
-        FolderDataset(str(root), annotations=str(ann))
+    # without recursive, sub/ is not searched: the json names a file that is not there, a failure of that image
+    flat = FolderDataset(str(root), annotations=str(ann))
+    assert "sub/bus.jpg" in flat.refs()
+    with pytest.raises(SampleError, match=r"coco\.json.*sub/bus\.jpg"):
+        flat.load(flat.refs().index("sub/bus.jpg"))
 
 
 def test_folder_without_annotations_is_pseudo_gt(tmp_path):
@@ -250,7 +252,9 @@ def test_folder_without_annotations_is_pseudo_gt(tmp_path):
     assert isinstance(DATASETS.build("folder", root=str(root)), FolderDataset)
 
 
-def test_folder_rejects_an_annotation_for_a_missing_image(tmp_path):
+def test_folder_fails_the_image_an_annotation_names_but_the_folder_lacks(tmp_path):
+    """Found by the breaker: a COCO json that disagreed with the folder for one image stopped the whole job (exit
+    2); it is that image's failure now, and the other images are scored."""
     root = _folder(tmp_path, ["bus.jpg"])
     ann = tmp_path / "missing.json"
     ann.write_text(json.dumps({
@@ -258,17 +262,26 @@ def test_folder_rejects_an_annotation_for_a_missing_image(tmp_path):
         "categories": [{"id": 1, "name": "face"}],
         "annotations": [{"id": 1, "image_id": 2, "category_id": 1, "bbox": [0, 0, 10, 10]}],
     }))
-    with pytest.raises(ValueError, match=r"missing\.json.*gone\.jpg"):
-        FolderDataset(str(root), annotations=str(ann))
+    ds = FolderDataset(str(root), annotations=str(ann))
+    assert ds.refs() == ["bus.jpg", "gone.jpg"] and ds.load(0).image.shape[0] == 3
+    with pytest.raises(SampleError, match=r"missing\.json lists 'gone\.jpg' but .*gone\.jpg does not exist"):
+        ds.load(1)
 
 
-def test_folder_rejects_an_image_the_annotations_do_not_list(tmp_path):
+def test_folder_fails_an_image_the_annotations_do_not_list(tmp_path):
     root = _folder(tmp_path, ["bus.jpg", "zidane.jpg"])
     ann = tmp_path / "partial.json"
     ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "bus.jpg"}],
                                "categories": [{"id": 1, "name": "person"}], "annotations": []}))
-    with pytest.raises(ValueError, match=r"zidane\.jpg.*partial\.json|partial\.json.*zidane\.jpg"):
-        FolderDataset(str(root), annotations=str(ann))
+    ds = FolderDataset(str(root), annotations=str(ann))
+    assert ds.refs() == ["bus.jpg", "zidane.jpg"] and not ds.load(0).gt.pseudo_gt
+    with pytest.raises(SampleError, match=r"zidane\.jpg is not listed in .*partial\.json"):
+        ds.load(1)
+    other = tmp_path / "other.json"  # lists none of the images: wrong file or root, a configuration error
+    other.write_text(json.dumps({"images": [{"id": 1, "file_name": "cat.jpg"}],
+                                 "categories": [{"id": 1, "name": "person"}], "annotations": []}))
+    with pytest.raises(ValueError, match=r"other\.json lists none of the 2 image\(s\)"):
+        FolderDataset(str(root), annotations=str(other))
 
 
 def test_folder_rejects_a_size_that_disagrees_with_the_annotations(tmp_path):

@@ -146,6 +146,25 @@ def test_pixel_cap_refuses_from_the_header(tmp_path):
             pass
 
 
+def test_pixel_cap_not_pillows_decides_above_179_mp(tmp_path):
+    """Found by the breaker: above 2 x Pillow's MAX_IMAGE_PIXELS (179 MP) Pillow refused the header itself, so the
+    message did not name loader.max_pixels and raising the cap could not admit the file. A PNG whose header declares
+    20000 x 10000 = 200 MP (its pixel data is not there: only the header is read) is refused by anonlab's cap."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 20000, 10000, 8, 2, 0, 0, 0)
+    (tmp_path / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    with pytest.raises(ImageReadError, match=r"huge\.png.*20000x10000 = 200,000,000 pixels.*loader\.max_pixels"):
+        read_image(tmp_path / "huge.png")
+    with limit_pixels(300_000_000), pytest.raises(ImageReadError, match=r"huge\.png") as err:
+        read_image(tmp_path / "huge.png")  # admitted by the cap; then the missing pixel data is the reason
+    assert "max_pixels" not in str(err.value) and "decompression bomb" not in str(err.value).lower()
+
+
 # ------------------------------------------------------------------------------------------------ video
 
 

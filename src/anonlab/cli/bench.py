@@ -8,10 +8,18 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from anonlab.build import build_settings
 from anonlab.engine import run_bench
+from anonlab.loader import Failure
 from anonlab.provenance import environment
-from anonlab.report.tables import markdown, print_recall_table
-from anonlab.store import SUMMARY_SCHEMA, atomic_write, write_table
+from anonlab.report.tables import (
+    identity_markdown,
+    identity_side_by_side,
+    markdown,
+    print_identity_table,
+    print_recall_table,
+)
+from anonlab.store import IDENTITY_SCHEMA, SUMMARY_SCHEMA, atomic_write, write_table
 
 
 def write_outputs(result, cfg: DictConfig, out: Path) -> None:
@@ -35,13 +43,34 @@ def write_outputs(result, cfg: DictConfig, out: Path) -> None:
 
 
 def run_and_write(cfg: DictConfig, out_dir: str) -> int:
-    """Run one job; returns the exit code (3 when some images could not be used: see run.json's failures)."""
+    """Run one job; returns the exit code (3 when some images could not be used: see run.json's failures).
+    With ``identity.datasets`` set, the same defense settings are then attacked by recognizers
+    (:mod:`anonlab.identity.evaluate`): ``identity.parquet`` beside ``results.parquet``, and a detection vs
+    identification table printed and appended to summary.md. Both jobs are built and checked before either runs."""
+    import torch
+
+    from anonlab.identity.evaluate import build_identity, run_identity
+
     out = Path(out_dir)
+    plan = build_identity(cfg, build_settings(cfg), torch.device(str(cfg.device)))
     result = run_bench(cfg, progress=bool(cfg.progress), out=out)
+    if plan is not None:
+        ident = run_identity(plan, build_settings(cfg), out)
+        write_table(ident.rows, IDENTITY_SCHEMA, out / "identity.parquet")
+        side = identity_side_by_side(ident.rows, result.summary)
+        result.extra["identity"] = {"wall_time_s": round(ident.wall_s, 3), "shards": {"count": ident.total,
+                                    "computed": ident.computed}, "rows": len(ident.rows)}
+        result.failures = result.failures + [Failure(**f) for f in ident.failures]
     write_outputs(result, cfg, out)
+    if plan is not None:
+        with (out / "summary.md").open("a") as f:
+            f.write("\n" + identity_markdown(side))
     print_recall_table(result.summary, title=f"Recall (%) — {result.n_images} images, regions {cfg.regions.source}")
     print(f"wrote {out}/results.parquet ({result.table.num_rows} rows), summary.md, run.json "
           f"in {result.wall_s:.1f} s", file=sys.stderr)
+    if plan is not None:
+        print_identity_table(side, title=f"Detection vs identification (strongest of {', '.join(plan.adversaries)})")
+        print(f"wrote {out}/identity.parquet ({len(ident.rows)} rows) in {ident.wall_s:.1f} s", file=sys.stderr)
     notes = result.extra.get("reader_notes") or {}
     if notes:
         print(f"note: the reader rotated, rescaled or found damage in {len(notes)} file(s); see {out}/run.json "

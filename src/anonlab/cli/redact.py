@@ -37,15 +37,18 @@ def _fmt(pairs) -> str:
 
 def parser() -> argparse.ArgumentParser:
     from anonlab.redact import DEFAULT_FACES, DEFAULT_PERSONS, REDACTIONS
+    from anonlab.redact.core import DEFAULT_ROI
     from anonlab.redact.verify import DEFAULT_PANEL
 
     p = argparse.ArgumentParser(prog="anonlab redact", description="Redact faces (and optionally whole persons) in "
                                 "photos, folders and videos; outputs are upright, carry no metadata, and are checked "
-                                "by an independent detector panel.")
+                                "by an independent detector panel.", epilog=PRESET_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, or folders (walked recursively)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (the input layout is kept)")
     p.add_argument("--faces", default=_fmt(DEFAULT_FACES), metavar="DET:THR,...",
-                   help=f"face detector ensemble, union of all (default {_fmt(DEFAULT_FACES)}; '' for none)")
+                   help=f"face detector ensemble, union of all (default {_fmt(DEFAULT_FACES)}; '' for none; on CPU "
+                   "centerface runs on onnxruntime)")
     p.add_argument("--persons", action="store_true", help="also redact whole persons (whole-body redaction)")
     p.add_argument("--person-detectors", default=_fmt(DEFAULT_PERSONS), metavar="DET:THR,...",
                    help=f"person detectors used with --persons (default {_fmt(DEFAULT_PERSONS)})")
@@ -57,8 +60,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hold", type=int, default=2, help="video: frames a detection is held before and after (2)")
     p.add_argument("--max-gap", type=int, default=15, help="video: longest miss of a track that is interpolated (15)")
     p.add_argument("--grow", type=float, default=0.05, help="video: held-box growth per frame, fraction (0.05)")
+    p.add_argument("--detect-every", type=int, default=1, metavar="N",
+                   help="video: run the full-frame ensemble on every Nth frame, track faces between (default 1)")
+    p.add_argument("--roi", default=_fmt(DEFAULT_ROI), metavar="DET:THR,...",
+                   help=f"detector re-run on windows around small and tracked faces (default {_fmt(DEFAULT_ROI)}; "
+                   "'' for none)")
+    p.add_argument("--refine-below", type=float, default=24.0, metavar="PX",
+                   help="faces whose shorter side is below PX are re-detected at higher resolution (default 24)")
     p.add_argument("--audio", default="drop", choices=("drop", "keep"), help="audio track (default drop)")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality of output videos, 0-51 (default 18)")
+    p.add_argument("--x264-preset", default="veryfast", choices=("ultrafast", "superfast", "veryfast", "faster",
+                   "fast", "medium", "slow", "slower", "veryslow"), help="H.264 speed preset (default veryfast)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="quality of JPEG outputs (default 95)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--same-folder", action="store_true",
@@ -66,23 +78,65 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the verification pass")
     p.add_argument("--verify-with", default=_fmt(DEFAULT_PANEL), metavar="DET:THR,...",
                    help=f"verification panel; must not overlap the ensemble (default {_fmt(DEFAULT_PANEL)})")
+    p.add_argument("--identity", default="dlib_resnet", metavar="REC,...",
+                   help="verification: recognizers that try to match each face the panel finds to the clean input "
+                   "(default dlib_resnet; '' for none)")
     p.add_argument("--verify-stride", type=int, default=1, help="verify every Nth video frame (default 1)")
     p.add_argument("--batch", type=int, default=8, help="frames per detector call (default 8)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads while redacting (default 1: faster on small inputs; 0 = torch's default)")
     p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--preset", metavar="FILE", help="YAML of option values (see below); explicit flags override it")
     return p
+
+
+PRESET_HELP = """preset file (--preset FILE; `anonlab recommend` writes them):
+  a YAML mapping; keys are the long option names above without '--' and with '-' -> '_', values what the option
+  takes (flags: true/false; detector lists also as {name: threshold}; color also as [R, G, B]), e.g.
+      faces: {centerface: 0.2, yunet: 0.4, ultraface: 0.5}
+      defense: pixelate
+      blocks: 8
+      mask_scale: 1.3
+      hold: 2
+      detect_every: 1
+  flags given on the command line override the preset; an unknown key is an error (exit 2); inputs, out,
+  overwrite and same_folder cannot be preset. Loader: anonlab.redact.core.load_preset."""
+
+
+def _allowed(p: argparse.ArgumentParser) -> dict:
+    """Preset keys of ``p``: dest -> (type, choices), for :func:`anonlab.redact.core.load_preset`."""
+    out = {}
+    for a in p._actions:
+        if not a.option_strings or a.dest == "help":
+            continue
+        kind = bool if isinstance(a, argparse._StoreTrueAction) else (a.type or str)
+        out[a.dest] = (kind, tuple(a.choices) if a.choices else None)
+    return out
 
 
 def redact_cmd(argv: list[str]) -> int:
     import torch
 
     from anonlab.redact import RedactError, RedactOptions, TemporalOptions, redact
+    from anonlab.redact.core import PRESET_FORBIDDEN, load_preset
 
     p = parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset")
+    known, _ = pre.parse_known_args(argv)
+    if known.preset is not None:
+        try:
+            values = load_preset(known.preset, {k: v for k, v in _allowed(p).items() if k not in PRESET_FORBIDDEN})
+        except RedactError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        p.set_defaults(**values)  # explicit flags are parsed over these
     args = p.parse_args(argv)
     try:
         faces = _pairs(args.faces, "--faces")
         persons = _pairs(args.person_detectors, "--person-detectors") if args.persons else ()
+        roi = _pairs(args.roi, "--roi")
         panel = _pairs(args.verify_with, "--verify-with") if not args.no_verify else ()
     except argparse.ArgumentTypeError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -102,7 +156,7 @@ def redact_cmd(argv: list[str]) -> int:
             print("error: --blocks applies to --defense pixelate only", file=sys.stderr)
             return EXIT_BAD_CONFIG
         params["blocks"] = args.blocks
-    overlap = {n for n, _ in panel} & {n for n, _ in faces + persons}
+    overlap = {n for n, _ in panel} & {n for n, _ in faces + persons + (roi if faces else ())}
     if overlap:
         print(f"error: --verify-with {', '.join(sorted(overlap))} also redacts; the panel must be independent",
               file=sys.stderr)
@@ -114,15 +168,20 @@ def redact_cmd(argv: list[str]) -> int:
     try:
         opts = RedactOptions(faces=faces, persons=persons, defense=args.defense, defense_params=params,
                              shape=args.shape, mask_scale=args.mask_scale,
-                             temporal=TemporalOptions(args.hold, args.max_gap, args.grow), audio=args.audio,
-                             crf=args.crf, jpeg_quality=args.jpeg_quality, overwrite=args.overwrite,
+                             temporal=TemporalOptions(args.hold, args.max_gap, args.grow),
+                             roi=roi, refine_below=args.refine_below,
+                             detect_every=args.detect_every, audio=args.audio,
+                             crf=args.crf, x264_preset=args.x264_preset,
+                             threads=args.threads or None, jpeg_quality=args.jpeg_quality,
+                             overwrite=args.overwrite,
                              same_folder=args.same_folder, batch=args.batch, device=device,
                              progress=not args.no_progress)
         checks = None
         if panel:
-            from anonlab.redact.verify import panel_checks
+            from anonlab.redact.verify import build_recognizers, panel_checks
 
             checks = panel_checks(panel, device)  # built (and checked) before any file is touched
+            recognizers = build_recognizers([n for n in args.identity.split(",") if n.strip()], device)
         report = redact(args.inputs, args.out, opts)
     except (RedactError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -138,10 +197,19 @@ def redact_cmd(argv: list[str]) -> int:
     if checks is not None:
         from pathlib import Path
 
-        from anonlab.redact.verify import verify, write_leaks
+        from anonlab.redact.verify import IdentityStats, verify, write_leaks
 
-        leaks, crops, failures = verify(list(report.outputs.values()), checks, device, args.verify_stride,
-                                        args.batch)
+        stats = IdentityStats()
+        from anonlab.redact.core import torch_threads
+
+        with torch_threads(opts.threads):
+            leaks, crops, failures = verify(list(report.outputs.values()), checks, device, args.verify_stride,
+                                            args.batch, sources={v: k for k, v in report.outputs.items()},
+                                            recognizers=recognizers, stats=stats)
+        if recognizers and stats.checked + stats.skipped:
+            print(f"identity check: {stats.checked} face(s) matched against the clean input, {stats.matched} "
+                  f"identified, {stats.skipped} skipped (smaller than the recognizer's min_face_px)",
+                  file=sys.stderr)
         for line in failures:
             print(f"error: {line}", file=sys.stderr)
         path, sheet = write_leaks(Path(args.out), leaks, crops)

@@ -66,9 +66,19 @@ class Dataset:
     @staticmethod
     def sample(image_id: str, image: Tensor, gt: GroundTruth, path: str = "",
                notes: dict[str, str] | None = None) -> Sample:
-        """The finished sample: ``gt`` normalised to ``image``'s ``(H, W)`` by :func:`normalize_ground_truth`;
+        """The finished sample: ``gt`` normalised to ``image``'s ``(H, W)`` by :func:`normalize_ground_truth` (boxes it
+        drops are counted in a note on the file, so run.json's ``reader_notes`` says so);
         ``notes`` are the reader's notes on the file (see :class:`~anonlab.types.Sample`)."""
-        return Sample(image_id, image, normalize_ground_truth(gt, image.shape[-2:]), path, dict(notes or {}))
+        fitted = normalize_ground_truth(gt, image.shape[-2:])
+        notes = dict(notes or {})
+        dropped = {k: len(gt.boxes(k)) - len(fitted.boxes(k)) for k in KINDS}
+        if any(dropped.values()):  # said in run.json (reader_notes), never dropped silently
+            what = " and ".join(f"{n} {k} box(es)" for k, n in dropped.items() if n)
+            line = (f"{what} of zero area inside the frame (degenerate, or wholly outside it) dropped from the "
+                    "ground truth")
+            key = path or image_id
+            notes[key] = f"{notes[key]}; {line}" if key in notes else line
+        return Sample(image_id, image, fitted, path, notes)
 
     def refs(self) -> list[str]:
         """Stable identifiers (image ids) of all samples, cheap: no decoding."""

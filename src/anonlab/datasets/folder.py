@@ -173,8 +173,9 @@ class FolderDataset(Dataset):
 
     root: a directory of images (``IMAGE_SUFFIXES``); with ``recursive`` its subfolders too.
     annotations: a COCO json (see the module docstring) whose ``file_name`` entries are paths relative to
-    ``root``; it must list exactly the images found (a listed file that is absent, or a found image that is not
-    listed, raises ``ValueError`` naming both). Without it every sample carries ``GroundTruth(pseudo_gt=True)``
+    ``root``. A listed file that is absent, or a found image that is not listed, is a per-image failure
+    (:class:`~anonlab.types.SampleError` from ``load``: run.json failures, exit 3); a file that lists none of the
+    images found raises ``ValueError`` (a configuration error: wrong file or root). Without it every sample carries ``GroundTruth(pseudo_gt=True)``
     with no boxes, and :attr:`annotated` is False: the engine fills in pseudo ground truth from detectors.
 
     Sample ids are the relative paths. ``load(i)`` raises :class:`~anonlab.io.images.ImageReadError` for an
@@ -193,19 +194,20 @@ class FolderDataset(Dataset):
             raise ValueError(f"folder dataset: no image files ({', '.join(IMAGE_SUFFIXES)}) {where} {self.root}{hint}")
         self.annotations = None if annotations is None else Path(annotations).expanduser()
         self._coco: dict[str, CocoImage] | None = None
+        self._missing: set[str] = set()
+        self._unlisted: set[str] = set()
         if self.annotations is not None:
             coco = load_coco(self.annotations)
             present = set(self._files)
-            missing = [n for n in coco if n not in present]
-            if missing:
-                raise ValueError(f"{self.annotations} lists {len(missing)} image(s) not found in {self.root}: "
-                                 f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-            unlisted = [f for f in self._files if f not in coco]
-            if unlisted:
-                raise ValueError(f"{self.root} holds {len(unlisted)} image(s) that {self.annotations} does not list: "
-                                 f"{', '.join(unlisted[:5])}{' ...' if len(unlisted) > 5 else ''}")
+            if not present & set(coco):
+                raise ValueError(f"{self.annotations} lists none of the {len(self._files)} image(s) in {self.root} "
+                                 f"(it lists e.g. {', '.join(list(coco)[:3])}): wrong annotation file or root?")
+            # a disagreement for some images is per image (run.json failures, exit 3), as the brief asks of any
+            # per-item problem; only a file that matches nothing stops the job (above)
+            self._missing = {n for n in coco if n not in present}
+            self._unlisted = {f for f in self._files if f not in coco}
+            self._files = self._files + [n for n in coco if n in self._missing]  # listed but absent: last
             self._coco = coco
-
 
     @property
     def pseudo_kinds(self) -> tuple[str, ...]:
@@ -221,6 +223,10 @@ class FolderDataset(Dataset):
             raise IndexError(f"folder dataset index {index} out of range [0, {len(self._files)})")
         rel = self._files[index]
         path = self.root / rel
+        if rel in self._missing:
+            raise SampleError(f"{self.annotations} lists {rel!r} but {path} does not exist")
+        if rel in self._unlisted:
+            raise SampleError(f"{path} is not listed in {self.annotations}: no ground truth to score it against")
         decoded = load_image(path)
         image, notes = decoded.image, decoded.notes(path)
         if self._coco is None:

@@ -116,9 +116,12 @@ class AttFaces(IdentityDataset):
     pairs: every pair of the 400 images is one (79,800), and closed-set identification uses every image.
 
     ``face_source``: ``image`` (default: the crop is the face, box = whole frame, as McPherson et al. 2016 use it)
-    or ``detector`` (the identity evaluation's locator finds the face inside the crop)."""
+    or ``detector`` (the identity evaluation's locator finds the face inside the crop). ``subjects`` /
+    ``images_per_subject``: only the first N subjects (s1, s2, ...) / images (1.pgm, 2.pgm, ...) of each, for
+    quick jobs; None = all."""
 
-    def __init__(self, root: str, face_source: str = "image") -> None:
+    def __init__(self, root: str, face_source: str = "image", subjects: int | None = None,
+                 images_per_subject: int | None = None) -> None:
         super().__init__()
         self.root = _check_root(root, "att_faces")
         self.face_source = _check_face_source(face_source, "att_faces")
@@ -126,11 +129,16 @@ class AttFaces(IdentityDataset):
                         key=lambda d: int(d.name[1:]))
         if not people:
             raise ValueError(f"att_faces: no subject folders sN/ in {self.root} (expected s1 ... s40 of M.pgm)")
+        for key, v in (("subjects", subjects), ("images_per_subject", images_per_subject)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"att_faces: {key} must be an integer >= 1 or null, got {v!r}")
+        people = people[:subjects]
         for k, d in enumerate(people):
             imgs = sorted((f for f in d.iterdir() if f.suffix.lower() == ".pgm"),
                           key=lambda f: (int(f.stem) if f.stem.isdigit() else 1 << 30, f.name))
             if not imgs:
                 raise ValueError(f"att_faces: subject folder {d} has no .pgm images")
+            imgs = imgs[:images_per_subject]
             self.identities.append(d.name)
             self.files += imgs
             self.labels += [k] * len(imgs)

@@ -74,21 +74,25 @@ class Cloak(DefenseBase):
         mask = make_regions(dets, b, (h, w), "rect", self.mask_scale).mask.to(images.device)  # (B, 1, H, W)
         if not bool(mask.any()):
             return images.clone()
+        # the engine runs defenses under torch.inference_mode(); PGD needs autograd, on normal (cloned) tensors
+        with torch.inference_mode(False), torch.enable_grad():
+            return self._pgd(images.clone(), dets.boxes.clone(), dets.batch_idx.clone(), mask.clone())
+
+    def _pgd(self, images: Tensor, boxes: Tensor, batch_idx: Tensor, mask: Tensor) -> Tensor:
         clean = images.float()
         with torch.no_grad():
-            m, _ = self.model.aligner.transforms(images, dets.boxes, dets.batch_idx)
-            ref = F.normalize(self.model.embed_float(self.model.crop_float(clean / 255, dets.batch_idx, m)), dim=1)
+            m, _ = self.model.aligner.transforms(images, boxes, batch_idx)
+            ref = F.normalize(self.model.embed_float(self.model.crop_float(clean / 255, batch_idx, m)), dim=1)
         lo, hi = (clean - self.epsilon).clamp(0, 255), (clean + self.epsilon).clamp(0, 255)
         x = clean.clone()
-        with torch.enable_grad():
-            for _ in range(self.steps):
-                x.requires_grad_(True)
-                emb = self.model.embed_float(self.model.crop_float(x / 255, dets.batch_idx, m))
-                loss = (F.normalize(emb, dim=1) * ref).sum()
-                (grad,) = torch.autograd.grad(loss, x)
-                with torch.no_grad():
-                    x = x - self.alpha * grad.sign() * mask
-                    x = torch.minimum(torch.maximum(x, lo), hi)
+        for _ in range(self.steps):
+            x.requires_grad_(True)
+            emb = self.model.embed_float(self.model.crop_float(x / 255, batch_idx, m))
+            loss = (F.normalize(emb, dim=1) * ref).sum()
+            (grad,) = torch.autograd.grad(loss, x)
+            with torch.no_grad():
+                x = x - self.alpha * grad.sign() * mask
+                x = torch.minimum(torch.maximum(x, lo), hi)
         budget = math.floor(self.epsilon)
         out = x.detach().round()
         out = torch.minimum(torch.maximum(out, clean - budget), clean + budget).clamp(0, 255)

@@ -26,12 +26,16 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from anonlab.types import SampleError
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm")
 
@@ -77,7 +81,8 @@ def limit_pixels(max_pixels: int) -> Iterator[None]:
     """Within this block (and in threads started with a copy of its context), images and video frames whose
     header declares more than ``max_pixels`` pixels (width x height) are refused with :class:`ImageReadError`
     before their pixels are allocated. Raises ``ValueError`` for a cap that is not an integer >= 1. (Above
-    2 x Pillow's ``MAX_IMAGE_PIXELS``, 179 MP, Pillow refuses the file itself, with its own one-line message.)"""
+    Pillow's own decompression-bomb check is switched off while anonlab opens a file (:func:`_pillow_open`), so this
+    cap, not Pillow's fixed 179 MP, decides, with one message naming ``loader.max_pixels``.)"""
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
         raise ValueError(f"max_pixels must be an integer >= 1, got {max_pixels!r}")
     token = _MAX_PIXELS.set(max_pixels)
@@ -85,6 +90,20 @@ def limit_pixels(max_pixels: int) -> Iterator[None]:
         yield
     finally:
         _MAX_PIXELS.reset(token)
+
+
+@contextlib.contextmanager
+def _pillow_open(data: bytes) -> Iterator[PIL.Image.Image]:
+    """``PIL.Image.open`` on ``data`` with Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, a module
+    global: warn above 89 MP, refuse above 179 MP) lifted, because :func:`check_pixels` applies anonlab's own cap to
+    the header first. Found by the breaker: above 179 MP Pillow refused the file before ``loader.max_pixels`` was
+    consulted, so a raised cap could not admit the image. Lifted for the whole process once (setting and restoring
+    a module global per call would race between decode threads)."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    with Image.open(io.BytesIO(data)) as im:
+        yield im
 
 
 def check_pixels(what: str, width: int, height: int) -> None:
@@ -177,7 +196,7 @@ def _probe(p: Path, data: bytes) -> tuple[str, int]:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _pillow_open(data) as im:
             fmt, (w, h) = im.format, im.size
             check_pixels(f"cannot read image {p}", w, h)
             # (read after the size check: for some formats Pillow's getexif() decodes the whole image)
@@ -257,7 +276,7 @@ def _decode_pillow(p: Path, data: bytes) -> tuple[Tensor, int, int]:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _pillow_open(data) as im:
             im.seek(0)
             orientation = _exif_orientation(im)  # before load(): libtiff drops the tag once it has applied it
             im.load()

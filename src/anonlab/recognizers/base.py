@@ -37,6 +37,8 @@ class RecognizerBase(nn.Module):
     #: boxes whose shorter side is below this many pixels (of the image they were found in) are not embedded:
     #: the identity evaluation counts them in ``n_not_embedded``, never as a crash or a guess
     min_face_px: ClassVar[int] = 16
+    #: ``"differentiable"``: ``crop_float`` / ``embed_float`` carry gradients to the pixels (white-box cloaking)
+    capabilities: ClassVar[frozenset[str]] = frozenset()
 
     def crop(self, images: Tensor, boxes: Tensor, batch_idx: Tensor) -> tuple[Tensor, Tensor]:
         """Aligned crops of the boxes: ``images`` ``uint8 (B, 3, H, W)`` RGB, ``boxes`` ``float32 (N, 4)`` xyxy

@@ -39,7 +39,7 @@ STD_RGB = (0.229, 0.224, 0.225)
 class MobileFaceNet(RecognizerBase):
     """MobileFaceNet: ``arcface5``-aligned ``uint8 (N, 3, 112, 112)`` crops -> ``float32 (N, 128)``, batched.
 
-    ``landmarks``: where the 5 points come from (``yunet`` or ``dlib68``, :mod:`anonlab.recognizers.align`);
+    ``landmarks``: where the 5 points come from (``yunet``, ``mtcnn`` or ``dlib68``, :mod:`anonlab.recognizers.align`);
     ``weights``: path to the ONNX file (else :func:`anonlab.weights.resolve`; the sha256 is checked either way).
     Raises ``FileNotFoundError`` naming the places searched when the file is absent.
     """

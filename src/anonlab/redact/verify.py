@@ -5,6 +5,12 @@ Writes ``leaks.json`` (a list of ``{file, frame, time_s, box, check, score}``; `
 output frame, ``time_s`` the frame's presentation time) and ``leaks.png`` (a contact sheet of the leaking regions,
 only when there are leaks). The command exits 4 when anything leaks.
 
+Identity check (``identity``: recognizers such as ``dlib_resnet``): where the panel finds a face in the output, that
+box is cropped from the output and from the clean input frame and matched
+(:func:`anonlab.identity.leak.match_to_clean`); a match is a leak with check ``identity:<recognizer>`` and score the
+distance to the clean face (recognizer units, below its same-person threshold). Faces smaller than the recognizer's
+``min_face_px`` are skipped and counted.
+
 Hook for identity attackers (another issue): any object with ``name`` and ``__call__(images uint8 (B, 3, H, W))
 -> Detections`` (boxes where an identity can be recovered, scores in [0, 1]) is a :class:`LeakCheck`; pass it in
 ``extra_checks`` and its findings are reported like a detector's.
@@ -27,11 +33,14 @@ from anonlab.types import Detections
 
 #: the default panel, disjoint from the redaction ensemble: MTCNN (the strongest face detector anonlab has besides
 #: the ensemble's three; its config uses 0.9) and dlib's HOG face detector (0.5 is its own SVM decision). Each
-#: threshold sits just above the highest false alarm on the redacted default images and phone clips (2026-11-30:
-#: MTCNN 0.77 on zidane's crowd, dlib HOG 0.59 on astronaut's mission patch), well below real faces on the
-#: unredacted images (MTCNN >= 0.99, dlib HOG >= 0.85 except camera.png's 0.42). OpenCV's Haar cascade is offered
+#: threshold sits just above the highest false alarm on the redacted default images, phone clips and the synthetic
+#: walking clip (2026-11-30: MTCNN 0.82 on a pedestrian's hands below the filled face, frame 15 of
+#: benchmarks/redact.py's clip, and 0.77 on zidane's crowd; dlib HOG 0.59 on astronaut's mission patch), well below
+#: real faces on the unredacted images (MTCNN >= 0.99, dlib HOG >= 0.85 except camera.png's 0.42). Neither sees
+#: faces under 20 px (MTCNN's min_face_size; dlib HOG upsampled once: ~35 px): small faces are verified only by a panel the user
+#: adds (``--verify-with``), e.g. a detector run on upscaled frames. OpenCV's Haar cascade is offered
 #: (``--verify-with haar``) but not a default: it cannot be thresholded (0.99 on zidane's shirt after redaction).
-DEFAULT_PANEL = (("mtcnn", 0.8), ("dlib_hog", 0.65))
+DEFAULT_PANEL = (("mtcnn", 0.85), ("dlib_hog", 0.65))
 #: side of each tile of the contact sheet (pixels)
 TILE = 96
 
@@ -65,6 +74,24 @@ class _DetectorCheck:
         return self.det(images).above(self.threshold)
 
 
+def build_recognizers(names, device: str) -> list:
+    """Recognizers by name (conf/recognizer/<name>.yaml); raises :class:`~anonlab.redact.core.RedactError` (one
+    line) for an unknown name or one whose package is missing."""
+    from anonlab.build import BenchError, build_config, group_config
+    from anonlab.recognizers import RECOGNIZERS
+    from anonlab.redact.core import RedactError
+
+    out = []
+    for name in names:
+        try:
+            out.append(build_config(group_config("recognizer", name, RECOGNIZERS), f"recognizer {name}").eval())
+        except BenchError as e:
+            raise RedactError(str(e)) from None
+        except ImportError as e:
+            raise RedactError(f"--identity {name} needs the package {e.name!r} (or pass --identity '')") from None
+    return out
+
+
 def panel_checks(specs, device: str) -> list[LeakCheck]:
     """Build the panel from ``(detector name, threshold)`` pairs (conf/detector/<name>.yaml, threshold
     overridden); raises :class:`~anonlab.redact.core.RedactError` for an unknown name or bad value."""
@@ -73,12 +100,47 @@ def panel_checks(specs, device: str) -> list[LeakCheck]:
     return [_DetectorCheck(n, t, d) for n, t, d in Ensemble(tuple(specs), device).members]
 
 
+class IdentityStats:
+    """Counts of the identity check: faces ``checked``, ``skipped`` (smaller than the recognizer's min_face_px, or
+    no clean frame of the same size), ``matched``."""
+
+    def __init__(self) -> None:
+        self.checked = self.skipped = self.matched = 0
+
+
+def _identity(file: str, frames: Tensor, clean: Tensor | None, frame_ids: list[int], times: list[float | None],
+              found: list[Detections], recognizers: list, stats: IdentityStats) -> list[Leak]:
+    """Match every panel finding to the clean face at the same place (:func:`match_to_clean`)."""
+    from anonlab.identity.leak import match_to_clean
+
+    dets = Detections.cat(found, device="cpu") if found else Detections.empty("cpu")
+    if len(dets) == 0 or not recognizers:
+        return []
+    if clean is None or clean.shape != frames.shape:
+        stats.skipped += len(dets) * len(recognizers)
+        return []
+    leaks = []
+    for rec in recognizers:
+        m = match_to_clean(rec, clean.cpu(), frames.cpu(), dets.boxes, dets.batch_idx)
+        stats.checked += int(m.embedded.sum())
+        stats.skipped += m.n_skipped
+        stats.matched += int(m.matched.sum())
+        for k in m.matched.nonzero().flatten().tolist():
+            b = int(dets.batch_idx[k])
+            leaks.append(Leak(file, frame_ids[b], times[b], [round(v, 1) for v in dets.boxes[k].tolist()],
+                              f"identity:{rec.name}", round(float(m.distance[k]), 4)))
+    return leaks
+
+
 def _scan(file: str, frames: Tensor, frame_ids: list[int], times: list[float | None], checks: list[LeakCheck],
-          crops: list[Tensor]) -> list[Leak]:
-    """Run every check on ``frames`` (B, 3, H, W) uint8 (frame numbers ``frame_ids``, presentation ``times``)."""
+          crops: list[Tensor], found: list[Detections] | None = None) -> list[Leak]:
+    """Run every check on ``frames`` (B, 3, H, W) uint8 (frame numbers ``frame_ids``, presentation ``times``);
+    the detections are appended to ``found`` (for the identity check)."""
     leaks = []
     for check in checks:
         dets = check(frames).to("cpu")
+        if found is not None:
+            found.append(dets)
         for box, score, b in zip(dets.boxes.tolist(), dets.scores.tolist(), dets.batch_idx.tolist()):
             leaks.append(Leak(file, frame_ids[b], times[b], [round(v, 1) for v in box], check.name, round(score, 4)))
             x1, y1, x2, y2 = (round(v) for v in box)
@@ -90,17 +152,24 @@ def _scan(file: str, frames: Tensor, frame_ids: list[int], times: list[float | N
 
 
 def verify(outputs: list[str | Path], checks: list[LeakCheck], device: str = "cpu", stride: int = 1,
-           batch: int = 8, tick=None) -> tuple[list[Leak], list[Tensor], list[str]]:
+           batch: int = 8, tick=None, sources: dict[str, str] | None = None, recognizers: list | None = None,
+           stats: IdentityStats | None = None) -> tuple[list[Leak], list[Tensor], list[str]]:
     """Decode each output and run every check on it (videos: every ``stride``-th frame). Returns (leaks, crops
-    ``float (3, TILE, TILE)`` of the leaking regions, failures: one line per output that could not be decoded)."""
+    ``float (3, TILE, TILE)`` of the leaking regions, failures: one line per output that could not be decoded).
+    With ``recognizers`` and ``sources`` (output path -> its input path), each face the panel finds is also
+    matched to the clean input (see the module docstring); counts go to ``stats``."""
     leaks: list[Leak] = []
     crops: list[Tensor] = []
     failures: list[str] = []
     dev = torch.device(device)
+    recognizers = recognizers or []
+    stats = stats if stats is not None else IdentityStats()
     for out in map(Path, outputs):
+        src = (sources or {}).get(str(out))
         try:
             if out.suffix.lower() in VIDEO_SUFFIXES:
                 reader = VideoReader(out)
+                clean_reader = None
                 try:
                     ks = list(range(0, len(reader), stride))
                     for start in range(0, len(ks), batch):
@@ -109,15 +178,28 @@ def verify(outputs: list[str | Path], checks: list[LeakCheck], device: str = "cp
                             frames.append(reader.read(k))
                             tb = reader.time_base
                             times.append(float(reader.last_pts * tb) if reader.last_pts is not None and tb else None)
-                        leaks.extend(_scan(str(out), torch.stack(frames).to(dev), ks[start:start + batch], times,
-                                           checks, crops))
+                        found: list[Detections] = []
+                        batch_frames = torch.stack(frames).to(dev)
+                        leaks.extend(_scan(str(out), batch_frames, ks[start:start + batch], times, checks, crops,
+                                           found))
+                        if recognizers and src and any(len(d) for d in found):
+                            clean_reader = clean_reader or VideoReader(src)
+                            clean = torch.stack([clean_reader.read(k) for k in ks[start:start + batch]])
+                            leaks.extend(_identity(str(out), batch_frames, clean, ks[start:start + batch], times,
+                                                   found, recognizers, stats))
                         if tick:
                             tick(len(frames))
                 finally:
                     reader.close()
+                    if clean_reader is not None:
+                        clean_reader.close()
             else:
                 img = load_image(out).image.to(dev)[None]
-                leaks.extend(_scan(str(out), img, [0], [None], checks, crops))
+                found = []
+                leaks.extend(_scan(str(out), img, [0], [None], checks, crops, found))
+                if recognizers and src and any(len(d) for d in found):
+                    clean = load_image(src).image[None]
+                    leaks.extend(_identity(str(out), img, clean, [0], [None], found, recognizers, stats))
                 if tick:
                     tick(1)
         except (ValueError, FileNotFoundError) as e:  # ImageReadError is a ValueError

@@ -131,3 +131,72 @@ def markdown_by(rows: Sequence[dict], key: str) -> str:
                 "—" if (c := cells.get(v)) is None or c[0] is None else f"{_pct(c[0])} [{_pct(c[1])}–{_pct(c[2])}]"
                 for v in values) + " |")
     return "\n".join(parts) + "\n"
+
+
+def _num(v: float | None, pct: bool = True) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "—"
+    return f"{100 * v:.0f}" if pct else f"{v:.2f}"
+
+
+def identity_side_by_side(identity_rows: Sequence[dict], summary: Sequence[dict]) -> list[dict]:
+    """One row per (identity dataset, recognizer, setting): the best face-detector recall of the detection panel on
+    that dataset (when the bench ran on it), the share of faces the ``naive`` attacker's detector still finds, and
+    the **strongest** attacker (highest rank-1, then verification accuracy) with its rank-1 / rank-5 / accuracy /
+    AUC and intervals."""
+    recall: dict[tuple[str, str], tuple[float, str]] = {}
+    for r in summary:
+        if r["detector_kind"] == "face" and r["recall"] is not None:
+            key = (r["dataset"], r["setting"])
+            if key not in recall or r["recall"] > recall[key][0]:
+                recall[key] = (r["recall"], r["detector"])
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in identity_rows:
+        groups.setdefault((r["dataset"], r["recognizer"], r["setting"]), []).append(r)
+    out = []
+    for (ds, rec, setting), rows in groups.items():
+        def strength(r: dict) -> tuple[float, float]:
+            return tuple(-1.0 if v is None or np.isnan(v) else v for v in (r["rank1"], r["accuracy"]))
+        best = max(rows, key=strength)
+        naive = next((r for r in rows if r["adversary"] == "naive"), None)
+        rec_v = recall.get((ds, setting))
+        out.append({"dataset": ds, "recognizer": rec, "setting": setting,
+                    "face_recall": rec_v[0] if rec_v else None, "recall_detector": rec_v[1] if rec_v else None,
+                    "naive_found": None if naive is None else 1 - naive["n_not_found"] / max(naive["n_images"], 1),
+                    "attacker": best["adversary"], **{k: best[k] for k in (
+                        "rank1", "rank1_lo", "rank1_hi", "rank5", "accuracy", "accuracy_lo", "accuracy_hi", "auc",
+                        "not_embedded_rate")}})
+    return out
+
+
+_SIDE_HEAD = ("dataset", "recognizer", "setting", "face recall % (best detector)", "naive finds %", "strongest attacker",
+              "rank-1 % [95 % CI]", "rank-5 %", "verif. acc. % [95 % CI]", "AUC", "not embedded %")
+
+
+def _side_cells(r: dict) -> list[str]:
+    rec = "—" if r["face_recall"] is None else f"{_num(r['face_recall'])} ({r['recall_detector']})"
+    return [r["dataset"], r["recognizer"], r["setting"], rec, _num(r["naive_found"]), r["attacker"],
+            f"{_num(r['rank1'])} [{_num(r['rank1_lo'])}–{_num(r['rank1_hi'])}]", _num(r["rank5"]),
+            f"{_num(r['accuracy'])} [{_num(r['accuracy_lo'])}–{_num(r['accuracy_hi'])}]", _num(r["auc"], pct=False),
+            _num(r["not_embedded_rate"])]
+
+
+def identity_markdown(side: Sequence[dict]) -> str:
+    """The side-by-side table (:func:`identity_side_by_side`) as markdown."""
+    lines = ["## Detection vs identification (strongest attacker per setting)\n",
+             "| " + " | ".join(_SIDE_HEAD) + " |", "|" + "---|" * 3 + "---:|" * 2 + "---|" + "---:|" * 5]
+    lines += ["| " + " | ".join(_side_cells(r)) + " |" for r in side]
+    return "\n".join(lines) + "\n"
+
+
+def print_identity_table(side: Sequence[dict], title: str = "Detection vs identification") -> None:
+    """Print :func:`identity_side_by_side` rows with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for h in _SIDE_HEAD:
+        table.add_column(h, justify="left" if h in ("dataset", "recognizer", "setting", "strongest attacker") else "right")
+    for r in side:
+        table.add_row(*_side_cells(r))
+    Console(width=200).print(table)
