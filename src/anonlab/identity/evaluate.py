@@ -47,6 +47,8 @@ from anonlab.types import Defense, Detections, Detector, SampleError
 
 #: images per forward pass of the defenses and detectors (images of one size only)
 BATCH = 16
+#: the trained CNN attacker's face crops (H, W): AT&T's native 112 x 92 (the CNN itself resizes to half that)
+CNN_CROP_HW = (112, 92)
 
 
 @dataclass
@@ -322,6 +324,75 @@ def score(rec, state: _DatasetState, gallery: _Faces, probe: _Faces, n_boot: int
     }
 
 
+def split_per_person(labels: np.ndarray, test_per_person: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) image indices: for each person with ``n >= 2`` images, ``min(test_per_person, n - 1)`` drawn
+    at random (``seed``) are tests, the rest train; a person with one image only trains."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for person in np.unique(labels):
+        idx = np.flatnonzero(labels == person)
+        k = min(test_per_person, len(idx) - 1)
+        picked = rng.permutation(idx)
+        test += picked[:k].tolist()
+        train += picked[k:].tolist()
+    return np.array(sorted(train), dtype=np.int64), np.array(sorted(test), dtype=np.int64)
+
+
+def _face_crops(images: Tensor, boxes: Tensor, size_hw: tuple[int, int]) -> Tensor:
+    """``uint8 (B, 3, *size_hw)``: each image's box, cropped (rounded, clipped) and resized (antialiased)."""
+    out = []
+    h, w = images.shape[-2:]
+    for im, (x1, y1, x2, y2) in zip(images, boxes.tolist()):
+        x1, y1 = max(0, int(x1)), max(0, int(y1))
+        x2, y2 = min(w, max(x1 + 1, int(round(x2)))), min(h, max(y1 + 1, int(round(y2))))
+        out.append(TF.resize(im[:, y1:y2, x1:x2], list(size_hw), antialias=True))
+    return torch.stack(out)
+
+
+def score_trained(adv: Adversary, rec, state: _DatasetState, faces: _Faces, pixels: Tensor | None, n_boot: int,
+                  seed: int) -> dict[str, Any]:
+    """Closed-set top-1 / top-5 of a ``trained`` attacker (:mod:`anonlab.identity.trained`), as row fields; the
+    verification columns are NaN (a classifier has no threshold). ``faces``: embeddings of the redacted faces at
+    their clean boxes; ``pixels``: their redacted crops (for the CNN)."""
+    from anonlab.identity.trained import CNNAttacker, LinearProbe, true_ranks
+
+    labels = state.labels
+    train, test = split_per_person(labels, adv.test_per_person, adv.seed)
+    usable = train[faces.ok[train]] if adv.trained == "linear_probe" else train[state.has_face[train]]
+    ranks = np.full(len(test), np.inf)
+    if len(np.unique(labels[usable])) >= 2:
+        if adv.trained == "linear_probe":
+            clf = LinearProbe().fit(faces.emb[usable], torch.as_tensor(labels[usable]))
+            ok = test[faces.ok[test]]
+            if len(ok):
+                r = true_ranks(clf, clf.scores(faces.emb[ok]), torch.as_tensor(labels[ok])).numpy()
+                ranks[np.isin(test, ok)] = r
+        else:
+            clf = CNNAttacker(seed=adv.seed).fit(pixels[usable], torch.as_tensor(labels[usable]))
+            ok = test[state.has_face[test]]
+            if len(ok):
+                r = true_ranks(clf, clf.scores(pixels[ok]), torch.as_tensor(labels[ok])).numpy()
+                ranks[np.isin(test, ok)] = r
+    ident = identify(ranks, labels[test], n_boot=n_boot, seed=seed)
+    embedded = faces.ok[test] if adv.trained == "linear_probe" else state.has_face[test]
+    nan = math.nan
+    counts = np.bincount(labels, minlength=labels.max() + 1)
+    return {
+        "n_images": len(labels), "n_identities": int((counts > 0).sum()), "n_pairs": 0, "n_genuine": 0,
+        "n_impostor": 0, "n_probes": len(test), "n_not_embedded": int((~embedded).sum()),
+        "n_not_found": int((~state.has_face[test]).sum()),
+        "n_too_small": int(faces.too_small[test].sum()) if adv.trained == "linear_probe" else 0,
+        "n_misidentified": int((embedded & (ranks > 1)).sum()),
+        "not_embedded_rate": float((~embedded).mean()) if len(test) else nan, "threshold": None,
+        "accuracy": nan, "accuracy_lo": nan, "accuracy_hi": nan, "auc": nan, "auc_lo": nan, "auc_hi": nan,
+        "tar_at_far_1e-1": nan, "tar_at_far_1e-2": nan, "tar_at_far_1e-3": nan,
+        "rank1": ident.rank1, "rank1_lo": ident.rank1_ci[0], "rank1_hi": ident.rank1_ci[1],
+        "rank5": ident.rank5, "rank5_lo": ident.rank5_ci[0], "rank5_hi": ident.rank5_ci[1],
+        "note": f"closed set: {len(train)} training and {len(test)} probe images, top-k of a "
+                f"{'linear probe on ' + rec.name + ' embeddings' if adv.trained == 'linear_probe' else 'small CNN on pixels'}",
+    }
+
+
 # --------------------------------------------------------------------------------------------------------- the job
 
 
@@ -372,7 +443,7 @@ def run_identity(plan: IdentityPlan, settings: list[Defense], out, log=None) -> 
             redact = st.stack
         else:
             def redact(idx, st=st, setting=setting):
-                with torch.inference_mode():
+                with torch.no_grad():  # not inference_mode: the cloak defense needs autograd inside
                     return setting(st.stack(idx), st.regions(idx))
         cache: dict[int, Tensor] = {}
 
@@ -384,12 +455,27 @@ def run_identity(plan: IdentityPlan, settings: list[Defense], out, log=None) -> 
         located = clean if setting.name == "none" else _side(st, rec, redacted, _clean_boxes(st))
         rows = []
         for a, adv in plan.adversaries.items():
-            if adv.locate == "detector":
-                probe = _side(st, rec, redacted, _detected_boxes(st, plan.detectors[adv.detector], adv.iou))
+            if adv.trained is not None:
+                pixels = None
+                if adv.trained == "cnn":
+                    pixels = torch.zeros(len(st.images), 3, *CNN_CROP_HW, dtype=torch.uint8)
+                    for idx in st.batches:
+                        pixels[idx] = _face_crops(redacted(idx).cpu(), st.boxes[idx], CNN_CROP_HW)
+                row = score_trained(adv, rec, st, located, pixels, plan.n_boot, plan.seed)
             else:
-                probe = located
-            gallery = located if adv.gallery == "redacted" else clean
-            row = score(rec, st, gallery, probe, plan.n_boot, plan.seed)
+                if adv.locate == "detector":
+                    probe = _side(st, rec, redacted, _detected_boxes(st, plan.detectors[adv.detector], adv.iou))
+                elif adv.restores and setting.name != "none":
+                    from anonlab.identity.restore import restore
+
+                    def restored(idx, redacted=redacted, setting=setting, method=adv.method):
+                        with torch.inference_mode():
+                            return restore(redacted(idx), st.regions(idx), setting, method=method)
+                    probe = _side(st, rec, restored, _clean_boxes(st))
+                else:
+                    probe = located
+                gallery = located if adv.gallery == "redacted" else clean
+                row = score(rec, st, gallery, probe, plan.n_boot, plan.seed)
             rows.append({"dataset": d, "recognizer": r, "adversary": a, "defense": setting.name,
                          "params": setting.params_json(), "setting": setting.label(),
                          "adversary_params": json.dumps(adv.params(), sort_keys=True),
