@@ -3,6 +3,7 @@ redactions, not-embedded faces, resume, and one-line configuration errors."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +95,16 @@ def test_too_small_faces_are_not_embedded_never_a_crash(tmp_path: Path) -> None:
         for k in (1, 2):
             Image.open(src / person / f"{k}.pgm").resize((10, 12)).save(root / person / f"{k}.png")
     rows = _rows(tmp_path / "out", [f"identity.datasets=[{{name: identity_folder, root: '{root}', face_source: image}}]",
-                                    "sweep=[{name: pixelate, blocks: 4}]", "identity.n_boot=0"])
-    assert len(rows) == 6  # 2 settings x 3 attackers, no crash
+                                    "sweep=[{name: pixelate, blocks: 4}]", "identity.n_boot=0",
+                                    "identity.adversaries=[naive,located,parrot,trained]"])
+    assert len(rows) == 8  # 2 settings x 4 attackers, no crash
     for r in rows.values():  # every face is 10 px wide: below dlib_resnet's min_face_px (16)
-        assert r["n_not_embedded"] == 4 and r["n_misidentified"] == 0
-        assert r["n_too_small"] + r["n_not_found"] == 4
+        n = r["n_probes"] if r["adversary"] == "trained" else 4  # trained: 1 probe per person, 1 to train
+        assert r["n_not_embedded"] == n and r["n_misidentified"] == 0
+        if r["adversary"] == "trained":
+            assert r["n_too_small"] == n and r["rank1"] == 0.0
+            continue
+        assert r["n_too_small"] + r["n_not_found"] == n
         if r["adversary"] != "naive":
             assert r["n_too_small"] == 4
         assert r["rank1"] == 0.0 and r["auc"] == 0.5
@@ -116,4 +122,31 @@ def test_identity_shards_resume(tmp_path: Path) -> None:
     shards[1].unlink()  # as if killed before the second unit finished
     again = run_identity(*_plan(over), tmp_path)
     assert (again.computed, again.total) == (1, 2)
-    assert again.rows == first.rows
+    assert json.dumps(again.rows) == json.dumps(first.rows)  # (NaN-safe: NaN != NaN, but dumps alike)
+
+
+def test_adversary_configs_match_the_registry() -> None:
+    from omegaconf import OmegaConf
+
+    from anonlab.build import build_config
+    from anonlab.identity.adversaries import ADVERSARIES
+
+    files = sorted((CONF_DIR / "adversary").glob("*.yaml"))
+    assert {p.stem for p in files} == set(ADVERSARIES.names())
+    for p in files:
+        adv = build_config(OmegaConf.load(p), "adversary")
+        assert isinstance(adv, ADVERSARIES.get(p.stem)) and adv.name == p.stem
+    with pytest.raises(BenchError, match=r"adversary naive: naive: iou must be a number in \(0, 1\], got 2"):
+        build_config(OmegaConf.merge(OmegaConf.load(CONF_DIR / "adversary" / "naive.yaml"), {"iou": 2}),
+                     "adversary naive")
+
+
+def test_trained_split_is_per_person_and_seeded() -> None:
+    from anonlab.identity.evaluate import split_per_person
+
+    labels = np.repeat(np.arange(4), [10, 10, 2, 1])
+    train, test = split_per_person(labels, 2, seed=0)
+    assert sorted(np.r_[train, test].tolist()) == list(range(23))
+    assert np.bincount(labels[test], minlength=4).tolist() == [2, 2, 1, 0]  # a 2-image person keeps one to train
+    again = split_per_person(labels, 2, seed=0)
+    assert (again[1] == test).all() and not (split_per_person(labels, 2, seed=1)[1] == test).all()
