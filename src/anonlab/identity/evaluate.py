@@ -128,7 +128,8 @@ def build_identity(cfg: DictConfig, settings: list[Defense], device: torch.devic
                         n_boot, int(cfg.seed), device, max_side)
     plan.common = (plain(group_config("detector", locator.name, DETECTORS)), n_boot, int(cfg.seed), device.type,
                    max_side)
-    plan.units = [(d, r, k) for d in datasets for r in recognizers for k in range(len(settings))]
+    # recognizers innermost: a setting's redacted pixels and naive boxes serve every recognizer, then are dropped
+    plan.units = [(d, r, k) for d in datasets for k in range(len(settings)) for r in recognizers]
     return plan
 
 
@@ -203,6 +204,18 @@ class _DatasetState:
                         self.has_face[i] = True
         self.boxes = boxes
         self.clean: dict[str, _Faces] = {}
+        self._memo: dict[tuple, Any] = {}
+
+    def forget_other_settings(self, label: str) -> None:
+        """Drop what :meth:`memo` holds for settings other than ``label`` (memory stays one setting's worth)."""
+        self._memo = {k: v for k, v in self._memo.items() if k[1] == label}
+
+    def memo(self, key: tuple, make) -> Any:
+        """``make()`` once per ``key`` (redacted and restored batches, the naive attacker's boxes, CNN crops):
+        every recognizer of the job sees the same pixels and boxes, computed once."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
     def stack(self, idx: list[int]) -> Tensor:
         return torch.stack([self.images[i] for i in idx]).to(self.device)
@@ -436,6 +449,7 @@ def run_identity(plan: IdentityPlan, settings: list[Defense], out, log=None) -> 
         if d not in states:
             states[d] = _DatasetState(plan.datasets[d], plan.locator, plan.device, plan.max_side)
         st = states[d]
+        st.forget_other_settings(setting.label())
         if r not in st.clean:
             st.clean[r] = _side(st, rec, st.stack, _clean_boxes(st))
         clean = st.clean[r]
@@ -445,32 +459,38 @@ def run_identity(plan: IdentityPlan, settings: list[Defense], out, log=None) -> 
             def redact(idx, st=st, setting=setting):
                 with torch.no_grad():  # not inference_mode: the cloak defense needs autograd inside
                     return setting(st.stack(idx), st.regions(idx))
-        cache: dict[int, Tensor] = {}
+        label = setting.label()
 
-        def redacted(idx, redact=redact, cache=cache):  # each batch redacted once for every adversary
-            key = idx[0]
-            if key not in cache:
-                cache[key] = redact(idx)
-            return cache[key]
+        def redacted(idx, redact=redact, label=label, st=st):  # each batch redacted once, for every recognizer too
+            return st.memo(("redacted", label, idx[0]), lambda: redact(idx))
         located = clean if setting.name == "none" else _side(st, rec, redacted, _clean_boxes(st))
         rows = []
         for a, adv in plan.adversaries.items():
             if adv.trained is not None:
                 pixels = None
                 if adv.trained == "cnn":
-                    pixels = torch.zeros(len(st.images), 3, *CNN_CROP_HW, dtype=torch.uint8)
-                    for idx in st.batches:
-                        pixels[idx] = _face_crops(redacted(idx).cpu(), st.boxes[idx], CNN_CROP_HW)
+                    def crops(st=st, redacted=redacted):
+                        out = torch.zeros(len(st.images), 3, *CNN_CROP_HW, dtype=torch.uint8)
+                        for idx in st.batches:
+                            out[idx] = _face_crops(redacted(idx).cpu(), st.boxes[idx], CNN_CROP_HW)
+                        return out
+                    pixels = st.memo(("pixels", label), crops)
                 row = score_trained(adv, rec, st, located, pixels, plan.n_boot, plan.seed)
             else:
                 if adv.locate == "detector":
-                    probe = _side(st, rec, redacted, _detected_boxes(st, plan.detectors[adv.detector], adv.iou))
+                    find = _detected_boxes(st, plan.detectors[adv.detector], adv.iou)
+
+                    def found(idx, images, find=find, key=("naive", label, adv.detector, adv.iou), st=st):
+                        return st.memo((*key, idx[0]), lambda: find(idx, images))  # same boxes for every recognizer
+                    probe = _side(st, rec, redacted, found)
                 elif adv.restores and setting.name != "none":
                     from anonlab.identity.restore import restore
 
-                    def restored(idx, redacted=redacted, setting=setting, method=adv.method):
-                        with torch.inference_mode():
-                            return restore(redacted(idx), st.regions(idx), setting, method=method)
+                    def restored(idx, redacted=redacted, setting=setting, method=adv.method, st=st, label=label):
+                        def run():
+                            with torch.inference_mode():
+                                return restore(redacted(idx), st.regions(idx), setting, method=method)
+                        return st.memo(("restored", label, method, idx[0]), run)
                     probe = _side(st, rec, restored, _clean_boxes(st))
                 else:
                     probe = located
