@@ -14,7 +14,15 @@ Steps for one dataset and recognizer (all on ``device``; images of one size are 
 4. distances in the recognizer's metric (``+inf`` for a face not embedded), then verification over the pairs (the
    dataset's declared pairs, else every pair ``i < j``; ``i`` is the gallery side, ``j`` the probe) and closed-set
    identification (every image whose person has another image is a probe; the gallery is every other image),
-   with 95 % bootstrap intervals over identities (:mod:`anonlab.metrics.identity`).
+   with 95 % bootstrap intervals over identities (:mod:`anonlab.metrics.identity`);
+5. ``restoring`` embeds the restored probe (:func:`anonlab.identity.restore.restore`) at its clean box;
+   ``trained`` / ``trained_cnn`` split each person's images into training and probe images
+   (:func:`split_per_person`) and report closed-set top-1 / top-5 only (:func:`score_trained`).
+
+Constants: :data:`BATCH` (images per forward pass, a memory bound, no effect on results) and
+:data:`CNN_CROP_HW` (AT&T's native crop size). Errors: a bad configuration is a :class:`~anonlab.build.BenchError`
+from :func:`build_identity`, before any image is read; an unreadable image is listed in ``failures`` (exit 3) and
+its person has no face there.
 """
 
 from __future__ import annotations
