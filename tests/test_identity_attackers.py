@@ -12,7 +12,13 @@ from images import ASTRONAUT, load
 from anonlab.datasets.identity import AttFaces
 from anonlab.defenses import DEFENSES
 from anonlab.identity.restore import restoration, restore
-from anonlab.identity.trained import CNNAttacker, LinearProbe, topk_accuracy, true_ranks, whole_image_boxes
+from anonlab.identity.trained import (
+    CNNAttacker,
+    LinearProbe,
+    topk_accuracy,
+    true_ranks,
+    whole_image_boxes,
+)
 from anonlab.types import Detections
 
 #: the astronaut's face in skimage's astronaut.png (512 x 512), as tests/test_detectors_face_onnx.py boxes it

@@ -365,7 +365,7 @@ def _face_crops(images: Tensor, boxes: Tensor, size_hw: tuple[int, int]) -> Tens
     h, w = images.shape[-2:]
     for im, (x1, y1, x2, y2) in zip(images, boxes.tolist()):
         x1, y1 = max(0, int(x1)), max(0, int(y1))
-        x2, y2 = min(w, max(x1 + 1, int(round(x2)))), min(h, max(y1 + 1, int(round(y2))))
+        x2, y2 = min(w, max(x1 + 1, round(x2))), min(h, max(y1 + 1, round(y2)))
         out.append(TF.resize(im[:, y1:y2, x1:x2], list(size_hw), antialias=True))
     return torch.stack(out)
 
