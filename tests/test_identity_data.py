@@ -11,7 +11,13 @@ from conftest import shared_path
 from images import BUS, package_file
 
 from anonlab.datasets import DATASETS
-from anonlab.datasets.identity import AttFaces, DeepfacePairs, FacenetTestImages, IdentityFolder, LfwPairs
+from anonlab.datasets.identity import (
+    AttFaces,
+    DeepfacePairs,
+    FacenetTestImages,
+    IdentityFolder,
+    LfwPairs,
+)
 
 
 def identity_folder(tmp: Path) -> Path:

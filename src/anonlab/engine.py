@@ -240,7 +240,9 @@ def evaluate_batch(job: _Job, batch: list[Sample], advance) -> list[dict]:
     device = images.device
     size = tuple(images.shape[-2:])
     capture, release = job.capture, job.release
-    with torch.inference_mode():
+    # no_grad, not inference_mode: a defense may need autograd inside (the ``cloak`` defense runs PGD under
+    # enable_grad, which inference_mode would override)
+    with torch.no_grad():
         gts_in = [s.gt for s in batch]
         if job.panel:  # consensus on the clean, full-resolution frame, then carried through the camera
             gts_in = _pseudo_gts(images, gts_in, job.panel, job.min_votes, job.options.iou)

@@ -14,7 +14,15 @@ Steps for one dataset and recognizer (all on ``device``; images of one size are 
 4. distances in the recognizer's metric (``+inf`` for a face not embedded), then verification over the pairs (the
    dataset's declared pairs, else every pair ``i < j``; ``i`` is the gallery side, ``j`` the probe) and closed-set
    identification (every image whose person has another image is a probe; the gallery is every other image),
-   with 95 % bootstrap intervals over identities (:mod:`anonlab.metrics.identity`).
+   with 95 % bootstrap intervals over identities (:mod:`anonlab.metrics.identity`);
+5. ``restoring`` embeds the restored probe (:func:`anonlab.identity.restore.restore`) at its clean box;
+   ``trained`` / ``trained_cnn`` split each person's images into training and probe images
+   (:func:`split_per_person`) and report closed-set top-1 / top-5 only (:func:`score_trained`).
+
+Constants: :data:`BATCH` (images per forward pass, a memory bound, no effect on results) and
+:data:`CNN_CROP_HW` (AT&T's native crop size). Errors: a bad configuration is a :class:`~anonlab.build.BenchError`
+from :func:`build_identity`, before any image is read; an unreadable image is listed in ``failures`` (exit 3) and
+its person has no face there.
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ from anonlab.types import Defense, Detections, Detector, SampleError
 
 #: images per forward pass of the defenses and detectors (images of one size only)
 BATCH = 16
+#: the trained CNN attacker's face crops (H, W): AT&T's native 112 x 92 (the CNN itself resizes to half that)
+CNN_CROP_HW = (112, 92)
 
 
 @dataclass
@@ -126,7 +136,8 @@ def build_identity(cfg: DictConfig, settings: list[Defense], device: torch.devic
                         n_boot, int(cfg.seed), device, max_side)
     plan.common = (plain(group_config("detector", locator.name, DETECTORS)), n_boot, int(cfg.seed), device.type,
                    max_side)
-    plan.units = [(d, r, k) for d in datasets for r in recognizers for k in range(len(settings))]
+    # recognizers innermost: a setting's redacted pixels and naive boxes serve every recognizer, then are dropped
+    plan.units = [(d, r, k) for d in datasets for k in range(len(settings)) for r in recognizers]
     return plan
 
 
@@ -201,6 +212,18 @@ class _DatasetState:
                         self.has_face[i] = True
         self.boxes = boxes
         self.clean: dict[str, _Faces] = {}
+        self._memo: dict[tuple, Any] = {}
+
+    def forget_other_settings(self, label: str) -> None:
+        """Drop what :meth:`memo` holds for settings other than ``label`` (memory stays one setting's worth)."""
+        self._memo = {k: v for k, v in self._memo.items() if k[1] == label}
+
+    def memo(self, key: tuple, make) -> Any:
+        """``make()`` once per ``key`` (redacted and restored batches, the naive attacker's boxes, CNN crops):
+        every recognizer of the job sees the same pixels and boxes, computed once."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
     def stack(self, idx: list[int]) -> Tensor:
         return torch.stack([self.images[i] for i in idx]).to(self.device)
@@ -322,6 +345,75 @@ def score(rec, state: _DatasetState, gallery: _Faces, probe: _Faces, n_boot: int
     }
 
 
+def split_per_person(labels: np.ndarray, test_per_person: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) image indices: for each person with ``n >= 2`` images, ``min(test_per_person, n - 1)`` drawn
+    at random (``seed``) are tests, the rest train; a person with one image only trains."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for person in np.unique(labels):
+        idx = np.flatnonzero(labels == person)
+        k = min(test_per_person, len(idx) - 1)
+        picked = rng.permutation(idx)
+        test += picked[:k].tolist()
+        train += picked[k:].tolist()
+    return np.array(sorted(train), dtype=np.int64), np.array(sorted(test), dtype=np.int64)
+
+
+def _face_crops(images: Tensor, boxes: Tensor, size_hw: tuple[int, int]) -> Tensor:
+    """``uint8 (B, 3, *size_hw)``: each image's box, cropped (rounded, clipped) and resized (antialiased)."""
+    out = []
+    h, w = images.shape[-2:]
+    for im, (x1, y1, x2, y2) in zip(images, boxes.tolist()):
+        x1, y1 = max(0, int(x1)), max(0, int(y1))
+        x2, y2 = min(w, max(x1 + 1, round(x2))), min(h, max(y1 + 1, round(y2)))
+        out.append(TF.resize(im[:, y1:y2, x1:x2], list(size_hw), antialias=True))
+    return torch.stack(out)
+
+
+def score_trained(adv: Adversary, rec, state: _DatasetState, faces: _Faces, pixels: Tensor | None, n_boot: int,
+                  seed: int) -> dict[str, Any]:
+    """Closed-set top-1 / top-5 of a ``trained`` attacker (:mod:`anonlab.identity.trained`), as row fields; the
+    verification columns are NaN (a classifier has no threshold). ``faces``: embeddings of the redacted faces at
+    their clean boxes; ``pixels``: their redacted crops (for the CNN)."""
+    from anonlab.identity.trained import CNNAttacker, LinearProbe, true_ranks
+
+    labels = state.labels
+    train, test = split_per_person(labels, adv.test_per_person, adv.seed)
+    usable = train[faces.ok[train]] if adv.trained == "linear_probe" else train[state.has_face[train]]
+    ranks = np.full(len(test), np.inf)
+    if len(np.unique(labels[usable])) >= 2:
+        if adv.trained == "linear_probe":
+            clf = LinearProbe().fit(faces.emb[usable], torch.as_tensor(labels[usable]))
+            ok = test[faces.ok[test]]
+            if len(ok):
+                r = true_ranks(clf, clf.scores(faces.emb[ok]), torch.as_tensor(labels[ok])).numpy()
+                ranks[np.isin(test, ok)] = r
+        else:
+            clf = CNNAttacker(seed=adv.seed).fit(pixels[usable], torch.as_tensor(labels[usable]))
+            ok = test[state.has_face[test]]
+            if len(ok):
+                r = true_ranks(clf, clf.scores(pixels[ok]), torch.as_tensor(labels[ok])).numpy()
+                ranks[np.isin(test, ok)] = r
+    ident = identify(ranks, labels[test], n_boot=n_boot, seed=seed)
+    embedded = faces.ok[test] if adv.trained == "linear_probe" else state.has_face[test]
+    nan = math.nan
+    counts = np.bincount(labels, minlength=labels.max() + 1)
+    return {
+        "n_images": len(labels), "n_identities": int((counts > 0).sum()), "n_pairs": 0, "n_genuine": 0,
+        "n_impostor": 0, "n_probes": len(test), "n_not_embedded": int((~embedded).sum()),
+        "n_not_found": int((~state.has_face[test]).sum()),
+        "n_too_small": int(faces.too_small[test].sum()) if adv.trained == "linear_probe" else 0,
+        "n_misidentified": int((embedded & (ranks > 1)).sum()),
+        "not_embedded_rate": float((~embedded).mean()) if len(test) else nan, "threshold": None,
+        "accuracy": nan, "accuracy_lo": nan, "accuracy_hi": nan, "auc": nan, "auc_lo": nan, "auc_hi": nan,
+        "tar_at_far_1e-1": nan, "tar_at_far_1e-2": nan, "tar_at_far_1e-3": nan,
+        "rank1": ident.rank1, "rank1_lo": ident.rank1_ci[0], "rank1_hi": ident.rank1_ci[1],
+        "rank5": ident.rank5, "rank5_lo": ident.rank5_ci[0], "rank5_hi": ident.rank5_ci[1],
+        "note": f"closed set: {len(train)} training and {len(test)} probe images, top-k of a "
+                f"{'linear probe on ' + rec.name + ' embeddings' if adv.trained == 'linear_probe' else 'small CNN on pixels'}",
+    }
+
+
 # --------------------------------------------------------------------------------------------------------- the job
 
 
@@ -365,6 +457,7 @@ def run_identity(plan: IdentityPlan, settings: list[Defense], out, log=None) -> 
         if d not in states:
             states[d] = _DatasetState(plan.datasets[d], plan.locator, plan.device, plan.max_side)
         st = states[d]
+        st.forget_other_settings(setting.label())
         if r not in st.clean:
             st.clean[r] = _side(st, rec, st.stack, _clean_boxes(st))
         clean = st.clean[r]
@@ -372,24 +465,45 @@ def run_identity(plan: IdentityPlan, settings: list[Defense], out, log=None) -> 
             redact = st.stack
         else:
             def redact(idx, st=st, setting=setting):
-                with torch.inference_mode():
+                with torch.no_grad():  # not inference_mode: the cloak defense needs autograd inside
                     return setting(st.stack(idx), st.regions(idx))
-        cache: dict[int, Tensor] = {}
+        label = setting.label()
 
-        def redacted(idx, redact=redact, cache=cache):  # each batch redacted once for every adversary
-            key = idx[0]
-            if key not in cache:
-                cache[key] = redact(idx)
-            return cache[key]
+        def redacted(idx, redact=redact, label=label, st=st):  # each batch redacted once, for every recognizer too
+            return st.memo(("redacted", label, idx[0]), lambda: redact(idx))
         located = clean if setting.name == "none" else _side(st, rec, redacted, _clean_boxes(st))
         rows = []
         for a, adv in plan.adversaries.items():
-            if adv.locate == "detector":
-                probe = _side(st, rec, redacted, _detected_boxes(st, plan.detectors[adv.detector], adv.iou))
+            if adv.trained is not None:
+                pixels = None
+                if adv.trained == "cnn":
+                    def crops(st=st, redacted=redacted):
+                        out = torch.zeros(len(st.images), 3, *CNN_CROP_HW, dtype=torch.uint8)
+                        for idx in st.batches:
+                            out[idx] = _face_crops(redacted(idx).cpu(), st.boxes[idx], CNN_CROP_HW)
+                        return out
+                    pixels = st.memo(("pixels", label), crops)
+                row = score_trained(adv, rec, st, located, pixels, plan.n_boot, plan.seed)
             else:
-                probe = located
-            gallery = located if adv.gallery == "redacted" else clean
-            row = score(rec, st, gallery, probe, plan.n_boot, plan.seed)
+                if adv.locate == "detector":
+                    find = _detected_boxes(st, plan.detectors[adv.detector], adv.iou)
+
+                    def found(idx, images, find=find, key=("naive", label, adv.detector, adv.iou), st=st):
+                        return st.memo((*key, idx[0]), lambda: find(idx, images))  # same boxes for every recognizer
+                    probe = _side(st, rec, redacted, found)
+                elif adv.restores and setting.name != "none":
+                    from anonlab.identity.restore import restore
+
+                    def restored(idx, redacted=redacted, setting=setting, method=adv.method, st=st, label=label):
+                        def run():
+                            with torch.inference_mode():
+                                return restore(redacted(idx), st.regions(idx), setting, method=method)
+                        return st.memo(("restored", label, method, idx[0]), run)
+                    probe = _side(st, rec, restored, _clean_boxes(st))
+                else:
+                    probe = located
+                gallery = located if adv.gallery == "redacted" else clean
+                row = score(rec, st, gallery, probe, plan.n_boot, plan.seed)
             rows.append({"dataset": d, "recognizer": r, "adversary": a, "defense": setting.name,
                          "params": setting.params_json(), "setting": setting.label(),
                          "adversary_params": json.dumps(adv.params(), sort_keys=True),

@@ -91,7 +91,7 @@ def tar_at_far(dist, same, far: float) -> float:
     gen = d[s]
     if len(gen) == 0 or len(imp) < round(1 / far):
         return math.nan
-    k = int(math.floor(far * len(imp) + 1e-9))
+    k = math.floor(far * len(imp) + 1e-9)
     t = imp[k] if k < len(imp) else math.inf
     return float((gen < t).mean())
 
