@@ -142,8 +142,10 @@ def _num(v: Any) -> str:
     """A value for a ``data-*`` attribute: full precision (repr of the float), empty for None."""
     if v is None:
         return ""
-    if isinstance(v, float):
-        return "nan" if v != v else repr(v)
+    if isinstance(v, (float, np.floating)):
+        return "nan" if v != v else repr(float(v))
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return str(int(v))
     return str(v)
 
 
