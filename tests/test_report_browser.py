@@ -270,3 +270,39 @@ def test_bad_run_folders_are_one_line_and_write_nothing(runs, tmp_path):
     proc = anonlab("report", str(runs["bench"]), str(old), "--html", str(out))
     assert proc.returncode == 2 and "older schema" in proc.stderr
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def page_cells(page: Path, section: str) -> list[dict]:
+    """The data-* attributes of every element of ``section`` in the written page (no browser)."""
+    from html.parser import HTMLParser
+
+    found = []
+
+    class P(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            a = {k[5:]: v for k, v in attrs if k.startswith("data-")}
+            if a.get("section") == section:
+                found.append(a)
+
+    P().feed(page.read_text())
+    return found
+
+
+@pytest.mark.slow
+def test_unfinished_shards_merge_and_a_job_given_twice_is_refused(runs, tmp_path):
+    """The shards of a job that has no results.parquet yet report the same numbers as the finished job; the same
+    job merged twice (a folder and its copy) is one line, exit 2, and no page."""
+    partial = tmp_path / "partial"
+    shutil.copytree(runs["bench"] / "shards", partial / "shards")
+    pages = {}
+    for name, folder in (("finished", runs["bench"]), ("partial", partial)):
+        pages[name] = tmp_path / f"{name}.html"
+        proc = anonlab("report", str(folder), "--html", str(pages[name]))
+        assert proc.returncode == 0, proc.stderr
+    key = ("setting", "detector", "value", "lo", "hi", "n-images", "config-hash")
+    finished, unfinished = ({tuple(c[k] for k in key) for c in page_cells(p, "detection")} for p in pages.values())
+    assert finished and finished == unfinished
+    twice = tmp_path / "twice.html"
+    proc = anonlab("report", str(runs["bench"]), str(partial), "--html", str(twice))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "same job twice" in proc.stderr, proc.stderr
+    assert not twice.exists() and not twice.with_suffix(".md").exists()
