@@ -25,6 +25,7 @@ NEEDS_SHARED: set[str] = set()  # every detector config runs without ../shared (
 # configs with mandatory values (???): what a user would pass
 REQUIRED = {
     ("dataset", "folder"): lambda tmp: [f"dataset.root={package_file(*BUS).parent}"],
+    ("dataset", "footage"): lambda tmp: [f"dataset.paths=[{package_file(*BUS).parent}]"],
     ("dataset", "pennfudan"): lambda tmp: [f"dataset.root={shared_path('datasets/pennfudanped_penn/PennFudanPed')}"],
     ("dataset", "wider_face"): lambda tmp: [f"dataset.root={shared_path('datasets/widerface_val_parade_subset')}"],
     ("dataset", "mot"): lambda tmp: [f"dataset.root={shared_path('datasets/pets09_s2l1_vtest')}"],

@@ -126,6 +126,7 @@ def _dataset_args(name: str, tmp_path: Path) -> dict:
     args = {
         "default": lambda: {},
         "folder": lambda: {"root": str(package_file("ultralytics", "assets"))},
+        "footage": lambda: {"paths": [str(package_file("ultralytics", "assets"))], "max_frames": 2},
         "inria": lambda: {"root": str(inria_fixture(tmp_path))},
         "mot": lambda: {"root": str(shared_path(pets)), "stride": 100, "max_frames": 2},
         "wider_face": lambda: {"root": str(shared_path("datasets/widerface_val_parade_subset"))},

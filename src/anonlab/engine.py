@@ -93,9 +93,11 @@ class _Job:
     target: str
     options: JobOptions
     labels: RowLabels
+    observers: tuple = ()
 
 
-def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path | None = None) -> BenchResult:
+def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path | None = None,
+              observers: tuple = ()) -> BenchResult:
     """Run one benchmark job described by ``cfg`` (the composed ``conf/bench.yaml``); returns rows and summary.
 
     Everything is built and validated before the first image is decoded. Results are written chunk by chunk as
@@ -103,16 +105,22 @@ def run_bench(cfg: DictConfig, progress: bool = True, log=None, out: str | Path 
     same ``out`` and configuration computes only the chunks a killed run did not finish. Images and video frames
     whose header declares more than ``loader.max_pixels`` pixels are refused (a failed image, or for a video at
     dataset construction a one-line error) before they are decoded.
+
+    ``observers``: callables ``obs(label, setting, clean, released, gts, batch)`` called for every batch x setting
+    this call evaluates, with the label and :class:`~anonlab.types.Defense` of the setting, the captured clean frames
+    and the released (defended) frames (both ``uint8 (B, 3, H, W)`` on the job's device), the ground truth in
+    those frames and the batch's samples (``anonlab recommend`` measures identification and pixel change so).
+    They see only the chunks this call computes: a chunk resumed from ``out`` is not evaluated again.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t0 = time.perf_counter()
     opt = read_options(cfg)
     with limit_pixels(opt.max_pixels):
-        return _run_bench(cfg, opt, progress, log, out, t0)
+        return _run_bench(cfg, opt, progress, log, out, t0, tuple(observers))
 
 
 def _run_bench(cfg: DictConfig, opt: JobOptions, progress: bool, log, out: str | Path | None,
-               t0: float) -> BenchResult:
+               t0: float, observers: tuple = ()) -> BenchResult:
     torch.manual_seed(opt.seed)
     device = opt.device
     dataset: Dataset = build_config(cfg.dataset, "dataset")
@@ -167,7 +175,7 @@ def _run_bench(cfg: DictConfig, opt: JobOptions, progress: bool, log, out: str |
     job = _Job(capture, release, settings, detectors, region_det, region_thr, panel,
                {k: int(cfg.pseudo_gt.min_votes[k]) for k in panel}, target, opt,
                RowLabels(dataset.name or type(dataset).__name__, camera_label(capture, release), regions_label,
-                         opt.iou, settings, detectors, pseudo, hashes))
+                         opt.iou, settings, detectors, pseudo, hashes), observers)
     with contextlib.ExitStack() as stack:
         root = Path(out) if out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         store = ShardStore(root / "shards", job_hash, RESULT_SCHEMA)
@@ -253,6 +261,8 @@ def evaluate_batch(job: _Job, batch: list[Sample], advance) -> list[dict]:
             else:
                 used, recorded = regions, setting(captured, regions)
             released = release.release(recorded)
+            for observe in job.observers:
+                observe(label, setting, captured, released, gts, batch)
             per_setting[label] = {n: d(released).to("cpu") for n, d in job.detectors.items()}
             n_regions[label] = torch.bincount(used.batch_idx, minlength=len(batch)).tolist()
             advance(len(batch))

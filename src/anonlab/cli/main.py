@@ -1,4 +1,4 @@
-"""``anonlab`` command: ``bench`` (Hydra), ``redact``, ``list``, ``weights``.
+"""``anonlab`` command: ``bench`` (Hydra), ``redact``, ``recommend``, ``list``, ``weights``.
 
 Exit codes: 0 success; 1 a bug (traceback); 2 a bad configuration or input (one ``error:`` line naming the key or
 file, before any work: see :mod:`anonlab.cli.config_check`); 3 the run finished but some images could not be used
@@ -190,6 +190,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", add_help=False, help="run a benchmark (Hydra overrides; `anonlab bench --help`)")
     sub.add_parser("patch", add_help=False, help="train or evaluate adversarial patches (`anonlab patch --help`)")
     sub.add_parser("redact", add_help=False, help="redact faces in photos, folders and videos (`anonlab redact --help`)")
+    sub.add_parser("recommend", add_help=False, help="the weakest redaction that is safe for your footage against a "
+                   "threat model (`anonlab recommend --help`)")
     lp = sub.add_parser("list", help="list registered detectors, defenses, datasets, capture and release stages, recognizers")
     lp.add_argument("--json", action="store_true", help="machine-readable output")
     wp = sub.add_parser("weights", help="list or download model weights (downloads only when asked)")
@@ -228,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         from anonlab.cli.redact import redact_cmd
 
         return redact_cmd(argv[1:])
+    if argv and argv[0] == "recommend":
+        from anonlab.cli.recommend import recommend_cmd
+
+        return recommend_cmd(argv[1:])
     args = parser().parse_args(argv)
     try:
         if args.cmd == "list":

@@ -39,9 +39,12 @@ def parser() -> argparse.ArgumentParser:
     from anonlab.redact import DEFAULT_FACES, DEFAULT_PERSONS, REDACTIONS
     from anonlab.redact.verify import DEFAULT_PANEL
 
+    from anonlab.redact.core import DEFAULT_ROI
+
     p = argparse.ArgumentParser(prog="anonlab redact", description="Redact faces (and optionally whole persons) in "
                                 "photos, folders and videos; outputs are upright, carry no metadata, and are checked "
-                                "by an independent detector panel.")
+                                "by an independent detector panel.", epilog=PRESET_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, or folders (walked recursively)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (the input layout is kept)")
     p.add_argument("--faces", default=_fmt(DEFAULT_FACES), metavar="DET:THR,...",
@@ -57,6 +60,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hold", type=int, default=2, help="video: frames a detection is held before and after (2)")
     p.add_argument("--max-gap", type=int, default=15, help="video: longest miss of a track that is interpolated (15)")
     p.add_argument("--grow", type=float, default=0.05, help="video: held-box growth per frame, fraction (0.05)")
+    p.add_argument("--detect-every", type=int, default=1, metavar="N",
+                   help="video: run the full-frame ensemble on every Nth frame, track faces between (default 1)")
+    p.add_argument("--roi", default=_fmt(DEFAULT_ROI), metavar="DET:THR,...",
+                   help=f"detector re-run on windows around small and tracked faces (default {_fmt(DEFAULT_ROI)}; "
+                   "'' for none)")
+    p.add_argument("--refine-below", type=float, default=24.0, metavar="PX",
+                   help="faces whose shorter side is below PX are re-detected at higher resolution (default 24)")
     p.add_argument("--audio", default="drop", choices=("drop", "keep"), help="audio track (default drop)")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality of output videos, 0-51 (default 18)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="quality of JPEG outputs (default 95)")
@@ -70,7 +80,32 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8, help="frames per detector call (default 8)")
     p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--preset", metavar="FILE", help="YAML of option values (see below); explicit flags override it")
     return p
+
+
+PRESET_HELP = """preset file (--preset FILE; `anonlab recommend` writes them):
+  a YAML mapping; keys are the long option names above without '--' and with '-' -> '_', values what the option
+  takes (flags: true/false; detector lists also as {name: threshold}; color also as [R, G, B]), e.g.
+      faces: {centerface: 0.2, yunet: 0.4, ultraface: 0.5}
+      defense: pixelate
+      blocks: 8
+      mask_scale: 1.3
+      hold: 2
+      detect_every: 1
+  flags given on the command line override the preset; an unknown key is an error (exit 2); inputs, out,
+  overwrite and same_folder cannot be preset. Loader: anonlab.redact.core.load_preset."""
+
+
+def _allowed(p: argparse.ArgumentParser) -> dict:
+    """Preset keys of ``p``: dest -> (type, choices), for :func:`anonlab.redact.core.load_preset`."""
+    out = {}
+    for a in p._actions:
+        if not a.option_strings or a.dest == "help":
+            continue
+        kind = bool if isinstance(a, argparse._StoreTrueAction) else (a.type or str)
+        out[a.dest] = (kind, tuple(a.choices) if a.choices else None)
+    return out
 
 
 def redact_cmd(argv: list[str]) -> int:
@@ -78,11 +113,24 @@ def redact_cmd(argv: list[str]) -> int:
 
     from anonlab.redact import RedactError, RedactOptions, TemporalOptions, redact
 
+    from anonlab.redact.core import PRESET_FORBIDDEN, load_preset
+
     p = parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset")
+    known, _ = pre.parse_known_args(argv)
+    if known.preset is not None:
+        try:
+            values = load_preset(known.preset, {k: v for k, v in _allowed(p).items() if k not in PRESET_FORBIDDEN})
+        except RedactError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        p.set_defaults(**values)  # explicit flags are parsed over these
     args = p.parse_args(argv)
     try:
         faces = _pairs(args.faces, "--faces")
         persons = _pairs(args.person_detectors, "--person-detectors") if args.persons else ()
+        roi = _pairs(args.roi, "--roi")
         panel = _pairs(args.verify_with, "--verify-with") if not args.no_verify else ()
     except argparse.ArgumentTypeError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -102,7 +150,7 @@ def redact_cmd(argv: list[str]) -> int:
             print("error: --blocks applies to --defense pixelate only", file=sys.stderr)
             return EXIT_BAD_CONFIG
         params["blocks"] = args.blocks
-    overlap = {n for n, _ in panel} & {n for n, _ in faces + persons}
+    overlap = {n for n, _ in panel} & {n for n, _ in faces + persons + (roi if faces else ())}
     if overlap:
         print(f"error: --verify-with {', '.join(sorted(overlap))} also redacts; the panel must be independent",
               file=sys.stderr)
@@ -114,7 +162,9 @@ def redact_cmd(argv: list[str]) -> int:
     try:
         opts = RedactOptions(faces=faces, persons=persons, defense=args.defense, defense_params=params,
                              shape=args.shape, mask_scale=args.mask_scale,
-                             temporal=TemporalOptions(args.hold, args.max_gap, args.grow), audio=args.audio,
+                             temporal=TemporalOptions(args.hold, args.max_gap, args.grow),
+                             roi=roi, refine_below=args.refine_below,
+                             detect_every=args.detect_every, audio=args.audio,
                              crf=args.crf, jpeg_quality=args.jpeg_quality, overwrite=args.overwrite,
                              same_folder=args.same_folder, batch=args.batch, device=device,
                              progress=not args.no_progress)
