@@ -135,7 +135,7 @@ def strength_ticks(settings: list[tuple[str, str]]) -> list[str]:
 
 
 def _pct(v: float | None, digits: int = 0) -> str:
-    return "—" if v is None else f"{100 * v:.{digits}f}"
+    return "—" if v is None or v != v else f"{100 * v:.{digits}f}"
 
 
 def _num(v: Any) -> str:
@@ -253,12 +253,12 @@ def curve_figure(panels: list[tuple[str, list[str], dict[str, list[tuple]]]], yl
         ax.set_visible(False)
     for ax, (title, ticks, lines) in zip(axes.flat, panels):
         for name, pts in lines.items():
-            pts = [p for p in pts if p[1] is not None]
+            pts = [p for p in pts if p[1] is not None and p[1] == p[1]]  # None: no value; NaN: not measurable
             if not pts:
                 continue
             x = [p[0] for p in pts]
             ax.plot(x, [p[1] for p in pts], "o-", ms=3, lw=1.3, color=colors[name], label=name)
-            band = [(p[0], p[2], p[3]) for p in pts if p[2] is not None and p[3] is not None]
+            band = [(p[0], p[2], p[3]) for p in pts if p[2] is not None and p[3] is not None and p[2] == p[2]]
             if band:
                 ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band],
                                 color=colors[name], alpha=0.15, lw=0)
@@ -448,6 +448,9 @@ IDENTITY_METRICS = ("accuracy", "auc", "tar_at_far_1e-2", "rank1", "rank5")
 
 
 def _id_label(r: dict, labels: dict[tuple[str, str], str]) -> str:
+    """The identity row's setting label (its own ``setting`` column where it has one)."""
+    if r.get("setting"):
+        return r["setting"]
     key = (r["defense"], canonical(r["params"]))
     if key in labels:
         return labels[key]
@@ -467,7 +470,7 @@ def identity_sections(inp: Inputs, cells: list[dict]) -> tuple[str, str]:
     for k, (ds, rec) in enumerate(groups):
         gid = f"i{k + 1}"
         rs = [r for r in inp.identity if r["dataset"] == ds and r["recognizer"] == rec]
-        metric = "rank1" if any(r["rank1"] is not None for r in rs) else "accuracy"
+        metric = "rank1" if any(r["rank1"] is not None and r["rank1"] == r["rank1"] for r in rs) else "accuracy"
         advs = _order(r["adversary"] for r in rs)
         panels = []
         for dfn in _order(r["defense"] for r in rs if r["defense"] != "none"):
@@ -537,19 +540,61 @@ def _img_uri(path: Path) -> str:
     return f"data:image/{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def _evidence(rec: dict) -> str:
+    """recommend.json's candidates (weakest first) x adversaries: rate [95 % interval] against the bound."""
+    cands = rec.get("candidates") or []
+    if not cands:
+        return ""
+    advs = _order(a["name"] for c in cands for a in c.get("adversaries") or [])
+    pick = rec.get("recommended_setting")
+    trs = []
+    for c in cands:
+        by = {a["name"]: a for a in c.get("adversaries") or []}
+        tds = []
+        for name in advs:
+            a = by.get(name)
+            if a is None:
+                tds.append("<td></td>")
+                continue
+            cls = "n hid" if a.get("passed") else "n vis"
+            tds.append(f'<td class="{cls}" {_attrs(section="recommend", setting=c["setting"], adversary=name, metric=a.get("kind", "rate"), value=a.get("value"), lo=a.get("lo"), hi=a.get("hi"), bound=a.get("bound"), k=a.get("k"), n=a.get("n"))}>'
+                       f"{a.get('k')}/{a.get('n')} [{_pct(a.get('lo'))}–{_pct(a.get('hi'))}] ≤ {_pct(a.get('bound'))}</td>")
+        mark = " ◀ recommended" if c["setting"] == pick else ""
+        trs.append(f"<tr><th>{_esc(c['setting'])}{mark}</th><td class=\"n\">{_esc(c.get('pixel_change'))}</td>"
+                   f"{''.join(tds)}<td>{'yes' if c.get('passed') else 'no'}</td></tr>")
+    return ("<details><summary>evidence: every candidate, weakest first (found or identified / faces, "
+            "[95 % interval] ≤ bound on its upper end, %)</summary><table><tr><th>setting</th><th>Δpx</th>"
+            + "".join(f"<th>{_esc(a)}</th>" for a in advs) + "<th>passes</th></tr>" + "".join(trs)
+            + "</table></details>")
+
+
 def recommend_section(inp: Inputs) -> str:
     if not inp.recommends:
         return ""
     out = []
-    for path, data, thumbs in inp.recommends:
-        items = "".join(f'<tr><th>{_esc(k)}</th><td {_attrs(section="recommend", key=k, value=json.dumps(v) if not isinstance(v, str) else v)}>'
-                        f"{_esc(v)}</td></tr>" for k, v in _yaml_items(data)[:60])
-        imgs = "".join(f'<figure><img alt="{_esc(p.name)}" src="{_img_uri(p)}"><figcaption>{_esc(p.stem)}</figcaption>'
-                       f"</figure>" for p in thumbs[:24])
-        out.append(f'<div class="box"><h2 id="recommend">Which setting should I use?</h2><p class="note">From '
-                   f"<code>{_esc(path)}</code> (anonlab recommend; <code>anonlab redact --preset {_esc(path.name)}"
-                   f"</code> takes it unchanged).</p><table>{items}</table>"
-                   + (f'<div class="thumbs">{imgs}</div>' if imgs else "") + "</div>")
+    for folder, data, thumbs in inp.recommends:
+        rec, preset = data.get("json") or {}, data.get("yaml")
+        pick = rec.get("recommended_setting")
+        facts = [("threat", rec.get("threat")), ("recommended_setting", pick),
+                 ("weakest_passing_setting", rec.get("weakest_passing_setting")), ("why", rec.get("why")),
+                 ("advice", rec.get("advice") if not pick else None), ("n_frames", rec.get("n_frames")),
+                 ("n_faces", rec.get("n_faces"))]
+        facts += [(f"preset.{k}", v) for k, v in _yaml_items(preset)[:40]] if preset else []
+        rows = "".join(f'<tr><th>{_esc(k)}</th><td {_attrs(section="recommend", key=k, value=v if isinstance(v, str) else json.dumps(v))}>'
+                       f"{_esc(v)}</td></tr>" for k, v in facts if v not in (None, ""))
+        verdict = (f"<p><b>Use {_esc(pick)}</b> (<code>anonlab redact --preset {_esc(folder / 'recommend.yaml')}"
+                   f"</code> takes it unchanged).</p>" if pick and preset is not None else
+                   f"<p><b>No setting qualifies:</b> {_esc(rec.get('why', ''))}. {_esc(rec.get('advice', ''))}.</p>"
+                   if rec else "")
+        imgs = "".join(f'<figure><img alt="before" src="{_img_uri(b)}"><figcaption>{_esc(fr)} before</figcaption>'
+                       f'</figure><figure><img alt="after" src="{_img_uri(a)}"><figcaption>after</figcaption></figure>'
+                       for fr, b, a in thumbs[:12])
+        note = ("Faces are pseudo ground truth (a detector panel's consensus on the clean frames). " if
+                rec.get("pseudo_gt") else "") + (f"Intervals: {rec['interval']}." if rec.get("interval") else "")
+        out.append(f'<div class="box" {_attrs(section_id="recommend")}><h2 id="recommend">Which setting should I '
+                   f"use?</h2><p class=\"note\">From <code>{_esc(folder)}</code> (anonlab recommend). {_esc(note)}</p>"
+                   f"{verdict}<table>{rows}</table>" + (f'<div class="thumbs">{imgs}</div>' if imgs else "")
+                   + _evidence(rec) + "</div>")
     return "\n".join(out)
 
 
@@ -665,9 +710,12 @@ def markdown(inp: Inputs, cells: list[dict], title: str) -> str:
                        + " | ".join(_pct(r[m], 1) for m in IDENTITY_METRICS) + " |")
     for path, leaks in inp.leaks:
         out.append(f"\n**Redaction verification** `{path}`: {len(leaks)} leak(s).")
-    for path, data, _ in inp.recommends:
-        out.append(f"\n## Which setting should I use? (`{path}`)\n")
-        out += [f"- {k}: {v}" for k, v in _yaml_items(data)[:30]]
+    for folder, data, _ in inp.recommends:
+        rec = data.get("json") or {}
+        out.append(f"\n## Which setting should I use? (`{folder}`)\n")
+        out.append(f"- threat: {rec.get('threat')}\n- recommended: {rec.get('recommended_setting') or 'none qualifies'}"
+                   f"\n- why: {rec.get('why')}" + ("" if rec.get("recommended_setting") else f"\n- advice: {rec.get('advice')}"))
+        out += [f"- preset {k}: {v}" for k, v in _yaml_items(data.get("yaml"))[:30]] if data.get("yaml") else []
     fails = sum(len(run.get("failures") or []) for _, run in inp.runs)
     out.append(f"\n{len(inp.runs)} run(s), {fails} failed image(s).")
     return "\n".join(out) + "\n"

@@ -6,9 +6,11 @@ A run folder (or a multirun / cluster sweep folder holding many) may hold, at an
   beside it: detection rows (schema :data:`anonlab.store.RESULT_SCHEMA`);
 * ``patch_eval.json`` (``anonlab patch eval``): the patch transfer rows; the per-condition bench folders below it
   belong to the patch evaluation, not to the detection sections;
-* ``identity.parquet``: identity-leakage rows (one per dataset x recognizer x adversary x defense setting);
+* ``identity.parquet`` (unfinished: ``identity_shards/<job hash>/part-*.parquet``): identity-leakage rows (one per
+  dataset x recognizer x adversary x defense setting);
 * ``leaks.json`` (``anonlab redact``'s verification pass);
-* ``recommend.yaml`` (``anonlab recommend``) and its before/after thumbnails.
+* ``recommend.json`` and ``recommend.yaml`` (``anonlab recommend``: the evidence, and the preset when a setting
+  qualifies) and the before/after thumbnails recommend.json lists.
 
 Bad input raises :class:`ReportInputError` with one line naming the file or folder and what is missing, before
 any output is written.
@@ -37,8 +39,8 @@ IDENTITY_COLUMNS = ("dataset", "recognizer", "adversary", "defense", "params", "
 PATCH_KEYS = ("condition", "setting", "short", "defense", "trained_on", "detector", "n_images", "recall",
               "recall_lo", "recall_hi")
 #: file names that make a folder a run folder, as listed in the "no results" error
-KNOWN = ("results.parquet", "shards/*/part-*.parquet", "identity.parquet", "patch_eval.json", "leaks.json",
-         "recommend.yaml")
+KNOWN = ("results.parquet", "shards/*/part-*.parquet", "identity.parquet", "identity_shards/*/part-*.parquet",
+         "patch_eval.json", "leaks.json", "recommend.json", "recommend.yaml")
 THUMB_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -51,8 +53,9 @@ class Inputs:
     """Everything found under the run folders, merged. ``results``: detection rows (dicts of
     :data:`RESULT_COLUMNS` plus ``scene``: the job's ``scene.face_px`` from run.json, None when unset), files in
     sorted order; ``runs``: (run.json path, its content); ``patch_evals``: (patch_eval.json path, content);
-    ``identity``: identity rows; ``leaks``: (leaks.json path, its list); ``recommends``: (recommend.yaml path, its
-    content, thumbnail image paths beside it); ``result_files``: the Parquet files the rows came from."""
+    ``identity``: identity rows; ``leaks``: (leaks.json path, its list); ``recommends``: (anonlab recommend's
+    folder, {"json": recommend.json, "yaml": recommend.yaml} (None where absent), [(frame, before thumbnail, after
+    thumbnail)]); ``result_files``: the Parquet files the rows came from."""
 
     paths: list[Path]
     results: list[dict] = field(default_factory=list)
@@ -61,7 +64,7 @@ class Inputs:
     patch_evals: list[tuple[Path, dict]] = field(default_factory=list)
     identity: list[dict] = field(default_factory=list)
     leaks: list[tuple[Path, list]] = field(default_factory=list)
-    recommends: list[tuple[Path, Any, list[Path]]] = field(default_factory=list)
+    recommends: list[tuple[Path, dict, list[tuple[str, Path, Path]]]] = field(default_factory=list)
 
 
 def _files(root: Path, name: str) -> list[Path]:
@@ -111,6 +114,36 @@ def _scene(run_json: dict | None) -> float | None:
     return float(v) if v is not None else None
 
 
+def _order_paths(paths: list[Path]) -> list[Path]:
+    return sorted(set(paths))
+
+
+def _recommend(folder: Path) -> tuple[Path, dict, list[tuple[str, Path, Path]]]:
+    """(folder, {"json": recommend.json or None, "yaml": recommend.yaml or None}, [(frame, before, after)]) of one
+    ``anonlab recommend --out`` folder. recommend.json (the evidence) is written whether or not a setting
+    qualifies; recommend.yaml (the preset) only when one does."""
+    data: dict[str, Any] = {"json": None, "yaml": None}
+    if (folder / "recommend.json").is_file():
+        data["json"] = _read_json(folder / "recommend.json")
+        if not isinstance(data["json"], dict):
+            raise ReportInputError(f"{folder / 'recommend.json'} is not an object (expected anonlab recommend's "
+                                   f"evidence)")
+    if (folder / "recommend.yaml").is_file():
+        import yaml
+
+        try:
+            data["yaml"] = yaml.safe_load((folder / "recommend.yaml").read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise ReportInputError(f"{folder / 'recommend.yaml'} is not readable YAML "
+                                   f"({str(e).splitlines()[0]})") from None
+    thumbs = []
+    for t in (data["json"] or {}).get("thumbnails") or []:
+        before, after = folder / str(t.get("before", "")), folder / str(t.get("after", ""))
+        if before.is_file() and after.is_file() and before.suffix.lower() in THUMB_SUFFIXES:
+            thumbs.append((str(t.get("frame", "")), before, after))
+    return folder, data, thumbs
+
+
 def collect(paths: list[str | os.PathLike]) -> Inputs:
     """Find, check and read every input under ``paths`` (run folders, multirun folders, or single files).
 
@@ -156,7 +189,12 @@ def collect(paths: list[str | os.PathLike]) -> Inputs:
             inp.results += rows
             inp.result_files.append(f)
             found += 1
-        for f in _files(root, "identity.parquet"):
+        id_files = _files(root, "identity.parquet")
+        if root.is_dir():  # shards of identity jobs that have no identity.parquet yet
+            done = {f.parent for f in id_files}
+            id_files += [s for s in sorted(root.rglob("identity_shards/*/part-*.parquet"))
+                         if s.parent.parent.parent not in done]
+        for f in id_files:
             schema = _schema(f)
             _check_columns(f, schema.names, IDENTITY_COLUMNS, "identity rows",
                            "written by an older anonlab: re-run the identity job with this version")
@@ -168,16 +206,9 @@ def collect(paths: list[str | os.PathLike]) -> Inputs:
                 raise ReportInputError(f"{f} is not a list of leaks (expected anonlab redact's leaks.json)")
             inp.leaks.append((f, data))
             found += 1
-        for f in _files(root, "recommend.yaml"):
-            import yaml
-
-            try:
-                data = yaml.safe_load(f.read_text())
-            except (OSError, yaml.YAMLError) as e:
-                raise ReportInputError(f"{f} is not readable YAML ({str(e).splitlines()[0]})") from None
-            thumbs = sorted(p for p in f.parent.rglob("*") if p.suffix.lower() in THUMB_SUFFIXES
-                            and ("before" in p.name or "after" in p.name or "thumb" in str(p.relative_to(f.parent))))
-            inp.recommends.append((f, data, thumbs))
+        rec_dirs = _order_paths([f.parent for name in ("recommend.json", "recommend.yaml") for f in _files(root, name)])
+        for d in rec_dirs:
+            inp.recommends.append(_recommend(d))
             found += 1
         if not found:
             raise ReportInputError(f"{root} holds no results: none of {', '.join(KNOWN)} at or under it")
