@@ -34,6 +34,12 @@ REQUIRED = {
     ("dataset", "composite"): lambda tmp: [
         f"dataset.pennfudan_root={shared_path('datasets/pennfudanped_penn/PennFudanPed')}",
         "dataset.max_sources=2", "dataset.n_scenes=2"],
+    ("dataset", "att_faces"): lambda tmp: [f"dataset.root={shared_path('datasets/att_orl_faces')}"],
+    ("dataset", "deepface_pairs"): lambda tmp: [f"dataset.root={shared_path('datasets/deepface_unit_faces')}"],
+    ("dataset", "facenet_test_images"): lambda tmp: [
+        f"dataset.root={shared_path('datasets/facenet_pytorch_test_images')}"],
+    ("dataset", "identity_folder"): lambda tmp: [f"dataset.root={_identity_folder(tmp)}"],
+    ("dataset", "lfw"): lambda tmp: [f"dataset.root={_lfw_fixture(tmp)}"],
     ("detector", "yolo"): lambda tmp: [
         f"region_detector.weights={package_file('ultralytics', 'cfg', 'models', 'v8', 'yolov8.yaml')}"],
 }
@@ -44,6 +50,18 @@ def _inria_fixture(tmp: Path) -> Path:
     from test_datasets_pedestrian import inria_fixture
 
     return inria_fixture(tmp)
+
+
+def _identity_folder(tmp: Path) -> Path:
+    from test_identity_data import identity_folder
+
+    return identity_folder(tmp)
+
+
+def _lfw_fixture(tmp: Path) -> Path:
+    from test_identity_data import lfw_fixture
+
+    return lfw_fixture(tmp)
 
 
 def _compose(overrides: list[str]):

@@ -86,6 +86,14 @@ SOURCES: dict[str, DatasetSource] = {
             "research use (INRIA)",
         ),
         DatasetSource(
+            "lfw",
+            (DatasetArchive("https://vis-www.cs.umass.edu/lfw/lfw.tgz", None, "lfw.tgz"),
+             DatasetArchive("https://vis-www.cs.umass.edu/lfw/pairs.txt", None, "pairs.txt", kind="file")),
+            ".",
+            "no licence stated; research use (Huang et al. 2007, University of Massachusetts, Amherst)",
+            "Labeled Faces in the Wild (lfw/<name>/<name>_NNNN.jpg) and the View 2 pairs.txt (10 folds x 300 + 300)",
+        ),
+        DatasetSource(
             "video",
             (DatasetArchive("https://raw.githubusercontent.com/opencv/opencv/4.x/samples/data/vtest.avi", None,
                             "vtest.avi", kind="file"),),

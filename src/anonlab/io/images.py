@@ -33,7 +33,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from anonlab.types import SampleError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm")
 
 #: the default pixel cap: Pillow's ``Image.MAX_IMAGE_PIXELS`` (1 GiB / 4 bytes / 3 channels = 89,478,485 pixels,
 #: about a 9460 x 9460 frame); ``loader.max_pixels`` in conf/bench.yaml changes it
@@ -46,7 +46,7 @@ ORIENTATIONS = {1: "none", 2: "mirrored left-right", 3: "rotated 180°", 4: "mir
 
 #: Pillow formats and the decoder they go to
 _TORCHVISION = {"JPEG": "jpeg", "MPO": "jpeg"}
-_PILLOW = ("PNG", "TIFF", "BMP", "DIB", "WEBP", "GIF")
+_PILLOW = ("PNG", "TIFF", "BMP", "DIB", "WEBP", "GIF", "PPM")  # PPM: Netpbm PGM/PPM (the AT&T faces)
 
 
 class ImageReadError(SampleError):
@@ -250,7 +250,7 @@ def _decode_torchvision(p: Path, data: bytes, kind: str) -> tuple[Tensor, int]:
 
 
 def _decode_pillow(p: Path, data: bytes) -> tuple[Tensor, int, int]:
-    """PNG / TIFF / BMP / WebP / GIF (first frame) through Pillow: ``(image (3, H, W) uint8 or uint16, bits, EXIF
+    """PNG / TIFF / BMP / WebP / GIF (first frame) / PGM / PPM through Pillow: ``(image (3, H, W) uint8 or uint16, bits, EXIF
     orientation)``, as stored, except a TIFF, whose orientation libtiff applies (Pillow's TIFF loader does so).
     Pillow reads 16-bit RGB(A) PNG/TIFF samples as their high byte (``>> 8``); 16-bit grey comes back as uint16."""
     import numpy as np

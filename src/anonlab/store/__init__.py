@@ -2,6 +2,7 @@
 
 from anonlab.store.parquet import (
     EVIDENCE_COLUMNS,
+    IDENTITY_SCHEMA,
     RESULT_SCHEMA,
     SUMMARY_SCHEMA,
     read_results,
@@ -9,5 +10,5 @@ from anonlab.store.parquet import (
 )
 from anonlab.store.shards import Chunk, ShardStore, atomic_write, plan_chunks
 
-__all__ = ["EVIDENCE_COLUMNS", "RESULT_SCHEMA", "SUMMARY_SCHEMA", "Chunk", "ShardStore", "atomic_write",
+__all__ = ["EVIDENCE_COLUMNS", "IDENTITY_SCHEMA", "RESULT_SCHEMA", "SUMMARY_SCHEMA", "Chunk", "ShardStore", "atomic_write",
            "plan_chunks", "read_results", "write_table"]

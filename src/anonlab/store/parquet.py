@@ -76,6 +76,52 @@ SUMMARY_SCHEMA = pa.schema(
 )
 
 
+#: one row per (identity dataset, recognizer, adversary, defense setting): see :mod:`anonlab.identity.evaluate`
+#: and :mod:`anonlab.metrics.identity` (NaN: not measurable, e.g. TAR@FAR 1e-3 with < 1,000 impostor pairs)
+IDENTITY_SCHEMA = pa.schema(
+    [
+        ("dataset", pa.string()),
+        ("recognizer", pa.string()),
+        ("adversary", pa.string()),
+        ("defense", pa.string()),  # registry name; "none" is the clean baseline
+        ("params", pa.string()),  # JSON of the defense's parameters
+        ("setting", pa.string()),  # human label, e.g. "gaussian_blur(sigma=4.0)"
+        ("adversary_params", pa.string()),  # JSON (the naive attacker's detector and IoU)
+        ("pseudo_boxes", pa.bool_()),  # clean face boxes found by a detector (not annotated)
+        ("n_no_clean_face", pa.int32()),  # images where no clean face was found (never embedded)
+        ("n_images", pa.int32()),
+        ("n_identities", pa.int32()),
+        ("n_pairs", pa.int32()),
+        ("n_genuine", pa.int32()),
+        ("n_impostor", pa.int32()),
+        ("n_probes", pa.int32()),  # closed-set probes: images whose person has another image
+        ("n_not_embedded", pa.int32()),  # probe-side faces not embedded (not found + too small + no clean face)
+        ("n_not_found", pa.int32()),  # of those, the attacker's detector did not find the face
+        ("n_too_small", pa.int32()),  # of those, shorter side below the recognizer's min_face_px
+        ("n_misidentified", pa.int32()),  # embedded probes whose nearest identity is someone else
+        ("not_embedded_rate", pa.float32()),
+        ("threshold", pa.float32()),  # the recognizer's operating point (distance units); null: none published
+        ("accuracy", pa.float32()),  # verification accuracy at threshold
+        ("accuracy_lo", pa.float32()),  # 95 % percentile bootstrap over identities
+        ("accuracy_hi", pa.float32()),
+        ("auc", pa.float32()),
+        ("auc_lo", pa.float32()),
+        ("auc_hi", pa.float32()),
+        ("tar_at_far_1e-1", pa.float32()),
+        ("tar_at_far_1e-2", pa.float32()),
+        ("tar_at_far_1e-3", pa.float32()),
+        ("rank1", pa.float32()),
+        ("rank1_lo", pa.float32()),
+        ("rank1_hi", pa.float32()),
+        ("rank5", pa.float32()),
+        ("rank5_lo", pa.float32()),
+        ("rank5_hi", pa.float32()),
+        ("note", pa.string()),  # e.g. which TAR@FAR the impostor count does not support
+        ("config_hash", pa.string()),
+    ]
+)
+
+
 def write_table(rows: list[dict], schema: pa.Schema, path: str | os.PathLike) -> Path:
     """Write ``rows`` (dicts with exactly the schema's columns) to ``path`` atomically; returns the path."""
     path = Path(path)
