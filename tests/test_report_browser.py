@@ -2,10 +2,10 @@
 ``chromium-driver``) driven by selenium.
 
 The page is made by the real commands: ``anonlab bench experiment=smoke`` (detection rows on the embedded default
-photos), ``anonlab patch eval`` with the bundled demo patch (transfer matrix) and ``anonlab redact`` on one photo
-(leaks.json). Identity and recommend outputs are not made here (their commands live on other branches); their
-sections are skipped with one line on the page. Screenshots go into the test's run folder (tmp_path), never into
-the repository.
+photos), ``anonlab patch eval`` with the bundled demo patch (transfer matrix), ``anonlab redact`` on one photo
+(leaks.json), ``anonlab recommend`` on the default photos (recommend.json/yaml, thumbnails), and identity rows from
+the identity evaluation on 4 AT&T people (../shared; until ``anonlab bench`` writes identity.parquet itself).
+Screenshots go into the test's run folder (tmp_path), never into the repository.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import require_packages, shared_path
 from images import BUS, package_file
+from test_redact import default_photos
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -54,9 +56,10 @@ def _no_network(monkeypatch):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """A run of the smoke job, a patch evaluation and a redaction with its verification pass, made by the CLI."""
+    """A run of the smoke job, a patch evaluation, a redaction with its verification pass and a recommendation for
+    the default photos, made by the CLI."""
     root = tmp_path_factory.mktemp("runs")
-    out = {"bench": root / "bench", "patch": root / "patch_eval", "redact": root / "redact"}
+    out = {"bench": root / "bench", "patch": root / "patch_eval", "redact": root / "redact", "rec": root / "rec"}
     proc = anonlab("bench", "experiment=smoke", f"out={out['bench']}")
     assert proc.returncode == 0, proc.stderr
     proc = anonlab("patch", "eval", "patches=[demo_yolox_nano]", "detectors=[yolox_nano,hog_person]", "limit=3",
@@ -64,6 +67,36 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     assert proc.returncode == 0, proc.stderr
     proc = anonlab("redact", str(package_file(*BUS)), "--out", str(out["redact"]))
     assert proc.returncode == 0, proc.stderr
+    photos = root / "photos"
+    photos.mkdir()
+    for name, src in default_photos().items():
+        (photos / name).symlink_to(src)
+    proc = anonlab("recommend", str(photos), "--threat", "basic", "--out", str(out["rec"]), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def identity_run(tmp_path_factory) -> Path:
+    """Identity rows of three attackers on 4 AT&T people (3 photos each) under two blur and two pixelation
+    strengths, through the identity evaluation the bench uses (:func:`anonlab.identity.evaluate.run_identity`;
+    written as identity_shards, as a run that has not merged them yet)."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from anonlab.build import CONF_DIR, build_settings
+    from anonlab.identity.evaluate import build_identity, run_identity
+
+    root = shared_path("datasets/att_orl_faces")
+    require_packages("dlib_resnet")
+    out = tmp_path_factory.mktemp("identity")
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(config_name="bench", overrides=[
+            f"identity.datasets=[{{name: att_faces, root: '{root}', subjects: 4, images_per_subject: 3}}]",
+            "identity.recognizers=[dlib_resnet]", "identity.n_boot=200",
+            "sweep=[{name: gaussian_blur, sigma: null, sigma_rel: [0.1, 0.5]}, {name: pixelate, blocks: [8, 4]}]"])
+    settings = build_settings(cfg)
+    run_identity(build_identity(cfg, settings, torch.device("cpu")), settings, out, log=lambda msg: None)
     return out
 
 
@@ -139,17 +172,19 @@ def assert_loads_offline_and_plots_drawn(driver, page: Path, shots: Path) -> flo
 
 
 @pytest.mark.slow
-def test_report_page_opens_offline_and_shows_the_stored_numbers(runs, driver, tmp_path):
+def test_report_page_opens_offline_and_shows_the_stored_numbers(runs, identity_run, driver, tmp_path):
     page = runs["bench"] / "report.html"
-    proc = anonlab("report", str(runs["bench"]), str(runs["patch"]), str(runs["redact"]), "--html", str(page))
+    proc = anonlab("report", str(runs["bench"]), str(runs["patch"]), str(runs["redact"]), str(identity_run),
+                   str(runs["rec"]), "--html", str(page))
     assert proc.returncode == 0, proc.stderr
     assert page.with_suffix(".md").is_file()
     shots = runs["bench"] / "screenshots"
     shots.mkdir(exist_ok=True)
     seconds = assert_loads_offline_and_plots_drawn(driver, page, shots)
-    print(f"report of the smoke run, a patch eval and a redaction loaded in {seconds:.2f} s")
+    print(f"report of a smoke run, a patch eval, a redaction, identity rows and a recommendation loaded in "
+          f"{seconds:.2f} s")
     kinds = {e.get_attribute("data-plot").split(":")[0] for e in driver.find_elements("css selector", "figure.plot")}
-    assert {"curves", "heatmap", "face_px", "patch"} <= kinds
+    assert {"curves", "heatmap", "face_px", "patch", "identity"} <= kinds
 
     # detection: every (setting, detector) of summary.parquet, as the bench wrote it, and nothing else
     summary = pq.read_table(runs["bench"] / "summary.parquet").to_pylist()
@@ -184,9 +219,35 @@ def test_report_page_opens_offline_and_shows_the_stored_numbers(runs, driver, tm
     # a face of the embedded default photos under every setting of the run (the redactions draw; none is worn)
     thumbs = [c["setting"] for c in dom_cells(driver, '[data-section="thumb"]')]
     assert thumbs == list(dict.fromkeys(r["setting"] for r in summary))
-    # sections whose inputs are absent say so in one line
-    for sid in ("identification", "identity"):
-        assert "skipped" in driver.find_element("id", sid).text
+    # identity leakage: every row of the identity shards, every metric with its interval
+    ident = [r for f in sorted(identity_run.rglob("part-*.parquet")) for r in pq.read_table(f).to_pylist()]
+    cells = {(c["setting"], c["adversary"], c["metric"]): c for c in dom_cells(driver, '[data-section="identity"]')}
+    assert len(cells) == 7 * len(ident)
+    for r in ident:
+        for m in ("n_pairs", "n_not_embedded", "accuracy", "auc", "tar_at_far_1e-2", "rank1", "rank5"):
+            c = cells[(r["setting"], r["adversary"], m)]
+            assert _f(c["value"]) == pytest.approx(r[m], abs=1e-6, nan_ok=True), (r["setting"], r["adversary"], m)
+            if f"{m}_lo" in r:
+                assert _f(c["lo"]) == pytest.approx(r[f"{m}_lo"], abs=1e-6, nan_ok=True)
+                assert _f(c["hi"]) == pytest.approx(r[f"{m}_hi"], abs=1e-6, nan_ok=True)
+
+    # the recommendation: its verdict, the preset, and every candidate x adversary of the evidence
+    rec = json.loads((runs["rec"] / "recommend.json").read_text())
+    facts = {c["key"]: c["value"] for c in dom_cells(driver, '[data-section="recommend"][data-key]')}
+    assert facts["recommended_setting"] == rec["recommended_setting"] and facts["threat"] == "basic"
+    import yaml
+
+    for k, v in yaml.safe_load((runs["rec"] / "recommend.yaml").read_text()).items():
+        assert facts[f"preset.{k}"] == (v if isinstance(v, str) else json.dumps(v))
+    cells = {(c["setting"], c["adversary"]): c for c in dom_cells(driver, '[data-section="recommend"][data-adversary]')}
+    assert len(cells) == sum(len(c["adversaries"]) for c in rec["candidates"])
+    for cand in rec["candidates"]:
+        for a in cand["adversaries"]:
+            c = cells[(cand["setting"], a["name"])]
+            assert (int(c["k"]), int(c["n"])) == (a["k"], a["n"])
+            assert _f(c["hi"]) == pytest.approx(a["hi"], abs=1e-9) and _f(c["bound"]) == pytest.approx(a["bound"])
+    n_thumbs = len(driver.find_elements("css selector", ".box .thumbs img"))
+    assert n_thumbs == 2 * len(rec["thumbnails"]) > 0
 
 
 def replicate(results: Path, out: Path, n_rows: int, conditions: int = 4, strengths: int = 6) -> int:

@@ -586,7 +586,7 @@ def recommend_section(inp: Inputs) -> str:
                    f"</code> takes it unchanged).</p>" if pick and preset is not None else
                    f"<p><b>No setting qualifies:</b> {_esc(rec.get('why', ''))}. {_esc(rec.get('advice', ''))}.</p>"
                    if rec else "")
-        imgs = "".join(f'<figure><img alt="before" src="{_img_uri(b)}"><figcaption>{_esc(fr)} before</figcaption>'
+        imgs = "".join(f'<figure><img alt="before" src="{_img_uri(b)}"><figcaption>{_esc(Path(fr).name)} before</figcaption>'
                        f'</figure><figure><img alt="after" src="{_img_uri(a)}"><figcaption>after</figcaption></figure>'
                        for fr, b, a in thumbs[:12])
         note = ("Faces are pseudo ground truth (a detector panel's consensus on the clean frames). " if
