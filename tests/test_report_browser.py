@@ -34,7 +34,7 @@ RENDER_BUDGET_S = 5.0
 
 
 def anonlab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "anonlab.cli.main", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "anonlab.cli.main", *args], capture_output=True, text=True, check=False,
                           env=ENV, timeout=900)
 
 

@@ -20,6 +20,7 @@ import datetime as _dt
 import html
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable
@@ -134,8 +135,13 @@ def strength_ticks(settings: list[tuple[str, str]]) -> list[str]:
     return out
 
 
+def _known(v: Any) -> bool:
+    """Not None and not NaN (NaN: a metric the rows mark as not measurable)."""
+    return v is not None and not (isinstance(v, (float, np.floating)) and math.isnan(v))
+
+
 def _pct(v: float | None, digits: int = 0) -> str:
-    return "—" if v is None or v != v else f"{100 * v:.{digits}f}"
+    return f"{100 * v:.{digits}f}" if _known(v) else "—"
 
 
 def _num(v: Any) -> str:
@@ -143,7 +149,7 @@ def _num(v: Any) -> str:
     if v is None:
         return ""
     if isinstance(v, (float, np.floating)):
-        return "nan" if v != v else repr(float(v))
+        return repr(float(v)) if _known(v) else "nan"
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         return str(int(v))
     return str(v)
@@ -152,6 +158,16 @@ def _num(v: Any) -> str:
 def _attrs(**kw: Any) -> str:
     return " ".join(f'data-{k.replace("_", "-")}="{html.escape(_num(v) if not isinstance(v, str) else v)}"'
                     for k, v in kw.items())
+
+
+def _td(text: str, cls: str = "n", **data: Any) -> str:
+    """A table cell holding ``text`` (already escaped) with ``data-*`` attributes ``data``."""
+    return f'<td class="{cls}" {_attrs(**data)}>{text}</td>'
+
+
+def _ci(v: float | None, lo: float | None, hi: float | None, digits: int = 0) -> str:
+    """``v [lo–hi]`` in percent; an em dash for no value."""
+    return "—" if not _known(v) else f"{_pct(v, digits)} [{_pct(lo, digits)}–{_pct(hi, digits)}]"
 
 
 def _cls(v: float | None) -> str:
@@ -253,12 +269,12 @@ def curve_figure(panels: list[tuple[str, list[str], dict[str, list[tuple]]]], yl
         ax.set_visible(False)
     for ax, (title, ticks, lines) in zip(axes.flat, panels):
         for name, pts in lines.items():
-            pts = [p for p in pts if p[1] is not None and p[1] == p[1]]  # None: no value; NaN: not measurable
+            pts = [p for p in pts if _known(p[1])]  # None: no value; NaN: not measurable
             if not pts:
                 continue
             x = [p[0] for p in pts]
             ax.plot(x, [p[1] for p in pts], "o-", ms=3, lw=1.3, color=colors[name], label=name)
-            band = [(p[0], p[2], p[3]) for p in pts if p[2] is not None and p[3] is not None and p[2] == p[2]]
+            band = [(p[0], p[2], p[3]) for p in pts if _known(p[2]) and _known(p[3])]
             if band:
                 ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band],
                                 color=colors[name], alpha=0.15, lw=0)
@@ -284,7 +300,7 @@ def heatmap_figure(values: np.ndarray, rows: list[str], cols: list[str], title: 
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     if values.size <= 600:
         for (i, j), v in np.ndenumerate(values):
-            if v == v:
+            if _known(v):
                 ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=6,
                         color="white" if v > 0.75 or v < 0.15 else "black")
     ax.set_title(title, fontsize=9)
@@ -313,10 +329,10 @@ def _detection_table(cid: str, cells: list[dict], settings: list[str], dets: lis
             if c is None:
                 tds.append("<td></td>")
                 continue
-            txt = "—" if c["recall"] is None else f"{_pct(c['recall'])} [{_pct(c['recall_lo'])}–{_pct(c['recall_hi'])}]"
-            tds.append(f'<td class="{_cls(c["recall"]) if s != "none" else "n"}" '
-                       f'{_attrs(section="detection", condition=cid, setting=s, detector=d, metric="recall", value=c["recall"], lo=c["recall_lo"], hi=c["recall_hi"], n_images=c["n_images"], n_gt=c["n_gt"], disappearance=c["disappearance"], config_hash=c["config_hash"])}>'
-                       f"{txt}</td>")
+            tds.append(_td(_ci(c["recall"], c["recall_lo"], c["recall_hi"]), _cls(c["recall"]) if s != "none" else "n",
+                           section="detection", condition=cid, setting=s, detector=d, metric="recall",
+                           value=c["recall"], lo=c["recall_lo"], hi=c["recall_hi"], n_images=c["n_images"],
+                           n_gt=c["n_gt"], disappearance=c["disappearance"], config_hash=c["config_hash"]))
         out.append(f"<tr><th>{_esc(s)}</th>{''.join(tds)}</tr>")
     return "\n".join(out) + "</table>"
 
@@ -394,7 +410,8 @@ def face_section(inp: Inputs, cells: list[dict], conds: list[tuple]) -> str:
                 if not vals:
                     continue
                 tds = "".join(
-                    f'<td class="n" {_attrs(section="face_px", condition=cid, setting=s, detector=d, face_px=b, metric="recall", value=v[0], lo=v[1], hi=v[2], n_images=v[3])}>{_pct(v[0])}</td>'
+                    _td(_pct(v[0]), section="face_px", condition=cid, setting=s, detector=d, face_px=b,
+                        metric="recall", value=v[0], lo=v[1], hi=v[2], n_images=v[3])
                     if (v := vals.get(b)) else "<td></td>" for b in bins)
                 rows_html.append(f"<tr><th>{_esc(s)}</th><th>{_esc(d)}</th>{tds}</tr>")
         out.append(f"<h3>{_esc(cond_label(cond))}</h3>"
@@ -432,9 +449,11 @@ def patch_section(inp: Inputs) -> str:
                     if r is None:
                         tds.append("<td></td>")
                         continue
-                    tds.append(f'<td class="{_cls(r["recall"])}" '
-                               f'{_attrs(section="patch", condition=pid, setting=s, detector=d, trained_on=r["trained_on"] or "", metric="recall", value=r["recall"], lo=r["recall_lo"], hi=r["recall_hi"], n_images=r["n_images"], disappearance=r.get("disappearance"))}>'
-                               f"{_pct(r['recall'], 1)} [{_pct(r['recall_lo'], 1)}–{_pct(r['recall_hi'], 1)}]</td>")
+                    tds.append(_td(_ci(r["recall"], r["recall_lo"], r["recall_hi"], 1), _cls(r["recall"]),
+                                   section="patch", condition=pid, setting=s, detector=d,
+                                   trained_on=r["trained_on"] or "", metric="recall", value=r["recall"],
+                                   lo=r["recall_lo"], hi=r["recall_hi"], n_images=r["n_images"],
+                                   disappearance=r.get("disappearance")))
                 trs.append(f"<tr><th>{_esc(short[s])}</th>{''.join(tds)}</tr>")
             out.append(f"<h3>{_esc(cond)} <small>({_esc(path)})</small></h3>"
                        + _plot(fig, f"patch:{pid}", "Patch transfer: person recall (%) of each detector (columns) "
@@ -470,7 +489,7 @@ def identity_sections(inp: Inputs, cells: list[dict]) -> tuple[str, str]:
     for k, (ds, rec) in enumerate(groups):
         gid = f"i{k + 1}"
         rs = [r for r in inp.identity if r["dataset"] == ds and r["recognizer"] == rec]
-        metric = "rank1" if any(r["rank1"] is not None and r["rank1"] == r["rank1"] for r in rs) else "accuracy"
+        metric = "rank1" if any(_known(r["rank1"]) for r in rs) else "accuracy"
         advs = _order(r["adversary"] for r in rs)
         panels = []
         for dfn in _order(r["defense"] for r in rs if r["defense"] != "none"):
@@ -497,13 +516,12 @@ def identity_sections(inp: Inputs, cells: list[dict]) -> tuple[str, str]:
         trs = []
         for r in rs:
             s = "none" if r["defense"] == "none" else _id_label(r, labels)
-            tds = [f'<td class="n" {_attrs(section="identity", group=gid, setting=s, adversary=r["adversary"], metric="n_pairs", value=r["n_pairs"])}>{r["n_pairs"]}</td>',
-                   f'<td class="n" {_attrs(section="identity", group=gid, setting=s, adversary=r["adversary"], metric="n_not_embedded", value=r["n_not_embedded"])}>{r["n_not_embedded"]}</td>']
+            key = {"section": "identity", "group": gid, "setting": s, "adversary": r["adversary"]}
+            tds = [_td(str(r[m]), metric=m, value=r[m], **key) for m in ("n_pairs", "n_not_embedded")]
             for m in IDENTITY_METRICS:
-                v = r[m]
-                iv = (f" [{_pct(r.get(m + '_lo'))}–{_pct(r.get(m + '_hi'))}]" if m in ci else "")
-                tds.append(f'<td class="n" {_attrs(section="identity", group=gid, setting=s, adversary=r["adversary"], metric=m, value=v, lo=r.get(m + "_lo"), hi=r.get(m + "_hi"))}>'
-                           f"{_pct(v, 1)}{iv}</td>")
+                lo, hi = r.get(m + "_lo"), r.get(m + "_hi")
+                text = _ci(r[m], lo, hi, 1) if m in ci else _pct(r[m], 1)
+                tds.append(_td(text, metric=m, value=r[m], lo=lo, hi=hi, **key))
             trs.append(f"<tr><th>{_esc(s)}</th><th>{_esc(r['adversary'])}</th>{''.join(tds)}</tr>")
         tables.append(f"<h3>{_esc(title)}</h3><table><tr><th>setting</th><th>adversary</th><th>pairs</th>"
                       "<th>not embedded</th>" + "".join(f"<th>{m} (%)</th>" for m in IDENTITY_METRICS) + "</tr>"
@@ -556,9 +574,10 @@ def _evidence(rec: dict) -> str:
             if a is None:
                 tds.append("<td></td>")
                 continue
-            cls = "n hid" if a.get("passed") else "n vis"
-            tds.append(f'<td class="{cls}" {_attrs(section="recommend", setting=c["setting"], adversary=name, metric=a.get("kind", "rate"), value=a.get("value"), lo=a.get("lo"), hi=a.get("hi"), bound=a.get("bound"), k=a.get("k"), n=a.get("n"))}>'
-                       f"{a.get('k')}/{a.get('n')} [{_pct(a.get('lo'))}–{_pct(a.get('hi'))}] ≤ {_pct(a.get('bound'))}</td>")
+            text = f"{a.get('k')}/{a.get('n')} [{_pct(a.get('lo'))}–{_pct(a.get('hi'))}] ≤ {_pct(a.get('bound'))}"
+            tds.append(_td(text, "n hid" if a.get("passed") else "n vis", section="recommend", setting=c["setting"],
+                           adversary=name, metric=a.get("kind", "rate"), value=a.get("value"), lo=a.get("lo"),
+                           hi=a.get("hi"), bound=a.get("bound"), k=a.get("k"), n=a.get("n")))
         mark = " ◀ recommended" if c["setting"] == pick else ""
         trs.append(f"<tr><th>{_esc(c['setting'])}{mark}</th><td class=\"n\">{_esc(c.get('pixel_change'))}</td>"
                    f"{''.join(tds)}<td>{'yes' if c.get('passed') else 'no'}</td></tr>")
@@ -605,16 +624,19 @@ def metadata_section(inp: Inputs, cells: list[dict]) -> str:
     for path, run in inp.runs:
         fails = run.get("failures") or []
         pk = ", ".join(f"{k} {v}" for k, v in (run.get("packages") or {}).items())
+        key = {"section": "meta", "run": str(path.parent)}
+        device = run.get("device", "") + ("" if run.get("device_name") in (None, run.get("device")) else
+                                          f" {run.get('device_name')}")
         rows.append(
             f"<tr><td><code>{_esc(path.parent)}</code></td>"
-            f'<td {_attrs(section="meta", run=str(path.parent), metric="anonlab", value=str(run.get("anonlab", "")))}>{_esc(run.get("anonlab", ""))}</td>'
-            f"<td><code>{_esc(str(run.get('git_sha', ''))[:10])}</code>{' (dirty)' if run.get('git_dirty') else ''}</td>"
-            f"<td>{_esc(run.get('device', ''))} {_esc(run.get('device_name', '') if run.get('device_name') != run.get('device') else '')}</td>"
-            f'<td class="n" {_attrs(section="meta", run=str(path.parent), metric="seed", value=run.get("seed"))}>{_esc(run.get("seed"))}</td>'
-            f'<td class="n" {_attrs(section="meta", run=str(path.parent), metric="n_images", value=run.get("n_images"))}>{_esc(run.get("n_images"))}</td>'
-            f'<td class="n">{_esc(run.get("wall_time_s"))}</td><td><code>{_esc(run.get("job_hash", ""))}</code></td>'
-            f'<td class="n" {_attrs(section="meta", run=str(path.parent), metric="n_failures", value=len(fails))}>{len(fails)}</td>'
-            f"<td><small>{_esc(run.get('python', ''))}; {_esc(pk)}</small></td></tr>")
+            + _td(_esc(run.get("anonlab", "")), "", metric="anonlab", value=str(run.get("anonlab", "")), **key)
+            + f"<td><code>{_esc(str(run.get('git_sha', ''))[:10])}</code>{' (dirty)' if run.get('git_dirty') else ''}</td>"
+            + f"<td>{_esc(device)}</td>"
+            + _td(_esc(run.get("seed")), metric="seed", value=run.get("seed"), **key)
+            + _td(_esc(run.get("n_images")), metric="n_images", value=run.get("n_images"), **key)
+            + f'<td class="n">{_esc(run.get("wall_time_s"))}</td><td><code>{_esc(run.get("job_hash", ""))}</code></td>'
+            + _td(str(len(fails)), metric="n_failures", value=len(fails), **key)
+            + f"<td><small>{_esc(run.get('python', ''))}; {_esc(pk)}</small></td></tr>")
     fail_rows = "".join(f"<tr><td><code>{_esc(p.parent)}</code></td><td>{_esc(f)}</td></tr>"
                         for p, run in inp.runs for f in (run.get("failures") or [])[:100])
     hashes = "".join(f"<tr><td>{_esc(cond_label(c['cond']))}</td><td>{_esc(c['setting'])}</td><td>{_esc(c['detector'])}"
@@ -660,7 +682,7 @@ def build(inp: Inputs, title: str) -> tuple[str, str]:
         ("leaks", "Redaction verification", leaks_section(inp)),
         ("metadata", "Run metadata", metadata_section(inp, cells)),
     ]
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     nav = " · ".join(f'<a href="#{sid}">{_esc(t.split(":")[0])}</a>' for sid, t, _ in sections)
     body = "\n".join(f'<section id="{sid}" {_attrs(section_id=sid)}><h2>{_esc(t)}</h2>\n{content}\n</section>'
                      for sid, t, content in sections)
@@ -687,7 +709,7 @@ def markdown(inp: Inputs, cells: list[dict], title: str) -> str:
         for s in _order(c["setting"] for c in cc):
             out.append(f"| {s} | " + " | ".join(
                 "" if (c := by.get((s, d))) is None else
-                "—" if c["recall"] is None else f"{_pct(c['recall'])} [{_pct(c['recall_lo'])}–{_pct(c['recall_hi'])}]"
+                _ci(c["recall"], c["recall_lo"], c["recall_hi"])
                 for d in dets) + " |")
     for path, data in inp.patch_evals:
         for cond in _order(r["condition"] for r in data["rows"]):
