@@ -291,6 +291,14 @@ def curve_figure(panels: list[tuple[str, list[str], dict[str, list[tuple]]]], yl
     return fig
 
 
+def _percent_bar(bar, label: str) -> None:
+    from matplotlib.ticker import PercentFormatter
+
+    bar.ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    bar.ax.tick_params(labelsize=7)
+    bar.set_label(label, fontsize=7)
+
+
 def heatmap_figure(values: np.ndarray, rows: list[str], cols: list[str], title: str, cbar: str):
     """``values`` (len(rows), len(cols)) in [0, 1] (NaN: no value), annotated in percent."""
     fig = _figure(1.0 + 0.75 * len(cols) + 2.2, 0.8 + 0.24 * len(rows))
@@ -304,7 +312,7 @@ def heatmap_figure(values: np.ndarray, rows: list[str], cols: list[str], title: 
                 ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=6,
                         color="white" if v > 0.75 or v < 0.15 else "black")
     ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.04).set_label(cbar, fontsize=7)
+    _percent_bar(fig.colorbar(im, ax=ax, fraction=0.04), cbar)
     return fig
 
 
@@ -371,7 +379,7 @@ def detection_sections(inp: Inputs, cells: list[dict]) -> tuple[str, str, str]:
             curves.append(head + _skip("Only the clean baseline: no defense to draw against strength."))
         vals = np.array([[np.nan if (c := by.get((s, d))) is None or c["recall"] is None else c["recall"]
                           for d in dets] for s in settings], dtype=float)
-        fig = heatmap_figure(vals, settings, dets, label, "recall (%)")
+        fig = heatmap_figure(vals, settings, dets, label, "recall")
         heat.append(head + _plot(fig, f"heatmap:{cid}", f"Recall (%) per defense setting and detector ({label}).")
                     + _detection_table(cid, cc, settings, dets))
     face = face_section(inp, cells, conds)
@@ -422,6 +430,30 @@ def face_section(inp: Inputs, cells: list[dict], conds: list[tuple]) -> str:
     return "\n".join(out)
 
 
+def heatmaps_figure(panels: list[tuple[str, np.ndarray, list[str], list[str]]], cbar: str):
+    """Small multiples of :func:`heatmap_figure`: ``(title, values, row labels, column labels)`` per panel, one
+    colour scale (0–100 %) for all."""
+    nr, nc = _grid(len(panels), 3)
+    n_rows = max(len(p[2]) for p in panels)
+    n_cols = max(len(p[3]) for p in panels)
+    fig = _figure(nc * (2.6 + 0.7 * n_cols) + 0.8, nr * (1.3 + 0.26 * n_rows))
+    axes = fig.subplots(nr, nc, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    im = None
+    for k, (ax, (title, values, rows, cols)) in enumerate(zip(axes.flat, panels)):
+        im = ax.imshow(np.ma.masked_invalid(values), vmin=0, vmax=1, cmap="RdYlGn_r", aspect="auto")
+        ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=7)
+        ax.set_yticks(range(len(rows)), rows if k % nc == 0 else [""] * len(rows), fontsize=7)
+        for (i, j), v in np.ndenumerate(values):
+            if _known(v):
+                ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if v > 0.75 or v < 0.15 else "black")
+        ax.set_title(title, fontsize=8)
+    _percent_bar(fig.colorbar(im, ax=axes, fraction=0.03), cbar)
+    return fig
+
+
 def patch_section(inp: Inputs) -> str:
     if not inp.patch_evals:
         return _skip("No patch evaluation (patch_eval.json from anonlab patch eval) in the given folders: "
@@ -429,6 +461,7 @@ def patch_section(inp: Inputs) -> str:
     out = []
     for n, (path, data) in enumerate(inp.patch_evals):
         rows = data["rows"]
+        panels, tables = [], []
         for cond in _order(r["condition"] for r in rows):
             sub = [r for r in rows if r["condition"] == cond]
             dets = _order(r["detector"] for r in sub)
@@ -439,8 +472,7 @@ def patch_section(inp: Inputs) -> str:
             vals = np.array([[np.nan if (r := by.get((s, d))) is None or r["recall"] is None else r["recall"]
                               for d in dets] for s in sets], dtype=float)
             pid = f"p{n + 1}:{cond}"
-            fig = heatmap_figure(vals, [short[s] for s in sets], dets, f"{cond} ({path.parent.name})",
-                                 "person recall (%)")
+            panels.append((cond, vals, [short[s] for s in sets], dets))
             trs = []
             for s in sets:
                 tds = []
@@ -455,11 +487,14 @@ def patch_section(inp: Inputs) -> str:
                                    lo=r["recall_lo"], hi=r["recall_hi"], n_images=r["n_images"],
                                    disappearance=r.get("disappearance")))
                 trs.append(f"<tr><th>{_esc(short[s])}</th>{''.join(tds)}</tr>")
-            out.append(f"<h3>{_esc(cond)} <small>({_esc(path)})</small></h3>"
-                       + _plot(fig, f"patch:{pid}", "Patch transfer: person recall (%) of each detector (columns) "
-                               "with the patch trained on the detector named in the row, its noise and grey controls.")
-                       + "<table><tr><th>setting</th>" + "".join(f"<th>{_esc(d)}</th>" for d in dets) + "</tr>"
-                       + "".join(trs) + "</table>")
+            n_img = max(r["n_images"] for r in sub)
+            tables.append(f"<h3>{_esc(cond)} <small>({n_img} held-out images)</small></h3><table><tr><th>setting</th>"
+                          + "".join(f"<th>{_esc(d)}</th>" for d in dets) + "</tr>" + "".join(trs) + "</table>")
+        out.append(f"<p class=\"note\"><code>{_esc(path)}</code></p>"
+                   + _plot(heatmaps_figure(panels, "person recall"), f"patch:p{n + 1}",
+                           "Patch transfer: person recall (%) of each detector (columns) with each patch (and the "
+                           "detector it was trained on) and its noise and grey controls, per condition.")
+                   + "".join(tables))
     return "\n".join(out)
 
 
