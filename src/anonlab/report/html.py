@@ -1,10 +1,10 @@
 """``anonlab report RUN_DIR... --html OUT``: one self-contained HTML page (and a Markdown summary for CI).
 
-Everything is inline: CSS in a ``<style>`` element, figures drawn with matplotlib as SVG in ``data:`` URLs,
-thumbnails as base64 PNG; no script, no font, nothing fetched from the network. Every number on the page sits in
-an element with stable ``data-*`` attributes (``data-section``, ``data-condition``, ``data-setting``,
-``data-detector`` / ``data-adversary``, ``data-metric``, ``data-value``; intervals in ``data-lo``/``data-hi``) so
-a test or a script can read them from the DOM.
+Everything is inline: CSS in a ``<style>`` element, figures drawn with matplotlib as SVG (PNG when large) in
+``data:`` URLs, thumbnails as base64 JPEG; no script, no font, nothing fetched from the network. Every number on
+the page sits in an element with stable ``data-*`` attributes (``data-section``, ``data-condition``,
+``data-setting``, ``data-detector`` / ``data-adversary``, ``data-metric``, ``data-value``; intervals in
+``data-lo``/``data-hi``) so a test or a script can read them from the DOM.
 
 Numbers: detection recall per (config_hash, i.e. dataset x camera x regions x setting x detector, plus the rest
 of the job's identity) is pooled over images (sum TP / sum ground truth) with the 95 % percentile-bootstrap
