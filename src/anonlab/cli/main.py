@@ -135,6 +135,15 @@ def report_cmd(args: argparse.Namespace) -> int:
     from anonlab.report.tables import markdown, markdown_by
     from anonlab.store import SUMMARY_SCHEMA, read_results, write_table
 
+    if args.html or args.md:
+        from anonlab.report.html import write_report
+
+        page, md = write_report(args.path, args.html, args.md)
+        print("wrote " + " and ".join(str(p) for p in (page, md) if p is not None), file=sys.stderr)
+        return EXIT_OK
+    if len(args.path) > 1:
+        raise ValueError(f"tables read one folder; got {len(args.path)} (--html/--md merge several)")
+    args.path = args.path[0]
     table = read_results(args.path)
     text = markdown_by(table.to_pylist(), args.by)
     if args.summary:
@@ -190,8 +199,13 @@ def parser() -> argparse.ArgumentParser:
     wsub = wp.add_subparsers(dest="weights_cmd", required=True, metavar="ACTION")
     wsub.add_parser("list", help="known weights: upstream origin, licence, where found (package/env/shared/cache)")
     _fetch_args(wsub.add_parser("fetch", help="download official weights, verify the pinned sha256"), "weights")
-    rp = sub.add_parser("report", help="recall tables from the results under a run (or multirun) folder")
-    rp.add_argument("path", help="a run folder, a multirun folder, or a results.parquet")
+    rp = sub.add_parser("report", help="recall tables from the results under a run (or multirun) folder; "
+                        "--html: one offline page with every section")
+    rp.add_argument("path", nargs="+", help="a run folder, a multirun folder, or a results.parquet (several with "
+                    "--html/--md: bench, identity, patch eval, redact and recommend folders, merged)")
+    rp.add_argument("--html", default=None, metavar="OUT",
+                    help="write one self-contained HTML page (offline: everything inline) and OUT.md beside it")
+    rp.add_argument("--md", default=None, metavar="OUT", help="write the Markdown summary for CI here")
     rp.add_argument("--by", default="setting", help="column to tabulate against (e.g. face_px, image, regions)")
     rp.add_argument("--out", default=None, help="also write the Markdown here")
     rp.add_argument("--summary", default=None, metavar="PARQUET",
