@@ -138,7 +138,7 @@ def test_patch_train_keeps_its_detector_group():
     assert "write capture=cctv_720p_near" in config_error(CONF_DIR, "patch/train", ["camera=cctv_720p_near"])
 
 
-@pytest.mark.parametrize("override", ["defense.sigma=-1", "defense=pixelate defense.blocks=0",
+@pytest.mark.parametrize("override", ["defense.sigma=-1", "defense.sigma=inf", "defense=pixelate defense.blocks=0",
                                       "defense.mask_scale=0.5"])
 def test_bad_defense_value_fails_before_any_work(tmp_path, override):
     proc = anonlab("bench", "experiment=single", *override.split(), "detectors=[haar]", f"out={tmp_path}")
@@ -243,3 +243,21 @@ def test_decode_on_device_without_cuda_is_a_config_error(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "loader.decode=device" in proc.stderr
     assert not (tmp_path / "results.parquet").exists()
+
+
+@pytest.mark.parametrize(("override", "says"), [
+    ("sweep=[{name: gaussian_blur, sigma: []}]", "sweep item gaussian_blur: sigma is an empty list"),
+    ("detectors=[yunet,yunet]", "detectors names yunet twice"),
+    ("pseudo_gt.face=[centerface,centerface]", "pseudo_gt.face names centerface twice"),
+    ("scene.face_px=inf", "scene.face_px must be a number"),
+])
+def test_settings_that_would_vanish_or_overflow_are_config_errors(tmp_path, override, says):
+    """Found by the breaker: an empty sweep list ran the clean baseline alone, a detector named twice was collapsed
+    (or, in a pseudo ground truth panel, voted twice) and ``inf`` passed the number checks, all silently or with a
+    traceback; each is now one line, exit 2, before any work."""
+    extra = ["dataset=folder", f"dataset.root={_folder_with_images(tmp_path)}"] \
+        if override.startswith("pseudo_gt") else []
+    proc = anonlab("bench", "experiment=single", "detectors=[haar]", *extra, override, f"out={tmp_path / 'out'}")
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and says in proc.stderr, proc.stderr
+    assert not (tmp_path / "out" / "results.parquet").exists()

@@ -22,7 +22,9 @@ def _fail(name: str, value: Any, rule: str, where: str, note: str) -> ValueError
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    """A finite int or float, not a bool: NaN and +-inf are never valid settings (found by the breaker:
+    ``defense.sigma=inf`` passed ``check_positive`` and crashed mid-run with an OverflowError)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_integer(value: Any, whole_floats: bool) -> bool:
@@ -51,7 +53,7 @@ def _inside(v: float, lo: float | None, hi: float | None, lo_open: bool, hi_open
 
 def check_range(name: str, value: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
                 hi_open: bool = False, where: str = "", note: str = "") -> float:
-    """``value`` as a float if it is a number (int or float, not bool or NaN) in the interval from ``lo`` to
+    """``value`` as a float if it is a finite number (int or float, not bool, NaN or inf) in the interval from ``lo`` to
     ``hi`` (None: unbounded; ends included unless ``lo_open``/``hi_open``); else ``ValueError`` (module doc)."""
     if not (_is_number(value) and _inside(float(value), lo, hi, lo_open, hi_open)):
         raise _fail(name, value, f"a number {_interval(lo, hi, lo_open, hi_open)}".rstrip(), where, note)

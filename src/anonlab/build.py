@@ -79,6 +79,9 @@ def build_settings(cfg: DictConfig) -> list[Defense]:
             if not isinstance(item, dict) or "name" not in item:
                 raise BenchError(f"each sweep item needs a 'name' (a defense); got {item}")
             base = group_config("defense", item["name"], DEFENSES)
+            for key, values in item.items():  # an empty list would expand to no setting at all, silently
+                if isinstance(values, list) and not values:
+                    raise BenchError(f"sweep item {item['name']}: {key} is an empty list; give at least one value")
             for combo in _expand_grid({k: v for k, v in item.items() if k != "name"}):
                 specs.append(OmegaConf.merge(base, combo))
     else:
@@ -105,6 +108,9 @@ def build_detectors(cfg: DictConfig) -> dict[str, Detector]:
     names = [cfg.detectors] if isinstance(cfg.detectors, str) else list(cfg.detectors)  # detectors=centerface too
     if not names:
         raise BenchError("detectors is empty; give at least one, e.g. detectors=[centerface]")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # one model twice is one model: never collapsed (or, in a pseudo GT panel, counted as two votes) silently
+        raise BenchError(f"detectors names {', '.join(twice)} twice: {names}")
     overrides = cfg.get("detector_overrides") or {}
     for bad in set(overrides) - set(names):
         raise BenchError(f"detector_overrides names {bad!r}, which is not in detectors={names}")
@@ -144,6 +150,10 @@ def build_pseudo_panel(cfg: DictConfig, kinds: tuple[str, ...]) -> dict[str, lis
         if not names:
             raise BenchError(f"the dataset has no {kind} annotations and pseudo_gt.{kind} is empty; "
                              f"name detectors, e.g. pseudo_gt.{kind}=[{'centerface' if kind == 'face' else 'yolox_nano'}]")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:  # a detector agreeing with itself is one vote, not two
+            raise BenchError(f"pseudo_gt.{kind} names {', '.join(twice)} twice: {names}; each vote must be another "
+                             "detector")
         votes = OmegaConf.select(cfg, f"pseudo_gt.min_votes.{kind}", default=None)
         if isinstance(votes, bool) or not isinstance(votes, int) or not 1 <= votes <= len(names):
             raise BenchError(f"pseudo_gt.min_votes.{kind} must be an integer in [1, {len(names)}] (the panel "

@@ -5,6 +5,7 @@ naming the key (exit 2, no work done).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ def number_option(cfg: DictConfig, key: str, expected: str, ok: Callable[[float]
     v = OmegaConf.select(cfg, key, default=None)
     if v is None and allow_null:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(float(v)):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(float(v)):
         raise BenchError(f"{key} must be a number {expected}, got {v!r}")
     return float(v)
 
