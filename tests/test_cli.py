@@ -233,6 +233,12 @@ def test_report_by_setting_is_one_setting_by_detector_table(smoke_run):
                 assert cell.startswith(f"{want:.0f} ["), (det, cell, want)
     bad = anonlab("report", str(out), "--by", "nosuch")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "valid: " in bad.stderr
+    # found by the breaker: a list column (the evidence) offered as valid and then a TypeError traceback; an output
+    # path that is a folder: IsADirectoryError after the table had printed
+    for args in (["--by", "gt_boxes"], ["--out", str(out)], ["--summary", str(out)]):
+        bad = anonlab("report", str(out), *args)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stdout == "", (args, bad.stderr)
+    assert "gt_boxes" not in anonlab("report", str(out), "--by", "nosuch").stderr
 
 
 def test_decode_on_device_without_cuda_is_a_config_error(tmp_path):
@@ -261,3 +267,16 @@ def test_settings_that_would_vanish_or_overflow_are_config_errors(tmp_path, over
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and says in proc.stderr, proc.stderr
     assert not (tmp_path / "out" / "results.parquet").exists()
+
+
+def test_report_partial_reads_the_shards_of_a_killed_run(smoke_run, tmp_path):
+    """Found by the breaker: on a killed run (shards, no results.parquet) the error pointed at ``partial=True``, a
+    Python argument the command line did not have. ``--partial`` reads the shards: the same table as the run."""
+    out, _ = smoke_run
+    killed = tmp_path / "killed"
+    shutil.copytree(out / "shards", killed / "shards")
+    bad = anonlab("report", str(killed))
+    assert bad.returncode == 2 and "--partial" in bad.stderr and bad.stderr.count("\n") == 1
+    good = anonlab("report", str(killed), "--partial")
+    assert good.returncode == 0, good.stderr
+    assert good.stdout == anonlab("report", str(out)).stdout.replace(str(out), str(killed))

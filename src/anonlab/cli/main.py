@@ -144,7 +144,10 @@ def report_cmd(args: argparse.Namespace) -> int:
     if len(args.path) > 1:
         raise ValueError(f"tables read one folder; got {len(args.path)} (--html/--md merge several)")
     args.path = args.path[0]
-    table = read_results(args.path)
+    for flag, where in (("--out", args.out), ("--summary", args.summary)):  # before any work or printing
+        if where is not None and Path(where).is_dir():
+            raise ValueError(f"{flag} {where} is a folder; give a file path")
+    table = read_results(args.path, partial=args.partial)
     text = markdown_by(table.to_pylist(), args.by)
     if args.summary:
         summary = summarize(table)
@@ -208,6 +211,8 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--md", default=None, metavar="OUT", help="write the Markdown summary for CI here")
     rp.add_argument("--by", default="setting", help="column to tabulate against (e.g. face_px, image, regions)")
     rp.add_argument("--out", default=None, help="also write the Markdown here")
+    rp.add_argument("--partial", action="store_true",
+                    help="also read the finished shards of unfinished (killed or running) jobs")
     rp.add_argument("--summary", default=None, metavar="PARQUET",
                     help="write the summary recomputed over every merged result here (and its .md beside it)")
     dp = sub.add_parser("datasets", help="list or download public datasets (downloads only when asked)")

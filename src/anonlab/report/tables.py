@@ -108,8 +108,9 @@ def recall_by(rows: Sequence[dict], key: str, seed: int = 0) -> dict[str, dict[s
 
 def markdown_by(rows: Sequence[dict], key: str) -> str:
     """One Markdown table per detector: settings x ``key`` values, recall in percent [95 % interval]."""
-    if rows and key not in rows[0]:
-        raise ValueError(f"--by {key!r} is not a result column; valid: {', '.join(sorted(rows[0]))}")
+    scalar = sorted(k for k, v in rows[0].items() if not isinstance(v, (list, dict))) if rows else []
+    if rows and key not in scalar:  # list columns (boxes, scores: the evidence) cannot label a table's columns
+        raise ValueError(f"--by {key!r} is not a scalar result column; valid: {', '.join(scalar)}")
     table = recall_by(rows, key)
     parts = [f"# Recall (%) by {key}, [95 % bootstrap interval over images]\n"]
     if key == "setting":  # settings x detectors, one table (settings x settings would only fill its diagonal)

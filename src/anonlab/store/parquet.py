@@ -151,7 +151,7 @@ def read_results(path: str | os.PathLike, columns: list[str] | None = None, part
                             if s.parent.parent.parent not in complete)
     if not files:
         raise FileNotFoundError(f"no results.parquet at or under {p}"
-                                + ("" if partial else " (partial=True also reads unfinished jobs' shards)"))
+                                + ("" if partial else " (`anonlab report --partial` / partial=True also read unfinished jobs' shards)"))
     tables = []
     for f in files:
         t = pq.read_table(f, columns=columns).replace_schema_metadata(None)
