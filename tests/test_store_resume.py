@@ -145,6 +145,24 @@ def test_changed_configuration_never_reuses_old_shards(tmp_path):
     assert b.table["iou"].to_pylist() == pytest.approx([0.6] * b.table.num_rows)
 
 
+def test_an_image_replaced_under_its_name_never_reuses_old_shards(tmp_path):
+    """Found by the breaker: a folder image replaced by another (same name) resumed the old image's shards, and
+    the run reported the old image's recall as current. The user's files join the job identity by size and mtime."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(package_file(*BUS).read_bytes())
+    job = ["dataset=folder", f"dataset.root={root}", "detectors=[haar]", "sweep=null", "defense=solid",
+           "pseudo_gt.face=[haar,yunet]", "pseudo_gt.person=[yolox_nano,hog_person]"]
+    a = run_bench(bench_cfg(*job), progress=False, out=tmp_path / "out")
+    assert run_bench(bench_cfg(*job), progress=False, out=tmp_path / "out").extra["shards"]["computed"] == 0
+    from PIL import Image
+
+    Image.new("RGB", (810, 1080), (128, 128, 128)).save(root / "a.jpg")  # same name and size, nobody in it
+    b = run_bench(bench_cfg(*job), progress=False, out=tmp_path / "out")
+    assert a.job_hash != b.job_hash and b.extra["shards"]["computed"] == 1
+    assert sum(b.table["n_gt"].to_pylist()) == 0
+
+
 @pytest.mark.parametrize("change", ["region_detector.max_side=64", "loader.pad_to=64", "precision=bf16"])
 def test_region_detector_and_loader_settings_are_part_of_the_job_identity(change, tmp_path):
     """The region detector's own parameters and precision, and the frame padding, change rows: a re-run with

@@ -36,6 +36,7 @@ from anonlab.build import (
 )
 from anonlab.camera import CaptureStage, camera_label
 from anonlab.datasets import Dataset, normalize_ground_truth
+from anonlab.datasets.base import fingerprint
 from anonlab.detectors import DETECTORS
 from anonlab.io.images import DEFAULT_MAX_PIXELS, check_device_decode, limit_pixels
 from anonlab.job import JobOptions, read_options
@@ -169,8 +170,12 @@ def _run_bench(cfg: DictConfig, opt: JobOptions, progress: bool, log, out: str |
               for s in settings for n in detectors}
     # the shards' identity: every row's hash, the chunking, and the images (a folder that changed never reuses)
     # (a non-default pixel cap changes which images fail: it joins the identity, leaving default jobs' hashes as they were)
+    # (the user's own files join by size and mtime: a file replaced under its name never reuses; fixed public
+    # datasets declare none, so their hashes are as before)
+    files = fingerprint(dataset.source_files())
     job_hash = config_hash(sorted(hashes.values()), opt.shard_images, refs[: chunks[-1].stop] if chunks else [],
-                           *([opt.max_pixels] if opt.max_pixels != DEFAULT_MAX_PIXELS else []))
+                           *([opt.max_pixels] if opt.max_pixels != DEFAULT_MAX_PIXELS else []),
+                           *([files] if files else []))
 
     job = _Job(capture, release, settings, detectors, region_det, region_thr, panel,
                {k: int(cfg.pseudo_gt.min_votes[k]) for k in panel}, target, opt,

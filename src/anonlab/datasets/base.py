@@ -4,6 +4,7 @@ where every loader's ground truth is normalised to its frame (:func:`normalize_g
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +40,19 @@ def normalize_ground_truth(gt: GroundTruth, size_hw: tuple[int, int] | torch.Siz
         keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
         parts.update({f"{kind}s": clipped[keep], f"{kind}_ids": ids[keep], f"ignore_{kind}s": ignore[keep]})
     return GroundTruth(**parts, pseudo_gt=gt.pseudo_gt)
+
+
+def fingerprint(files: list[Path]) -> list[tuple[str, int, int]]:
+    """``(path, size in bytes, modification time in ns)`` of each file (``-1, -1`` for a file that is gone), cheap:
+    one ``stat`` each, no reading. Used in the job hash (:meth:`Dataset.source_files`)."""
+    out = []
+    for f in files:
+        try:
+            st = Path(f).stat()
+            out.append((str(f), st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((str(f), -1, -1))
+    return out
 
 
 class Dataset:
@@ -83,6 +97,13 @@ class Dataset:
     def refs(self) -> list[str]:
         """Stable identifiers (image ids) of all samples, cheap: no decoding."""
         raise NotImplementedError
+
+    def source_files(self) -> list[Path]:
+        """The user's files the samples are read from (images, videos, annotation files), for :func:`fingerprint`:
+        the engine puts their sizes and modification times into the job's identity, so a file replaced under the
+        same name never resumes another file's result shards (found by the breaker). Default: none, for datasets
+        read from fixed public releases; datasets over the user's own files override it."""
+        return []
 
     def load(self, index: int) -> Sample:
         raise NotImplementedError

@@ -217,6 +217,9 @@ class FolderDataset(Dataset):
     def refs(self) -> list[str]:
         return list(self._files)
 
+    def source_files(self) -> list[Path]:
+        return [self.root / f for f in self._files] + ([self.annotations] if self.annotations else [])
+
     def load(self, index: int) -> Sample:
         """The ``index``-th image as ``uint8 (3, H, W)`` RGB with its ground truth."""
         if not 0 <= index < len(self._files):

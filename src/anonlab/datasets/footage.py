@@ -88,6 +88,9 @@ class FootageDataset(Dataset):
     def refs(self) -> list[str]:
         return list(self._ids)
 
+    def source_files(self) -> list[Path]:
+        return list(self.files)
+
     def load(self, index: int) -> Sample:
         """The ``index``-th sampled frame as ``uint8 (3, H, W)`` RGB, upright."""
         if not 0 <= index < len(self._slots):

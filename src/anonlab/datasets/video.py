@@ -63,6 +63,9 @@ class VideoDataset(Dataset):
     def refs(self) -> list[str]:
         return list(self._ids)
 
+    def source_files(self) -> list[Path]:
+        return [self.path] if self._reader is not None else [self.path / self._files[k] for k in self._frames]
+
     def load(self, index: int) -> Sample:
         if not 0 <= index < len(self._ids):
             raise IndexError(f"video dataset index {index} out of range [0, {len(self._ids)})")
