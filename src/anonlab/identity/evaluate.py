@@ -483,7 +483,11 @@ def run_identity(plan: IdentityPlan, settings: list[Defense], out, log=None) -> 
                             out[idx] = _face_crops(redacted(idx).cpu(), st.boxes[idx], CNN_CROP_HW)
                         return out
                     pixels = st.memo(("pixels", label), crops)
-                row = score_trained(adv, rec, st, located, pixels, plan.n_boot, plan.seed)
+                    # the CNN sees pixels only: its fit and row are the same for every recognizer, computed once
+                    row = st.memo(("cnn_row", label, a), lambda adv=adv, rec=rec, st=st, located=located, pixels=pixels:
+                                 score_trained(adv, rec, st, located, pixels, plan.n_boot, plan.seed))
+                else:
+                    row = score_trained(adv, rec, st, located, pixels, plan.n_boot, plan.seed)
             else:
                 if adv.locate == "detector":
                     find = _detected_boxes(st, plan.detectors[adv.detector], adv.iou)
