@@ -47,6 +47,7 @@ from anonlab.datasets import DATASETS
 from anonlab.datasets.identity import IdentityDataset, Pair
 from anonlab.detectors import DETECTORS
 from anonlab.identity.adversaries import ADVERSARIES, Adversary
+from anonlab.identity.restore import restorable, restore
 from anonlab.metrics.identity import identification_ranks, identify, verify
 from anonlab.provenance import config_hash, plain
 from anonlab.recognizers import RECOGNIZERS
@@ -495,8 +496,7 @@ def run_identity(plan: IdentityPlan, settings: list[Defense], out, log=None) -> 
                     def found(idx, images, find=find, key=("naive", label, adv.detector, adv.iou), st=st):
                         return st.memo((*key, idx[0]), lambda: find(idx, images))  # same boxes for every recognizer
                     probe = _side(st, rec, redacted, found)
-                elif adv.restores and setting.name != "none":
-                    from anonlab.identity.restore import restore
+                elif adv.restores and restorable(setting):
 
                     def restored(idx, redacted=redacted, setting=setting, method=adv.method, st=st, label=label):
                         def run():
@@ -504,7 +504,7 @@ def run_identity(plan: IdentityPlan, settings: list[Defense], out, log=None) -> 
                                 return restore(redacted(idx), st.regions(idx), setting, method=method)
                         return st.memo(("restored", label, method, idx[0]), run)
                     probe = _side(st, rec, restored, _clean_boxes(st))
-                else:
+                else:  # located and parrot; restoring where restore() returns the input unchanged (solid, cloak)
                     probe = located
                 gallery = located if adv.gallery == "redacted" else clean
                 row = score(rec, st, gallery, probe, plan.n_boot, plan.seed)
