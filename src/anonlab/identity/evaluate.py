@@ -15,9 +15,11 @@ Steps for one dataset and recognizer (all on ``device``; images of one size are 
    dataset's declared pairs, else every pair ``i < j``; ``i`` is the gallery side, ``j`` the probe) and closed-set
    identification (every image whose person has another image is a probe; the gallery is every other image),
    with 95 % bootstrap intervals over identities (:mod:`anonlab.metrics.identity`);
-5. ``restoring`` embeds the restored probe (:func:`anonlab.identity.restore.restore`) at its clean box;
+5. ``restoring`` embeds the restored probe (:func:`anonlab.identity.restore.restore`) at its clean box (the
+   redacted probe's embeddings where the defense has no inverse: :func:`~anonlab.identity.restore.restorable`);
    ``trained`` / ``trained_cnn`` split each person's images into training and probe images
-   (:func:`split_per_person`) and report closed-set top-1 / top-5 only (:func:`score_trained`).
+   (:func:`split_per_person`) and report closed-set top-1 / top-5 only (:func:`score_trained`); the CNN sees pixels
+   only, so it is fitted once per dataset and setting and its row repeated for every recognizer.
 
 Constants: :data:`BATCH` (images per forward pass, a memory bound, no effect on results) and
 :data:`CNN_CROP_HW` (AT&T's native crop size). Errors: a bad configuration is a :class:`~anonlab.build.BenchError`
