@@ -280,3 +280,14 @@ def test_report_partial_reads_the_shards_of_a_killed_run(smoke_run, tmp_path):
     good = anonlab("report", str(killed), "--partial")
     assert good.returncode == 0, good.stderr
     assert good.stdout == anonlab("report", str(out)).stdout.replace(str(out), str(killed))
+
+@pytest.mark.parametrize("given,expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_command_sets_a_passive_openmp_wait_before_torch_loads(given, expected):
+    # torch's OpenMP threads spinning on a shared 2-core machine made identity_smoke 10x slower (benchmarks/RESULTS.md);
+    # libgomp reads the policy once, when torch loads it, so the command must set it before any torch import
+    env = {k: v for k, v in ENV.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": given} if given else {})
+    code = "import os, sys, anonlab.cli.main; print('torch' in sys.modules, os.environ.get('OMP_WAIT_POLICY'))"
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", expected]

@@ -11,7 +11,7 @@ from images import ASTRONAUT, load
 
 from anonlab.datasets.identity import AttFaces
 from anonlab.defenses import DEFENSES
-from anonlab.identity.restore import restoration, restore
+from anonlab.identity.restore import restorable, restoration, restore
 from anonlab.identity.trained import (
     CNNAttacker,
     LinearProbe,
@@ -95,6 +95,9 @@ def test_solid_fill_has_nothing_to_restore() -> None:
     assert torch.equal(out, red) and out.data_ptr() != red.data_ptr()
     assert restoration(defense).startswith("nothing to restore")
     assert "deconvolution" in restoration(DEFENSES.build("gaussian_blur", sigma=2.0))
+    # the evaluation reuses the redacted probe's embeddings where restore() has nothing to do
+    assert not restorable(defense)
+    assert restorable(DEFENSES.build("gaussian_blur", sigma=2.0)) and restorable(DEFENSES.build("pixelate", blocks=8))
 
 
 @pytest.mark.parametrize("kwargs,match", [({"method": "tv"}, "method must be one of"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -37,7 +38,8 @@ def environment(device: torch.device | str) -> dict[str, Any]:
         "git_sha": sha, "git_dirty": dirty, "python": platform.python_version(), "platform": platform.platform(),
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
-        "torch_threads": torch.get_num_threads(), "packages": versions,
+        "torch_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "packages": versions,
     }
 
 

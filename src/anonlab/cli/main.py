@@ -12,6 +12,12 @@ import json
 import os
 import sys
 
+# OpenMP worker threads sleep when idle instead of spinning (libgomp reads this once, when torch loads it; set here,
+# before any torch import, unless the user chose a policy). With the default active wait, torch's 2 threads spin on
+# a shared 2-core machine and small convolutions ran 3-15x slower (UltraFace on 112 x 92 frames, batch 1: 0.05 s per
+# frame passive vs 0.2-0.9 s active at load average 6; benchmarks/RESULTS.md, identity smoke section).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 EXIT_OK, EXIT_BAD_CONFIG, EXIT_PARTIAL = 0, 2, 3
 _status = {"code": EXIT_OK}
 

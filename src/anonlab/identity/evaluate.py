@@ -15,9 +15,11 @@ Steps for one dataset and recognizer (all on ``device``; images of one size are 
    dataset's declared pairs, else every pair ``i < j``; ``i`` is the gallery side, ``j`` the probe) and closed-set
    identification (every image whose person has another image is a probe; the gallery is every other image),
    with 95 % bootstrap intervals over identities (:mod:`anonlab.metrics.identity`);
-5. ``restoring`` embeds the restored probe (:func:`anonlab.identity.restore.restore`) at its clean box;
+5. ``restoring`` embeds the restored probe (:func:`anonlab.identity.restore.restore`) at its clean box (the
+   redacted probe's embeddings where the defense has no inverse: :func:`~anonlab.identity.restore.restorable`);
    ``trained`` / ``trained_cnn`` split each person's images into training and probe images
-   (:func:`split_per_person`) and report closed-set top-1 / top-5 only (:func:`score_trained`).
+   (:func:`split_per_person`) and report closed-set top-1 / top-5 only (:func:`score_trained`); the CNN sees pixels
+   only, so it is fitted once per dataset and setting and its row repeated for every recognizer.
 
 Constants: :data:`BATCH` (images per forward pass, a memory bound, no effect on results) and
 :data:`CNN_CROP_HW` (AT&T's native crop size). Errors: a bad configuration is a :class:`~anonlab.build.BenchError`
@@ -47,6 +49,7 @@ from anonlab.datasets import DATASETS
 from anonlab.datasets.identity import IdentityDataset, Pair
 from anonlab.detectors import DETECTORS
 from anonlab.identity.adversaries import ADVERSARIES, Adversary
+from anonlab.identity.restore import restorable, restore
 from anonlab.metrics.identity import identification_ranks, identify, verify
 from anonlab.provenance import config_hash, plain
 from anonlab.recognizers import RECOGNIZERS
@@ -483,7 +486,11 @@ def run_identity(plan: IdentityPlan, settings: list[Defense], out, log=None) -> 
                             out[idx] = _face_crops(redacted(idx).cpu(), st.boxes[idx], CNN_CROP_HW)
                         return out
                     pixels = st.memo(("pixels", label), crops)
-                row = score_trained(adv, rec, st, located, pixels, plan.n_boot, plan.seed)
+                    # the CNN sees pixels only: its fit and row are the same for every recognizer, computed once
+                    row = st.memo(("cnn_row", label, a), lambda adv=adv, rec=rec, st=st, located=located, pixels=pixels:
+                                 score_trained(adv, rec, st, located, pixels, plan.n_boot, plan.seed))
+                else:
+                    row = score_trained(adv, rec, st, located, pixels, plan.n_boot, plan.seed)
             else:
                 if adv.locate == "detector":
                     find = _detected_boxes(st, plan.detectors[adv.detector], adv.iou)
@@ -491,8 +498,7 @@ def run_identity(plan: IdentityPlan, settings: list[Defense], out, log=None) -> 
                     def found(idx, images, find=find, key=("naive", label, adv.detector, adv.iou), st=st):
                         return st.memo((*key, idx[0]), lambda: find(idx, images))  # same boxes for every recognizer
                     probe = _side(st, rec, redacted, found)
-                elif adv.restores and setting.name != "none":
-                    from anonlab.identity.restore import restore
+                elif adv.restores and restorable(setting):
 
                     def restored(idx, redacted=redacted, setting=setting, method=adv.method, st=st, label=label):
                         def run():
@@ -500,7 +506,7 @@ def run_identity(plan: IdentityPlan, settings: list[Defense], out, log=None) -> 
                                 return restore(redacted(idx), st.regions(idx), setting, method=method)
                         return st.memo(("restored", label, method, idx[0]), run)
                     probe = _side(st, rec, restored, _clean_boxes(st))
-                else:
+                else:  # located and parrot; restoring where restore() returns the input unchanged (solid, cloak)
                     probe = located
                 gallery = located if adv.gallery == "redacted" else clean
                 row = score(rec, st, gallery, probe, plan.n_boot, plan.seed)

@@ -59,6 +59,16 @@ def restoration(defense: nn.Module) -> str:
     return f"nothing to restore: no inverse of {name} is implemented (input returned unchanged)"
 
 
+#: defenses :func:`restore` has an inverse for; it returns every other defense's images unchanged
+RESTORABLE = ("gaussian_blur", "pixelate")
+
+
+def restorable(defense: nn.Module) -> bool:
+    """Whether :func:`restore` changes ``defense``'s images at all (False: a copy of the input comes back, so a
+    restoring attacker sees exactly the redacted probe)."""
+    return getattr(defense, "name", "") in RESTORABLE
+
+
 def restore(images: Tensor, dets: Detections, defense: nn.Module, method: str = "richardson_lucy",
             num_iter: int = RL_ITERATIONS, balance: float = WIENER_BALANCE) -> Tensor:
     """Undo ``defense`` inside the regions it redacted, as far as it can be undone.
@@ -82,7 +92,7 @@ def restore(images: Tensor, dets: Detections, defense: nn.Module, method: str = 
     if not balance > 0:
         raise ValueError(f"restore: balance must be > 0 (Wiener regularisation weight), got {balance!r}")
     name = getattr(defense, "name", "")
-    if name not in ("gaussian_blur", "pixelate") or dets.boxes.shape[0] == 0:
+    if not restorable(defense) or dets.boxes.shape[0] == 0:
         return images.clone()
     regions = make_regions(dets.to(images.device), images.shape[0],
                            tuple(images.shape[-2:]), defense.shape, defense.mask_scale)
