@@ -7,8 +7,11 @@ import os
 import socket
 from pathlib import Path
 
-import pytest
-import torch
+# as the `anonlab` command does (cli/main.py): torch's idle threads sleep instead of spinning, before torch loads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
