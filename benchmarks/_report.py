@@ -1,8 +1,10 @@
-"""Shared by the benchmark scripts: print the result JSON and write it where asked."""
+"""Shared by the benchmark scripts: print the result JSON and write it where asked; time a call."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +33,21 @@ def run_job(overrides: list[str]):
     with tempfile.TemporaryDirectory() as out:
         res = run_bench(cfg, progress=False, out=out, log=lambda m: None)
     return res, time.perf_counter() - t
+
+
+def timeit(fn: Callable[[], Any], device: Any, repeats: int) -> float:
+    """Best of ``repeats`` wall times of ``fn()`` in seconds, after one warm-up call (cudnn autotune, lazy init);
+    on CUDA (``device.type == "cuda"``) the device is synchronised around each call."""
+    import torch
+
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t)
+    return best

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import time
 
 import torch
-from _report import emit
+from _report import emit, timeit
 
 from anonlab.detectors import DETECTORS
 from anonlab.io.images import read_image
@@ -29,19 +28,6 @@ from anonlab.weights import package_file
 
 IMAGES = (("skimage", "data", "astronaut.png"), ("ultralytics", "assets", "zidane.jpg"))
 
-
-def timeit(fn, device: torch.device, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def faces(device: torch.device):

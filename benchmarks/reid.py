@@ -23,27 +23,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import emit
+from _report import emit, timeit
 
 from anonlab.datasets.mot import MOTDataset
 from anonlab.identity import reid
 from anonlab.provenance import environment
 from anonlab.recognizers import RECOGNIZERS
 from anonlab.weights import shared_root
-
-
-def timeit(fn, device: torch.device, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def throughput(crops: reid.TrackCrops, device: torch.device, n: int, batch: int, repeats: int) -> list[dict]:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _report import timeit
 
 from anonlab.datasets import DATASETS
 from anonlab.defenses import BoxBlur, GaussianBlur, Pixelate, SolidFill
@@ -41,19 +41,6 @@ def frames_and_boxes(n: int, size_hw: tuple[int, int], device: torch.device) -> 
     dets = Detections.from_list([boxes] * n, device=device)
     return frames, dets
 
-
-def timeit(fn, device: torch.device, repeats: int) -> float:
-    fn()  # warm-up (cudnn autotune, lazy init)
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def opencv_per_frame_blur(frames: torch.Tensor, dets: Detections) -> None:
