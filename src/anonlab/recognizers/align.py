@@ -49,6 +49,7 @@ from torchvision.ops import roi_align
 
 from anonlab import weights
 from anonlab._checks import check_choice, check_int, check_range
+from anonlab.recognizers.base import RecognizerBase
 
 #: insightface ``arcface_dst``: (x, y) in a 112 x 112 crop, OpenCV frame (pixel centres at integers)
 ARCFACE_112 = (
@@ -327,3 +328,31 @@ class ArcFaceAligner(nn.Module):
         m, found = self.transforms(images, boxes, batch_idx)
         crops = self.warp(images.float(), batch_idx, m)
         return crops.round().clamp(0, 255).to(torch.uint8), found
+
+
+class ArcFaceAlignedRecognizer(RecognizerBase):
+    """Base of the recognizers that crop by :class:`ArcFaceAligner` (5 landmarks, similarity transform to the
+    ArcFace template scaled to ``input_size_hw``) and embed differentiably: a subclass sets ``self.aligner`` and
+    implements :meth:`embed_float`; ``crop``, ``embed`` and ``crop_float`` are the same for all of them."""
+
+    aligner: ArcFaceAligner
+
+    def crop(self, images: Tensor, boxes: Tensor, batch_idx: Tensor) -> tuple[Tensor, Tensor]:
+        return self.aligner(images, boxes, batch_idx)
+
+    def embed(self, crops: Tensor) -> Tensor:
+        self.check_crops(crops)
+        with torch.no_grad():
+            return self.embed_float(crops.float() / 255.0)
+
+    def embed_float(self, x: Tensor) -> Tensor:
+        """Differentiable: float ``(N, 3, *input_size_hw)`` RGB in [0, 1] -> ``float32 (N, embedding_dim)``."""
+        raise NotImplementedError
+
+    def crop_float(self, x: Tensor, batch_idx: Tensor, m: Tensor) -> Tensor:
+        """Differentiable crops: float ``x (B, 3, H, W)`` (any range) warped by ``m`` (``(N, 2, 3)`` from
+        ``self.aligner.transforms``) -> ``(N, 3, *input_size_hw)`` in the same range."""
+        return self.aligner.warp(x, batch_idx, m)
+
+    def extra_repr(self) -> str:
+        return f"landmarks={self.aligner.source}"

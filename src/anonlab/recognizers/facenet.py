@@ -24,12 +24,12 @@ import torch
 from torch import Tensor
 
 from anonlab import weights as _weights
-from anonlab.recognizers.align import ArcFaceAligner
-from anonlab.recognizers.base import RECOGNIZERS, RecognizerBase
+from anonlab.recognizers.align import ArcFaceAlignedRecognizer, ArcFaceAligner
+from anonlab.recognizers.base import RECOGNIZERS
 
 
 @RECOGNIZERS.register("facenet")
-class FaceNet(RecognizerBase):
+class FaceNet(ArcFaceAlignedRecognizer):
     """facenet-pytorch ``InceptionResnetV1`` (VGGFace2): ``arcface5``-aligned ``uint8 (N, 3, 160, 160)`` crops ->
     ``float32 (N, 512)`` unit vectors, batched.
 
@@ -58,23 +58,8 @@ class FaceNet(RecognizerBase):
             p.requires_grad_(False)
         self.aligner = ArcFaceAligner(self.input_size_hw, landmarks)
 
-    def crop(self, images: Tensor, boxes: Tensor, batch_idx: Tensor) -> tuple[Tensor, Tensor]:
-        return self.aligner(images, boxes, batch_idx)
-
-    def embed(self, crops: Tensor) -> Tensor:
-        self.check_crops(crops)
-        with torch.no_grad():
-            return self.embed_float(crops.float() / 255.0)
-
     def embed_float(self, x: Tensor) -> Tensor:
         """Differentiable: float ``(N, 3, 160, 160)`` RGB in [0, 1] -> ``float32 (N, 512)`` unit vectors."""
         if len(x) == 0:
             return x.new_zeros((0, self.embedding_dim))
         return self.net((x * 255.0 - 127.5) / 128.0).float()
-
-    def crop_float(self, x: Tensor, batch_idx: Tensor, m: Tensor) -> Tensor:
-        """Differentiable crops of float ``x (B, 3, H, W)`` by ``m`` (``self.aligner.transforms``)."""
-        return self.aligner.warp(x, batch_idx, m)
-
-    def extra_repr(self) -> str:
-        return f"landmarks={self.aligner.source}"

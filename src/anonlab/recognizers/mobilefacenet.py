@@ -27,8 +27,8 @@ from torch import Tensor
 
 from anonlab import weights as _weights
 from anonlab.detectors._common import onnx_to_torch, quiet_onnx2torch, unbake_reshapes
-from anonlab.recognizers.align import ArcFaceAligner
-from anonlab.recognizers.base import RECOGNIZERS, RecognizerBase
+from anonlab.recognizers.align import ArcFaceAlignedRecognizer, ArcFaceAligner
+from anonlab.recognizers.base import RECOGNIZERS
 
 #: ImageNet normalisation (torchvision's constants), as the MANIFEST states for this export
 MEAN_RGB = (0.485, 0.456, 0.406)
@@ -36,7 +36,7 @@ STD_RGB = (0.229, 0.224, 0.225)
 
 
 @RECOGNIZERS.register("mobilefacenet")
-class MobileFaceNet(RecognizerBase):
+class MobileFaceNet(ArcFaceAlignedRecognizer):
     """MobileFaceNet: ``arcface5``-aligned ``uint8 (N, 3, 112, 112)`` crops -> ``float32 (N, 128)``, batched.
 
     ``landmarks``: where the 5 points come from (``yunet``, ``mtcnn`` or ``dlib68``, :mod:`anonlab.recognizers.align`);
@@ -60,25 +60,9 @@ class MobileFaceNet(RecognizerBase):
         self.register_buffer("mean", torch.tensor(MEAN_RGB).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD_RGB).view(1, 3, 1, 1), persistent=False)
 
-    def crop(self, images: Tensor, boxes: Tensor, batch_idx: Tensor) -> tuple[Tensor, Tensor]:
-        return self.aligner(images, boxes, batch_idx)
-
-    def embed(self, crops: Tensor) -> Tensor:
-        self.check_crops(crops)
-        with torch.no_grad():
-            return self.embed_float(crops.float() / 255.0)
-
     def embed_float(self, x: Tensor) -> Tensor:
         """Differentiable: float ``(N, 3, 112, 112)`` RGB in [0, 1] -> ``float32 (N, 128)`` (unnormalised)."""
         if len(x) == 0:
             return x.new_zeros((0, self.embedding_dim))
         with quiet_onnx2torch():
             return self.net((x - self.mean) / self.std).float()
-
-    def crop_float(self, x: Tensor, batch_idx: Tensor, m: Tensor) -> Tensor:
-        """Differentiable crops: float ``x (B, 3, H, W)`` (any range) warped by ``m`` (``(N, 2, 3)`` from
-        ``self.aligner.transforms``) -> ``(N, 3, 112, 112)`` in the same range."""
-        return self.aligner.warp(x, batch_idx, m)
-
-    def extra_repr(self) -> str:
-        return f"landmarks={self.aligner.source}"
