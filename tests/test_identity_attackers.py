@@ -114,12 +114,12 @@ def _att(people: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([ds.load(i).image for i in idx]), torch.tensor([ds.identity(i) for i in idx])
 
 
-def _split(labels: torch.Tensor, seed: int = 0, n_train: int = 8) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
+def _split(labels: torch.Tensor, seed: int = 0, n_test: int = 2) -> torch.Tensor:
+    """bool (N,): True for the training images, ``n_test`` per person held out (the identity job's own split)."""
+    from anonlab.identity.evaluate import split_per_person
+
     train = torch.zeros(len(labels), dtype=torch.bool)
-    for p in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == p).flatten()
-        train[idx[torch.randperm(len(idx), generator=g)[:n_train]]] = True
+    train[torch.from_numpy(split_per_person(labels.numpy(), n_test, seed)[0])] = True
     return train
 
 
