@@ -256,11 +256,13 @@ def test_decode_on_device_without_cuda_is_a_config_error(tmp_path):
     ("detectors=[yunet,yunet]", "detectors names yunet twice"),
     ("pseudo_gt.face=[centerface,centerface]", "pseudo_gt.face names centerface twice"),
     ("scene.face_px=inf", "scene.face_px must be a number"),
+    ("device=cuda:abc", "device must be cpu, cuda or cuda:N"),
 ])
 def test_settings_that_would_vanish_or_overflow_are_config_errors(tmp_path, override, says):
     """Found by the breaker: an empty sweep list ran the clean baseline alone, a detector named twice was collapsed
-    (or, in a pseudo ground truth panel, voted twice) and ``inf`` passed the number checks, all silently or with a
-    traceback; each is now one line, exit 2, before any work."""
+    (or, in a pseudo ground truth panel, voted twice), ``inf`` passed the number checks and ``device=cuda:abc``
+    reached torch before the check, all silently or with a traceback; each is now one line, exit 2, before any
+    work."""
     extra = ["dataset=folder", f"dataset.root={_folder_with_images(tmp_path)}"] \
         if override.startswith("pseudo_gt") else []
     proc = anonlab("bench", "experiment=single", "detectors=[haar]", *extra, override, f"out={tmp_path / 'out'}")

@@ -47,12 +47,12 @@ def run_and_write(cfg: DictConfig, out_dir: str) -> int:
     With ``identity.datasets`` set, the same defense settings are then attacked by recognizers
     (:mod:`anonlab.identity.evaluate`): ``identity.parquet`` beside ``results.parquet``, and a detection vs
     identification table printed and appended to summary.md. Both jobs are built and checked before either runs."""
-    import torch
-
     from anonlab.identity.evaluate import build_identity, run_identity
+    from anonlab.job import read_options
 
     out = Path(out_dir)
-    plan = build_identity(cfg, build_settings(cfg), torch.device(str(cfg.device)))
+    device = read_options(cfg).device  # checked (one line, exit 2) before anything is built on it
+    plan = build_identity(cfg, build_settings(cfg), device)
     result = run_bench(cfg, progress=bool(cfg.progress), out=out)
     if plan is not None:
         ident = run_identity(plan, build_settings(cfg), out)
