@@ -293,3 +293,11 @@ def test_command_sets_a_passive_openmp_wait_before_torch_loads(given, expected):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", expected]
+
+
+def test_a_required_detector_value_left_out_is_one_line(tmp_path):
+    """Found by the breaker: ``detectors=[yolo]`` without weights was an omegaconf MissingMandatoryValue traceback
+    (exit 1); it is one line naming the detector and the key, exit 2, nothing written."""
+    proc = anonlab("bench", "experiment=single", "detectors=[yolo]", f"out={tmp_path}")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "detector yolo: weights is required" in proc.stderr and not (tmp_path / "results.parquet").exists()

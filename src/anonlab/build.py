@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
+from omegaconf.errors import MissingMandatoryValue
 from omegaconf import DictConfig, OmegaConf
 
 from anonlab.defenses import DEFENSES
@@ -39,6 +40,10 @@ def build_config(cfg: DictConfig, what: str, error: type[Exception] = BenchError
     """Instantiate a Hydra config; a constructor's own one-line error is re-raised as ``error("<what>: ...")``."""
     try:
         return instantiate(cfg, _convert_="all")
+    except MissingMandatoryValue as e:  # a `???` left in the config (e.g. yolo's weights): name the key
+        key = e.full_key or "a value"
+        raise error(f"{what}: {key} is required and was not given (it is ??? in its config; that file's comment "
+                    "says how to give it)") from None
     except Exception as e:  # hydra wraps the constructor's error; surface the original one-liner
         cause = e.__cause__ or e
         if isinstance(cause, (ValueError, TypeError, FileNotFoundError, RuntimeError, ModuleNotFoundError)):
