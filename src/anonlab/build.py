@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf.errors import MissingMandatoryValue
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from anonlab.defenses import DEFENSES
 from anonlab.detectors import DETECTORS
