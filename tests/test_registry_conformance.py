@@ -125,6 +125,29 @@ def test_release_contract(name, frames, device):
 # ---------------------------------------------------------------------------------------------- datasets
 
 
+def _people(tmp_path: Path, sub: str, name) -> Path:
+    """Two people of two public photos each (the bus and zidane assets, and their mirror images) in
+    ``tmp_path/sub/<person>/`` under the file names ``name(person dir, k)`` gives."""
+    from PIL import Image, ImageOps
+
+    root = tmp_path / sub
+    for person, asset in (("Bus_Rider", "bus.jpg"), ("Zidane_Photo", "zidane.jpg")):
+        (root / person).mkdir(parents=True)
+        im = Image.open(package_file("ultralytics", "assets", asset))
+        for k, pic in enumerate((im, ImageOps.mirror(im)), start=1):
+            path = name(root / person, k)
+            pic.save(path)
+    return root
+
+
+def _lfw(tmp_path: Path) -> Path:
+    """A two-person LFW layout: ``lfw/<name>/<name>_000k.jpg`` and a one-fold View 2 ``pairs.txt``."""
+    _people(tmp_path / "lfwroot", "lfw", lambda p, k: p / f"{p.name}_{k:04d}.jpg")
+    (tmp_path / "lfwroot" / "pairs.txt").write_text(
+        "1\t1\nBus_Rider\t1\t2\nBus_Rider\t1\tZidane_Photo\t2\n")
+    return tmp_path / "lfwroot"
+
+
 def _dataset_args(name: str, tmp_path: Path) -> dict:
     """The small fixture or shared data each dataset is checked on (a new dataset must add its entry here)."""
     pennfudan = "datasets/pennfudanped_penn/PennFudanPed"
@@ -139,6 +162,12 @@ def _dataset_args(name: str, tmp_path: Path) -> dict:
         "pennfudan": lambda: {"root": str(shared_path(pennfudan))},
         "composite": lambda: {"pennfudan_root": str(shared_path(pennfudan)), "n_scenes": 2},
         "video": lambda: {"path": str(shared_path(f"{pets}/vtest.avi")), "max_frames": 2},
+        "att_faces": lambda: {"root": str(shared_path("datasets/att_orl_faces")), "subjects": 2,
+                              "images_per_subject": 2},
+        "deepface_pairs": lambda: {"root": str(shared_path("datasets/deepface_unit_faces"))},
+        "facenet_test_images": lambda: {"root": str(shared_path("datasets/facenet_pytorch_test_images"))},
+        "identity_folder": lambda: {"root": str(_people(tmp_path, "people", lambda p, k: p / f"{k}.jpg"))},
+        "lfw": lambda: {"root": str(_lfw(tmp_path))},
     }
     if name not in args:
         pytest.fail(f"dataset {name!r} has no fixture in test_registry_conformance._dataset_args")
