@@ -778,6 +778,12 @@ def markdown(inp: Inputs, cells: list[dict], title: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_text(files: list[tuple[Path, str]]) -> None:
     """Write every ``(path, text)`` under a temporary name in its folder, then rename all: nothing half-written."""
     temps = []
@@ -788,6 +794,7 @@ def _atomic_text(files: list[tuple[Path, str]]) -> None:
             temps.append(tmp)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a page to share gets the usual permissions
         for (path, _), tmp in zip(files, temps):
             os.replace(tmp, path)
     finally:
