@@ -299,18 +299,25 @@ def _percent_bar(bar, label: str) -> None:
     bar.set_label(label, fontsize=7)
 
 
-def heatmap_figure(values: np.ndarray, rows: list[str], cols: list[str], title: str, cbar: str):
-    """``values`` (len(rows), len(cols)) in [0, 1] (NaN: no value), annotated in percent."""
-    fig = _figure(1.0 + 0.75 * len(cols) + 2.2, 0.8 + 0.24 * len(rows))
-    ax = fig.add_subplot()
+def _heat(ax, values: np.ndarray, rows: list[str], cols: list[str], rotation: int, annotate: bool):
+    """Draw ``values`` in [0, 1] (NaN: blank) on ``ax`` with one fixed red-to-green scale, labels, and (when
+    ``annotate``) each known cell's value in percent; returns the image for the colour bar."""
     im = ax.imshow(np.ma.masked_invalid(values), vmin=0, vmax=1, cmap="RdYlGn_r", aspect="auto")
-    ax.set_xticks(range(len(cols)), cols, rotation=35, ha="right", fontsize=7)
+    ax.set_xticks(range(len(cols)), cols, rotation=rotation, ha="right", fontsize=7)
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
-    if values.size <= 600:
+    if annotate:
         for (i, j), v in np.ndenumerate(values):
             if _known(v):
                 ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=6,
                         color="white" if v > 0.75 or v < 0.15 else "black")
+    return im
+
+
+def heatmap_figure(values: np.ndarray, rows: list[str], cols: list[str], title: str, cbar: str):
+    """``values`` (len(rows), len(cols)) in [0, 1] (NaN: no value), annotated in percent."""
+    fig = _figure(1.0 + 0.75 * len(cols) + 2.2, 0.8 + 0.24 * len(rows))
+    ax = fig.add_subplot()
+    im = _heat(ax, values, rows, cols, 35, annotate=values.size <= 600)
     ax.set_title(title, fontsize=9)
     _percent_bar(fig.colorbar(im, ax=ax, fraction=0.04), cbar)
     return fig
@@ -442,13 +449,7 @@ def heatmaps_figure(panels: list[tuple[str, np.ndarray, list[str], list[str]]], 
         ax.set_visible(False)
     im = None
     for k, (ax, (title, values, rows, cols)) in enumerate(zip(axes.flat, panels)):
-        im = ax.imshow(np.ma.masked_invalid(values), vmin=0, vmax=1, cmap="RdYlGn_r", aspect="auto")
-        ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=7)
-        ax.set_yticks(range(len(rows)), rows if k % nc == 0 else [""] * len(rows), fontsize=7)
-        for (i, j), v in np.ndenumerate(values):
-            if _known(v):
-                ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=6,
-                        color="white" if v > 0.75 or v < 0.15 else "black")
+        im = _heat(ax, values, rows if k % nc == 0 else [""] * len(rows), cols, 30, annotate=True)
         ax.set_title(title, fontsize=8)
     _percent_bar(fig.colorbar(im, ax=axes, fraction=0.03), cbar)
     return fig
