@@ -352,3 +352,22 @@ def test_split_multirun_merges_into_the_summary_of_one_job(tmp_path):
     single = {r["config_hash"]: r for r in pq.read_table(tmp_path / "one" / "summary.parquet").to_pylist()}
     assert len(merged) == len(single) == 3 and all(r == single[r["config_hash"]] for r in merged)
     assert "## Recall (%) with 95 % bootstrap interval" in (tmp_path / "merged.md").read_text()
+
+
+def test_atomic_writes_leave_ordinary_file_permissions(tmp_path):
+    """Results and report pages were written through ``mkstemp`` and kept its 0600 after the rename, so nobody but
+    the writer could read them; every atomic write now ends with the mode an ordinary new file gets."""
+    from anonlab.report.html import _atomic_text
+    from anonlab.store.shards import atomic_write
+
+    mask = os.umask(0o022)
+    try:
+        table = pa.table({"x": [1, 2]})
+        atomic_write(table, tmp_path / "results.parquet")
+        _atomic_text([(tmp_path / "page.html", "<p>x</p>"), (tmp_path / "page.md", "x")])
+    finally:
+        os.umask(mask)
+    for name in ("results.parquet", "page.html", "page.md"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    assert pq.read_table(tmp_path / "results.parquet").equals(table)
+    assert (tmp_path / "page.html").read_text() == "<p>x</p>" and not list(tmp_path.glob(".*"))

@@ -22,7 +22,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -779,23 +778,15 @@ def markdown(inp: Inputs, cells: list[dict], title: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _atomic_text(files: list[tuple[Path, str]]) -> None:
     """Write every ``(path, text)`` under a temporary name in its folder, then rename all: nothing half-written."""
+    from anonlab.store.shards import temp_beside
+
     temps = []
     try:
         for path, text in files:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-            temps.append(tmp)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a page to share gets the usual permissions
+            temps.append(temp_beside(path))
+            Path(temps[-1]).write_text(text, encoding="utf-8")
         for (path, _), tmp in zip(files, temps):
             os.replace(tmp, path)
     finally:

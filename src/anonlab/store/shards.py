@@ -113,13 +113,24 @@ class ShardStore:
         return n
 
 
-def atomic_write(table: pa.Table, path: str | os.PathLike, before_rename: Callable[[], None] | None = None) -> Path:
-    """Write ``table`` to ``path`` via a temp file in the same folder and a rename (never a half file);
-    ``before_rename`` runs between the two (a fault-injection point)."""
-    path = Path(path)
+def temp_beside(path: Path) -> str:
+    """A new empty temporary file in ``path``'s folder (created if missing), named ``.<name>.XXXX``, for a write that
+    ends in a rename onto ``path``. It gets the permissions an ordinary new file would (``0666 & ~umask``), not
+    ``mkstemp``'s 0600, so the renamed result can be read by others like any file the user writes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    return tmp
+
+
+def atomic_write(table: pa.Table, path: str | os.PathLike, before_rename: Callable[[], None] | None = None) -> Path:
+    """Write ``table`` to ``path`` via a temp file in the same folder (:func:`temp_beside`) and a rename (never a
+    half file); ``before_rename`` runs between the two (a fault-injection point)."""
+    path = Path(path)
+    tmp = temp_beside(path)
     try:
         pq.write_table(table, tmp)
         if before_rename is not None:
