@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import emit, timeit
 
 from anonlab.datasets.mot import MOTDataset
+from anonlab.defenses.regions import HEAD_FRACTION
 from anonlab.identity import reid
 from anonlab.provenance import environment
 from anonlab.recognizers import RECOGNIZERS
@@ -117,7 +118,7 @@ def main() -> None:
                   "gallery_boxes": len(split.gallery), "probe_boxes": len(split.probes), "missing": crops.missing,
                   "frames": len(crops.frames), "box_width_px_median": float(widths.median()),
                   "box_width_px_min": float(widths.min())},
-        "head_fraction": reid.HEAD_FRACTION, "face_blur_sigma_rel": reid.FACE_BLUR_SIGMA_REL,
+        "head_fraction": HEAD_FRACTION, "face_blur_sigma_rel": reid.FACE_BLUR_SIGMA_REL,
         "rows": rows, "seconds": {"load": t_load, "evaluate": t_eval},
     }
     if not args.skip_throughput:

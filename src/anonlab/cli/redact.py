@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
     from anonlab.redact.core import DEFAULT_ROI
     from anonlab.redact.verify import DEFAULT_PANEL
 
-    p = argparse.ArgumentParser(prog="anonlab redact", description="Redact faces (and optionally whole persons) in "
+    p = argparse.ArgumentParser(prog="anonlab redact", description="Redact faces and heads (or whole persons) in "
                                 "photos, folders and videos; outputs are upright, carry no metadata, and are checked "
                                 "by an independent detector panel.", epilog=PRESET_HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,9 +49,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", default=_fmt(DEFAULT_FACES), metavar="DET:THR,...",
                    help=f"face detector ensemble, union of all (default {_fmt(DEFAULT_FACES)}; '' for none; on CPU "
                    "centerface runs on onnxruntime)")
-    p.add_argument("--persons", action="store_true", help="also redact whole persons (whole-body redaction)")
+    p.add_argument("--heads", action=argparse.BooleanOptionalAction, default=True,
+                   help="also redact the head region of every person the person detectors find, for faces too "
+                   "small or turned away for the face detectors (default on)")
+    p.add_argument("--persons", action="store_true", help="redact whole persons instead of their heads (whole-body "
+                   "redaction)")
     p.add_argument("--person-detectors", default=_fmt(DEFAULT_PERSONS), metavar="DET:THR,...",
-                   help=f"person detectors used with --persons (default {_fmt(DEFAULT_PERSONS)})")
+                   help=f"person detectors used by --heads and --persons (default {_fmt(DEFAULT_PERSONS)})")
     p.add_argument("--defense", default="solid", choices=REDACTIONS, help="how regions are redacted (default solid)")
     p.add_argument("--color", default=None, help="solid: R,G,B (default 0,0,0)")
     p.add_argument("--blocks", type=int, default=None, help="pixelate: blocks per region side (default 8)")
@@ -110,7 +114,7 @@ def _allowed(p: argparse.ArgumentParser) -> dict:
     for a in p._actions:
         if not a.option_strings or a.dest == "help":
             continue
-        kind = bool if isinstance(a, argparse._StoreTrueAction) else (a.type or str)
+        kind = bool if isinstance(a, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)) else (a.type or str)
         out[a.dest] = (kind, tuple(a.choices) if a.choices else None)
     return out
 
@@ -135,7 +139,9 @@ def redact_cmd(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         faces = _pairs(args.faces, "--faces")
-        persons = _pairs(args.person_detectors, "--person-detectors") if args.persons else ()
+        people = _pairs(args.person_detectors, "--person-detectors")
+        persons = people if args.persons else ()
+        heads = people if args.heads and not args.persons else ()
         roi = _pairs(args.roi, "--roi")
         panel = _pairs(args.verify_with, "--verify-with") if not args.no_verify else ()
     except argparse.ArgumentTypeError as e:
@@ -156,7 +162,7 @@ def redact_cmd(argv: list[str]) -> int:
             print("error: --blocks applies to --defense pixelate only", file=sys.stderr)
             return EXIT_BAD_CONFIG
         params["blocks"] = args.blocks
-    overlap = {n for n, _ in panel} & {n for n, _ in faces + persons + (roi if faces else ())}
+    overlap = {n for n, _ in panel} & {n for n, _ in faces + persons + heads + (roi if faces else ())}
     if overlap:
         print(f"error: --verify-with {', '.join(sorted(overlap))} also redacts; the panel must be independent",
               file=sys.stderr)
@@ -166,7 +172,7 @@ def redact_cmd(argv: list[str]) -> int:
         return EXIT_BAD_CONFIG
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        opts = RedactOptions(faces=faces, persons=persons, defense=args.defense, defense_params=params,
+        opts = RedactOptions(faces=faces, persons=persons, heads=heads, defense=args.defense, defense_params=params,
                              shape=args.shape, mask_scale=args.mask_scale,
                              temporal=TemporalOptions(args.hold, args.max_gap, args.grow),
                              roi=roi, refine_below=args.refine_below,

@@ -45,6 +45,23 @@ def scale_boxes(boxes: Tensor, factor: float) -> Tensor:
     return torch.cat([c - half, c + half], dim=1)
 
 
+#: head height as a fraction of standing body height: an adult is about 7 to 8 head heights tall (the classical
+#: canon; anthropometric tables give a head height of 0.13 of the stature, 1/7.7); 1/7 errs towards covering the
+#: whole head and hair
+HEAD_FRACTION = 1.0 / 7.0
+
+
+def head_boxes(boxes: Tensor, fraction: float = HEAD_FRACTION, above: float = 0.0) -> Tensor:
+    """``float32 (N, 4)`` xyxy person boxes (pixels) -> their head regions ``(N, 4)``: the top ``fraction`` of each
+    box over its full width, its top raised by ``above`` x the box height (a detector's box may start below the
+    crown). ``fraction``/``above`` are fractions of the box height, >= 0."""
+    h = boxes[:, 3] - boxes[:, 1]
+    out = boxes.clone()
+    out[:, 1] = boxes[:, 1] - h * above
+    out[:, 3] = boxes[:, 1] + h * fraction
+    return out
+
+
 def pixel_rects(boxes: Tensor, size: tuple[int, int]) -> Tensor:
     """Float xyxy boxes -> int64 pixel rectangles [x1, x2) x [y1, y2), rounded and clipped to ``size`` (H, W).
 

@@ -13,7 +13,7 @@ Protocol (self-contained: it does not use the identity-dataset/adversary framewo
    gallery frames.
 2. **Redact** (:data:`CONDITIONS`, anonlab's own registered defenses on the whole frame, every person of the frame,
    not only the sampled ones): ``clean``; ``faces_solid`` and ``faces_blur``: the **head region**, the top
-   :data:`HEAD_FRACTION` of each ground-truth person box over the box's full width (PETS09 has no face ground truth
+   :data:`~anonlab.defenses.regions.HEAD_FRACTION` of each ground-truth person box over the box's full width (PETS09 has no face ground truth
    and its faces are 5-15 px: no face detector finds them reliably), filled black or Gaussian-blurred with
    sigma = 0.5 x the head region's height (strong: deface's box blur of half the box is sigma ~ 0.14 x the box);
    ``body_solid``: the whole person box filled black, the control that must fall to chance.
@@ -44,13 +44,10 @@ from torch import Tensor, nn
 
 from anonlab.datasets.mot import MOTDataset
 from anonlab.defenses import DEFENSES
+from anonlab.defenses.regions import head_boxes
 from anonlab.metrics.identity import identification_ranks, identify, verify
 from anonlab.types import Detections
 
-#: head height as a fraction of standing body height: an adult is about 7 to 8 head heights tall (the classical
-#: canon; anthropometric tables give a head height of 0.13 of the stature, 1/7.7); 1/7 errs towards covering the
-#: whole head and hair
-HEAD_FRACTION = 1.0 / 7.0
 #: sigma of the face blur as a fraction of the head region's height (module docstring: "strong")
 FACE_BLUR_SIGMA_REL = 0.5
 
@@ -58,7 +55,7 @@ FACE_BLUR_SIGMA_REL = 0.5
 @dataclass(frozen=True)
 class Condition:
     """One redaction setting: ``defense`` (a registry name and its parameters, built with ``DEFENSES.build``;
-    None = clean) applied to ``region`` (``"head"``: top :data:`HEAD_FRACTION` of each person box; ``"body"``)."""
+    None = clean) applied to ``region`` (``"head"``: top :data:`~anonlab.defenses.regions.HEAD_FRACTION` of each person box; ``"body"``)."""
 
     name: str
     defense: str | None = None
@@ -211,13 +208,6 @@ def load_tracks(dataset: MOTDataset, per_track: int = 4, window: float = 0.4,
         missing=n_wanted - len(ids),
     )
     return split, crops
-
-
-def head_boxes(boxes: Tensor, fraction: float = HEAD_FRACTION) -> Tensor:
-    """``(N, 4)`` xyxy person boxes -> the head regions: the top ``fraction`` of each box, full width."""
-    out = boxes.clone()
-    out[:, 3] = boxes[:, 1] + (boxes[:, 3] - boxes[:, 1]) * fraction
-    return out
 
 
 def redact(images: Tensor, persons: Detections, condition: Condition, batch_size: int = 8) -> Tensor:
