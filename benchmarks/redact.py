@@ -7,14 +7,20 @@ Inputs:
   once per source image by the composite's centerface+mtcnn panel), so every frame has exact face boxes and track
   ids (faces hidden more than half by nearer people are left out of the scores); also upscaled to 1920x1080
   (bilinear, boxes x1.5) for frames/s at 1080p;
-- PETS09 S2L1 (``datasets/pets09_s2l1_vtest/vtest.avi``, 480x360, 10 fps, its first ``--pets-frames``): face pseudo
-  ground truth from the strongest panel at 4x upscale (``--pets-upscale``) (:func:`anonlab.metrics.pseudo_gt.consensus` of MTCNN 0.9,
-  CenterFace 0.5 and YuNet 0.6, two votes; biased towards CenterFace- and YuNet-like faces, which both tools
-  use), identities by ByteTrack over those boxes.
+- PETS09 S2L1 (``datasets/pets09_s2l1_vtest/vtest.avi``, a 480x360 re-encode of the 768x576 original, 10 fps):
+  ``--pets-frames`` (300) frames from ``--pets-start`` (frame 101; frames 1-100 chose the head region of
+  :data:`anonlab.redact.core.HEAD_FRACTION`), upscaled ``--pets-upscale`` (2x, bilinear, to 960x720: faces of
+  ~9-13 px as in the original). Two ground truths: **heads** of the annotated pedestrians (MOTChallenge tracks,
+  :func:`anonlab.redact.score.heads_of_persons`; PETS has no face boxes and its faces are too small for a face
+  panel), with the track ids, so flicker is measured on real walks; and the **face pseudo ground truth** the issue
+  names, the strongest panel (:func:`anonlab.metrics.pseudo_gt.consensus` of MTCNN 0.9, CenterFace 0.5 and YuNet
+  0.6, two votes) at 2x the clip, on every ``--pets-pseudo-stride``-th frame (it finds few faces at this size).
+  anonlab runs with its defaults, the speed configuration, and faces only (``--no-heads``).
 
 Each input is written losslessly (H.264 crf 0) and both tools read the same frames.
 
-- anonlab: :meth:`anonlab.redact.core.Redactor.video` (decode, ensemble + ROI re-detection + ByteTrack + hold,
+- anonlab: :meth:`anonlab.redact.core.Redactor.video` (decode, ensemble + head regions of NanoDet-m's persons +
+  ROI re-detection + ByteTrack + hold,
   decode again, redact, H.264 encode; models built beforehand) timed for frames/s, its boxes scored; with the
   default options and with ``--faces centerface:0.2,yunet:0.4 --detect-every 8`` (speed); the verification pass (default panel, every
   ``--verify-stride``-th frame) timed separately.
@@ -25,7 +31,9 @@ Each input is written losslessly (H.264 crf 0) and both tools read the same fram
 Both tools' boxes become pixel masks as each tool draws them (1.3 x, inscribed ellipse, for both at the defaults:
 :func:`anonlab.defenses.regions.make_regions`). A face is *covered* in a frame when >= ``--cover`` (0.9) of its
 box's pixels are masked. Coverage = covered face-frames / face-frames; flicker = frames where a face is uncovered
-between two frames where it is covered (per identity); exposed = face-frames with < 0.5 covered.
+between two frames where it is covered (per identity); exposed = face-frames with < 0.5 covered; per identity, the
+worst single-frame exposure (largest unmasked fraction of its box), averaged, and the identities exposed at least
+once (:func:`anonlab.redact.score.coverage`).
 
 Memory: peak RSS (``resource.getrusage`` in a child process) of ``Redactor.video`` on the synthetic clip's first
 ``--rss-frames`` frames and on 10 copies of them one after the other.
@@ -45,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -73,6 +82,15 @@ def write_clip(path: Path, frames, fps: float) -> Path:
     return path
 
 
+def score(boxes, truths, size_hw, shape: str, mask_scale: float) -> dict:
+    """Coverage of per-frame redaction ``boxes`` against ``truths``: per-frame faces (scores at the top level) or
+    ``{name: (frame indices or None for all, per-frame faces)}`` (one sub-dict each)."""
+    if isinstance(truths, dict):
+        return {name: coverage(boxes if idx is None else [boxes[k] for k in idx], f, size_hw, ARGS.cover, shape,
+                               mask_scale) for name, (idx, f) in truths.items()}
+    return coverage(boxes, truths, size_hw, ARGS.cover, shape, mask_scale)
+
+
 def run_anonlab(clip: Path, out_dir: Path, opts, faces, panel=None, stride: int = 1) -> dict:
     """Time ``Redactor.video`` on ``clip`` and score its boxes; with ``panel``, also time the verification."""
     from anonlab.io.video import VideoReader
@@ -88,7 +106,7 @@ def run_anonlab(clip: Path, out_dir: Path, opts, faces, panel=None, stride: int 
     size_hw = VideoReader(clip).size_hw
     row = {"frames": n, "fps_redact": n / t_redact}
     if faces is not None:
-        row.update(coverage(r.last_boxes, faces, size_hw, ARGS.cover, opts.shape, opts.mask_scale))
+        row.update(score(r.last_boxes, faces, size_hw, opts.shape, opts.mask_scale))
     if panel is not None:
         from anonlab.redact.core import torch_threads
         from anonlab.redact.verify import verify
@@ -118,38 +136,56 @@ def run_deface(frames, faces) -> dict:
         theirs.append(torch.from_numpy(np.asarray(dets[:, :4], dtype=np.float32)).reshape(-1, 4))
     row = {"frames": len(frames), "fps_detect_and_anonymize": len(frames) / (time.perf_counter() - t)}
     if faces is not None:
-        row.update(coverage(theirs, faces, tuple(frames[0].shape[1:]), ARGS.cover, "ellipse", DEFACE_MASK_SCALE))
+        row.update(score(theirs, faces, tuple(frames[0].shape[1:]), "ellipse", DEFACE_MASK_SCALE))
     return row
 
 
-def pets_clip(n_frames: int):
-    """The first ``n_frames`` of vtest.avi and their face pseudo ground truth (boxes, track ids) per frame."""
+def pets_clip(start: int, n_frames: int, up: float, pseudo_stride: int):
+    """PETS09 S2L1 frames ``start`` .. ``start + n_frames - 1`` (0-based) of vtest.avi upscaled ``up`` x (bilinear),
+    their frame rate, and two ground truths (per frame: ``(boxes float32 (K, 4) xyxy pixels of the upscaled
+    frame, ids int64 (K,))``):
+
+    - ``heads``: the head of every annotated pedestrian (MOTChallenge tracks, ignore rows left out; ids are the
+      track ids), :func:`anonlab.redact.score.heads_of_persons`;
+    - ``pseudo_faces``: on every ``pseudo_stride``-th frame only, the face pseudo ground truth of the strongest
+      panel at 2x the upscaled frame (:func:`anonlab.metrics.pseudo_gt.consensus` of MTCNN 0.9, CenterFace 0.5 and
+      YuNet 0.6, two votes); ids are unique per face (no tracks: the frames are not consecutive).
+    Returned as ``frames, fps, {"heads": (None, faces), "pseudo_faces": (frame indices, faces)}``."""
     from anonlab.build import build_config, group_config
+    from anonlab.datasets.mot import read_mot_gt, read_seqinfo
     from anonlab.detectors import DETECTORS
     from anonlab.io.video import VideoReader
     from anonlab.metrics.pseudo_gt import consensus
-    from anonlab.redact.temporal import Tracker
+    from anonlab.redact.score import heads_of_persons
 
-    src = Path(os.environ.get("ANONLAB_SHARED", "../shared")) / "datasets/pets09_s2l1_vtest/vtest.avi"
-    reader = VideoReader(src)
-    frames = [reader.read(k) for k in range(min(n_frames, len(reader)))]
+    root = Path(os.environ.get("ANONLAB_SHARED", "../shared")) / "datasets/pets09_s2l1_vtest"
+    reader = VideoReader(root / "vtest.avi")
+    gt = read_mot_gt(root / "gt/gt.txt")
+    scale = up * reader.size_hw[1] / read_seqinfo(root / "seqinfo.ini").size_hw[1]  # 2 x 0.625
+    frames, heads = [], []
+    for k in range(start, min(len(reader), start + n_frames)):
+        fr = reader.read(k)
+        frames.append(torch.nn.functional.interpolate(fr[None].float(), scale_factor=up, mode="bilinear")
+                      .round().clamp(0, 255).to(torch.uint8)[0])
+        boxes, ids, ignore = gt.get(k + 1, (torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64),
+                                            torch.zeros(0, dtype=torch.bool)))
+        heads.append((heads_of_persons(boxes[~ignore] * scale), ids[~ignore]))
     panel = []
     for name, thr in (("mtcnn", 0.9), ("centerface", 0.5), ("yunet", 0.6)):
         cfg = group_config("detector", name, DETECTORS)
         cfg.threshold = thr
         if "max_side" in cfg:
-            cfg.max_side = 32 * -(-480 * ARGS.pets_upscale // 32)  # the upscaled frame at full resolution
+            cfg.max_side = 32 * -(-2 * max(frames[0].shape[1:]) // 32)  # the 2x frame at full resolution
         panel.append((thr, build_config(cfg, name).to(ARGS.device).eval()))
-    tracker = Tracker(reader.fps, 15, 0.5)
-    faces = []
-    for fr in frames:
-        up = torch.nn.functional.interpolate(fr[None].float(), scale_factor=ARGS.pets_upscale, mode="bicubic",
-                                             align_corners=False).round().clamp(0, 255).to(torch.uint8)
+    idx, pseudo, next_id = list(range(0, len(frames), pseudo_stride)), [], 0
+    for k in idx:
+        up2 = torch.nn.functional.interpolate(frames[k][None].float(), scale_factor=2, mode="bicubic")
+        up2 = up2.round().clamp(0, 255).to(torch.uint8).to(ARGS.device)
         with torch.inference_mode():
-            dets = consensus([det(up.to(ARGS.device)).above(thr).to("cpu") for thr, det in panel], 1, 2)
-        boxes, ids = tracker.update(dets.boxes / ARGS.pets_upscale, dets.scores)
-        faces.append((boxes, ids))
-    return frames, faces, reader.fps
+            dets = consensus([det(up2).above(thr).to("cpu") for thr, det in panel], 1, 2)
+        pseudo.append((dets.boxes / 2, torch.arange(next_id, next_id + len(dets.boxes))))
+        next_id += len(dets.boxes)
+    return frames, reader.fps, {"heads": (None, heads), "pseudo_faces": (idx, pseudo)}
 
 
 def peak_rss(clip: Path, every: int) -> tuple[float, float]:
@@ -174,15 +210,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cover", type=float, default=0.9)
     ap.add_argument("--frames-1080", type=int, default=20, help="frames of the upscaled (frames/s) clips")
-    ap.add_argument("--pets-frames", type=int, default=40)
+    ap.add_argument("--pets-start", type=int, default=100,
+                    help="first PETS frame (0-based; default 100: frames 0-99 chose the head region geometry)")
+    ap.add_argument("--pets-frames", type=int, default=300)
+    ap.add_argument("--pets-pseudo-stride", type=int, default=10,
+                    help="face pseudo ground truth (the panel at 2x) on every Nth PETS frame (default 10)")
     ap.add_argument("--rss-frames", type=int, default=20)
     ap.add_argument("--verify-stride", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: synthetic (needs Penn-Fudan), 1080p, pets, upscaled (PETS frames/s "
                     "at 720p/1080p, run when synthetic is skipped), rss")
-    ap.add_argument("--pets-upscale", type=int, default=4,
-                    help="upscale of the PETS pseudo ground truth (default 4: vtest.avi is a 480x360 re-encode, "
-                    "0.625 of the 768x576 original, so its faces are 3-9 px; 2x left the panel none in 20 frames)")
+    ap.add_argument("--pets-upscale", type=float, default=2.0,
+                    help="upscale of the PETS clip (default 2: vtest.avi is a 480x360 re-encode of the 768x576 "
+                    "original; 2x gives 960x720 with faces of ~9-13 px, the original's 8-15 px)")
     ap.add_argument("--out", default=None)
     ARGS = args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -201,8 +241,10 @@ def main() -> None:
            + (f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""),
            "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
            "cover_threshold": args.cover,
-           "options": {"default": "centerface 0.2 (onnxruntime on CPU) + yunet 0.4 + ultraface 0.5, ROI yunet 0.4 "
-                                  "under 24 px, hold 2, max_gap 15", "speed": f"--faces centerface:0.2,yunet:0.4 --detect-every {SPEED_EVERY}"},
+           "options": {"default": "centerface 0.2 (onnxruntime on CPU) + yunet 0.4 + ultraface 0.5, head regions of "
+                                  "nanodet_m 0.2 persons on every frame, ROI yunet 0.4 under 24 px, hold 2, max_gap 15",
+                       "speed": f"--faces centerface:0.2,yunet:0.4 --detect-every {SPEED_EVERY} (heads on)",
+                       "faces_only": "the default with --no-heads"},
            "x264_preset": default.x264_preset}
 
     def emit():
@@ -242,16 +284,19 @@ def main() -> None:
         if "1080p" not in skip:
             speed_section("synthetic_1080p", *upscaled(frames, args.frames_1080, (1080, 1920), faces))
     if "pets" not in skip:
-        pframes, pfaces, pfps = pets_clip(args.pets_frames)
+        pframes, pfps, truths = pets_clip(args.pets_start, args.pets_frames, args.pets_upscale, args.pets_pseudo_stride)
         pclip = write_clip(tmp / "inpets" / "clip.mp4", pframes, pfps)
-        ph = torch.cat([f[0] for f in pfaces]) if pfaces else torch.zeros(0, 4)
+        heads = torch.cat([f[0] for f in truths["heads"][1]])
+        pseudo = torch.cat([f[0] for f in truths["pseudo_faces"][1]])
         doc["pets09_s2l1"] = {
-            "clip": {"frames": len(pframes), "size_hw": list(pframes[0].shape[1:]), "fps": pfps,
-                     "pseudo_gt_faces": len(ph), "face_height_px_median": float((ph[:, 3] - ph[:, 1]).median())
-                     if len(ph) else None},
-            "deface": run_deface(pframes, pfaces),
-            "anonlab_default": run_anonlab(pclip, tmp / "o5", default, pfaces),
-            "anonlab_speed": run_anonlab(pclip, tmp / "o6", speed, pfaces)}
+            "clip": {"frames": len(pframes), "first_frame": args.pets_start + 1, "upscale": args.pets_upscale,
+                     "size_hw": list(pframes[0].shape[1:]), "fps": pfps, "head_frames": len(heads),
+                     "head_height_px_median": float((heads[:, 3] - heads[:, 1]).median()),
+                     "pseudo_face_frames_scored": len(truths["pseudo_faces"][0]), "pseudo_faces": len(pseudo)},
+            "deface": run_deface(pframes, truths),
+            "anonlab_default": run_anonlab(pclip, tmp / "o5", default, truths),
+            "anonlab_speed": run_anonlab(pclip, tmp / "o6", speed, truths),
+            "anonlab_faces_only": run_anonlab(pclip, tmp / "o7", replace(default, heads=()), truths)}
         print(emit(), flush=True)
         if frames is None and "upscaled" not in skip:  # no Penn-Fudan (the device run): frames/s on PETS frames upscaled, no coverage
             for hw in ((720, 1280), (1080, 1920)):

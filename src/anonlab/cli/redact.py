@@ -65,7 +65,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-gap", type=int, default=15, help="video: longest miss of a track that is interpolated (15)")
     p.add_argument("--grow", type=float, default=0.05, help="video: held-box growth per frame, fraction (0.05)")
     p.add_argument("--detect-every", type=int, default=1, metavar="N",
-                   help="video: run the full-frame ensemble on every Nth frame, track faces between (default 1)")
+                   help="video: run the full-frame face ensemble on every Nth frame, track faces between; the "
+                   "person detectors still run on every frame (default 1)")
     p.add_argument("--roi", default=_fmt(DEFAULT_ROI), metavar="DET:THR,...",
                    help=f"detector re-run on windows around small and tracked faces (default {_fmt(DEFAULT_ROI)}; "
                    "'' for none)")

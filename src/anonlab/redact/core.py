@@ -45,14 +45,19 @@ DEFAULT_ROI = (("yunet", 0.4),)
 #: side (pixels) each ROI window is resized to: a window is 3 face sides wide, so the face spans ~48 px of it,
 #: inside YuNet's 10-300 px range (opencv_zoo YuNet notes) and at 3x for the 16 px windows of 8 px faces
 ROI_SIDE = 144
-#: person detector for head and whole-body redaction (``heads``, ``persons``) and its threshold
-#: (conf/detector/yolox_nano.yaml: 0.3); 31 ms a 960x720 frame on 2 CPU cores (benchmarks/redact.py, 2026-11-30)
-DEFAULT_PERSONS = (("yolox_nano", 0.25),)
+#: person detector for head and whole-body redaction (``heads``, ``persons``) at a low threshold (its config:
+#: 0.35). On PETS09 S2L1 frames 1-100 (2x, 960x720; heads of the MOT tracks) the head regions of one frame's boxes
+#: covered 96 % of head-frames with NanoDet-m 0.2 (10.9 boxes a frame for 5.2 walkers), 88-90 % with YOLOX-Nano
+#: 0.25-0.1 and 96 % with both; NanoDet-m takes ~100 ms a 960x720 frame on one loaded CPU core
+#: (benchmarks/redact.py, 2026-11-30)
+DEFAULT_PERSONS = (("nanodet_m", 0.2),)
+#: labels of the boxes :meth:`Redactor.detect` returns: faces, and head or whole-person regions of person boxes
+FACE, PERSON = 0, 1
 #: head region of a person box (:func:`anonlab.defenses.regions.head_boxes`): the top 0.2 of the box over its
 #: full width, raised by 0.04 of its height. A head is ~0.13 of the stature, and detector boxes often start below
 #: the crown: on PETS09 S2L1 frames 1-100 (2x upscaled, YOLOX-Nano boxes, heads from the MOT person tracks) the
 #: classical top seventh covered 65 % of head-frames in the frame of detection, this region 88 %
-#: (benchmarks/redact.py, which scores frames 101-400; 2026-11-30)
+#: (NanoDet-m boxes: 96 %; benchmarks/redact.py scores frames 101-400; 2026-11-30)
 HEAD_FRACTION, HEAD_ABOVE = 0.2, 0.04
 #: defenses that redact (the worn patches and ``none``/``noise`` are not offered)
 REDACTIONS = ("solid", "pixelate", "gaussian_blur", "box_blur")
@@ -77,9 +82,10 @@ class RedactOptions:
     ``temporal``: video hold/interpolation; ``audio``: ``"drop"`` or ``"keep"`` (copied as is, tags dropped);
     ``roi``: detectors of :func:`roi_detect` (empty = off); ``refine_below``: keyframe boxes whose shorter side
     is below this (pixels) are re-detected at higher resolution (their full-frame boxes are badly placed);
-    ``detect_every``: the full-frame ensemble runs on every Nth video frame, the frames between are tracked by ROI
-    re-detection around the previous frame's boxes (and the ``hold`` grows to at least N - 1 frames, so a face that
-    appears between two keyframes is covered from the frame it appears);
+    ``detect_every``: the full-frame face ensemble runs on every Nth video frame, faces in the frames between are
+    tracked by ROI re-detection around the previous frame's face boxes (and the ``hold`` grows to at least N - 1
+    frames, so a face that appears between two keyframes is covered from the frame it appears); the person
+    detectors of ``heads``/``persons`` run on every frame;
     ``x264_preset``: the encoder's speed preset (``veryfast``: faster than x264's ``medium``, a larger file at the
     same ``crf`` quality); on CPU a face detector with a faster backend runs on it
     (:data:`CPU_BACKENDS`);
@@ -329,22 +335,28 @@ class Redactor:
         self.low_score = min(t for _, t, _ in self.ensemble.members + (self.roi.members if self.roi else []))
         import trackers  # noqa: F401  (imported once here: its import takes seconds, not a video's time)
 
-    def detect(self, images: Tensor) -> Detections:
-        """The ensemble's detections of ``images`` ``uint8 (B, 3, H, W)`` (person boxes cut to their head regions
-        with ``heads``) plus the ROI re-detections (:func:`roi_detect`) of its face boxes shorter than
-        ``refine_below`` pixels (a union: nothing is dropped)."""
+    def detect(self, images: Tensor, faces: bool = True) -> Detections:
+        """The regions to redact in ``images`` ``uint8 (B, 3, H, W)``: the face members' boxes plus the ROI
+        re-detections (:func:`roi_detect`) of those shorter than ``refine_below`` pixels, labelled :data:`FACE`,
+        and the person members' boxes (cut to their head regions with ``heads``), labelled :data:`PERSON`; a
+        union, nothing is dropped. ``faces=False``: the person members only."""
         from anonlab.defenses.regions import head_boxes
 
-        parts = [det(images).above(thr) for _, thr, det in self.ensemble.members]
-        if self.head_regions:
-            for k in range(self.n_face_members, len(parts)):
-                p = parts[k]
-                parts[k] = Detections(head_boxes(p.boxes, HEAD_FRACTION, HEAD_ABOVE), p.scores, p.labels,
-                                      p.batch_idx)
-        if self.roi is not None:
-            faces = Detections.cat(parts[:self.n_face_members], device=images.device)
-            small = (faces.boxes[:, 2:] - faces.boxes[:, :2]).amin(1) < self.opts.refine_below
-            parts.append(roi_detect(images, faces.boxes[small], faces.batch_idx[small], self.roi))
+        def labelled(d: Detections, label: int, boxes: Tensor | None = None) -> Detections:
+            return Detections(d.boxes if boxes is None else boxes, d.scores, torch.full_like(d.labels, label),
+                              d.batch_idx)
+
+        parts = []
+        if faces:
+            parts = [labelled(det(images).above(thr), FACE) for _, thr, det in self.ensemble.members[:self.n_face_members]]
+            if self.roi is not None:
+                found = Detections.cat(parts, device=images.device)
+                small = (found.boxes[:, 2:] - found.boxes[:, :2]).amin(1) < self.opts.refine_below
+                parts.append(labelled(roi_detect(images, found.boxes[small], found.batch_idx[small], self.roi), FACE))
+        for _, thr, det in self.ensemble.members[self.n_face_members:]:
+            p = det(images).above(thr)
+            parts.append(labelled(p, PERSON, head_boxes(p.boxes, HEAD_FRACTION, HEAD_ABOVE) if self.head_regions
+                                  else None))
         return Detections.cat(parts, device=images.device)
 
     def redact(self, images: Tensor, dets: Detections) -> Tensor:
@@ -376,8 +388,9 @@ class Redactor:
         """Pass 1 over a video: detect, track and fill; the redaction boxes ``float32 (K, 4)`` of every frame.
 
         Keyframes (every ``detect_every``-th frame, from 0) get :meth:`detect`; every other frame gets ROI
-        re-detection around the previous frame's boxes (tracking by detection in a window, so each tracked face is
-        measured in every frame); ByteTrack and :func:`~anonlab.redact.temporal.fill` then hold and interpolate."""
+        re-detection around the previous frame's face boxes (tracking by detection in a window, so each tracked
+        face is measured in every frame) and the person detectors (:meth:`_between`); ByteTrack and
+        :func:`~anonlab.redact.temporal.fill` then hold and interpolate."""
         from dataclasses import replace
 
         from torchvision.ops import nms
@@ -395,21 +408,25 @@ class Redactor:
             keys = [i for i in range(frames.shape[0]) if (start + i) % every == 0]
             key_dets = self.detect(frames[keys]) if keys else None
             for i in range(frames.shape[0]):
-                if i in keys:
-                    one = key_dets.for_image(keys.index(i))
-                elif self.roi is not None and len(prev):
-                    one = roi_detect(frames[i:i + 1], prev, torch.zeros(len(prev), dtype=torch.int64,
-                                                                          device=self.device), self.roi)
-                else:
-                    one = Detections.empty(self.device)
+                one = key_dets.for_image(keys.index(i)) if i in keys else self._between(frames[i:i + 1], prev)
                 one = one.to("cpu")
                 raw.append(one.boxes)
                 tracked.append(tracker.update(one.boxes, one.scores))
-                prev = one.boxes[nms(one.boxes, one.scores, 0.5)].to(self.device) if len(one.boxes) else \
-                    torch.zeros(0, 4, device=self.device)
+                face = one.labels == FACE  # faces are followed by ROI re-detection; persons are found anew
+                prev = one.boxes[face][nms(one.boxes[face], one.scores[face], 0.5)].to(self.device)
             if tick is not None:
                 tick(frames.shape[0] / 2)
         return fill(raw, tracked, temporal)
+
+    def _between(self, frame: Tensor, prev: Tensor) -> Detections:
+        """A frame between keyframes (``uint8 (1, 3, H, W)``): faces by ROI re-detection around ``prev`` (the face
+        boxes of the frame before, ``float32 (K, 4)``), persons by the person members on the whole frame (they
+        cost ~60 ms a frame on CPU, :data:`DEFAULT_PERSONS`, and small far faces are not re-found by a window)."""
+        parts = [self.detect(frame, faces=False)] if self.n_face_members < len(self.ensemble.members) else []
+        if self.roi is not None and len(prev):
+            found = roi_detect(frame, prev, torch.zeros(len(prev), dtype=torch.int64, device=self.device), self.roi)
+            parts.append(Detections(found.boxes, found.scores, torch.full_like(found.labels, FACE), found.batch_idx))
+        return Detections.cat(parts, device=self.device)
 
     def _video(self, src: Path, dst: Path, tick) -> tuple[int, str | None]:
         opts = self.opts
