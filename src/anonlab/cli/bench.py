@@ -73,8 +73,8 @@ def run_and_write(cfg: DictConfig, out_dir: str) -> int:
         print(f"wrote {out}/identity.parquet ({len(ident.rows)} rows) in {ident.wall_s:.1f} s", file=sys.stderr)
     notes = result.extra.get("reader_notes") or {}
     if notes:
-        print(f"note: the reader rotated, rescaled or found damage in {len(notes)} file(s); see {out}/run.json "
-              f"(reader_notes)", file=sys.stderr)
+        print(f"note: the reader rotated, rescaled, dropped transparency or later frames, or found damage in "
+              f"{len(notes)} file(s); see {out}/run.json (reader_notes)", file=sys.stderr)
     if result.failures:
         print(f"error: {len(result.failures)} image(s) could not be used; see {out}/run.json", file=sys.stderr)
         return 3
