@@ -11,7 +11,13 @@ import sys
 import pyarrow as pa
 import pytest
 
-from anonlab.io.atomic import PARTIAL, atomic_path, partial_path, remove_partials, write_text
+from anonlab.io.atomic import (
+    PARTIAL,
+    atomic_path,
+    partial_path,
+    remove_partials,
+    write_text,
+)
 from anonlab.store.shards import ShardStore
 
 

@@ -81,6 +81,14 @@ def test_a_bad_sweep_is_one_line_naming_its_form(overrides, says):
     assert says in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
+def test_a_flag_that_is_not_true_or_false_is_refused():
+    from anonlab.job import read_options
+
+    with pytest.raises(BenchError, match=r"^progress must be true or false, got 'maybe'$"):
+        read_options(_compose(["progress=maybe"]))
+    assert read_options(_compose(["progress=false"])).batch_size == 1
+
+
 def test_a_key_added_to_a_release_without_settings_names_its_valid_keys():
     with pytest.raises(BenchError, match=r"^release: unknown key 'qualty' for anonlab.camera.IdentityRelease; valid "
                                          r"keys: none \(it takes no settings\)$"):
