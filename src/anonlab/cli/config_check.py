@@ -100,8 +100,9 @@ def _group_values(conf_dir: Path, overrides: list[str]) -> str | None:
     won). One line naming the group, its options and how to run several."""
     for o in _parsed(overrides):
         group = o.key_or_group
-        if o.is_delete() or "." in group or group == "hydra" or not (conf_dir / group).is_dir():
-            continue
+        if o.is_delete() or o.is_sweep_override() or "." in group or group == "hydra" \
+                or not (conf_dir / group).is_dir():
+            continue  # (a sweep without -m: Hydra's own message says to add it)
         value = o.value()
         if isinstance(value, str) or isinstance(value, dict):  # a mapping sets keys of the chosen option
             continue
@@ -144,7 +145,7 @@ def _replaced_mapping(conf_dir: Path, config_name: str, overrides: list[str], cf
         return None
     for o in _parsed(overrides):
         key = o.key_or_group
-        if o.is_delete() or key.startswith("hydra") or (conf_dir / key).is_dir():
+        if o.is_delete() or o.is_sweep_override() or key.startswith("hydra") or (conf_dir / key).is_dir():
             continue
         was = OmegaConf.select(root, key, default=None, throw_on_resolution_failure=False)
         if isinstance(was, DictConfig) and len(was) and not isinstance(OmegaConf.select(cfg, key), DictConfig):
