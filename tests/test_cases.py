@@ -49,7 +49,8 @@ def folder_job(case: str, annotations: str, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, key, expected", [
-    (["bench", "defense.sigmaa=2"], "defense.sigmaa", "valid keys in defense: mask_scale, shape, sigma, sigma_rel"),
+    (["bench", "defense.sigmaa=2"], "defense.sigmaa",
+     "valid keys in defense=gaussian_blur: mask_scale, shape, sigma, sigma_rel"),
     (["bench", "dataset=pennfudan"], "dataset.root", "`anonlab datasets fetch pennfudan`"),
     (["bench", "dataset=nosuch"], "dataset=nosuch", "valid: att_faces, composite, deepface_pairs, default,"),
     (["bench", "-m", "defense.sigma=2,4", "defense.sigmaa=1"], "defense.sigmaa", "unknown key"),

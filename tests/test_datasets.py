@@ -230,11 +230,11 @@ def test_folder_reads_a_coco_file(tmp_path):
     assert bus.gt.ignore_persons.tolist() == [True, True] and bus.gt.person_ids.tolist() == [-1, -1]
     assert bus.gt.ignore_faces.tolist() == [False]
     assert zidane.gt.faces.shape == (0, 4) and zidane.gt.persons.shape == (0, 4) and not zidane.gt.pseudo_gt
-    # without recursive, sub/ is not searched: the json names a file that is not there, a failure of that image
-    flat = FolderDataset(str(root), annotations=str(ann))
-    assert "sub/bus.jpg" in flat.refs()
-    with pytest.raises(SampleError, match=r"coco\.json.*sub/bus\.jpg"):
-        flat.load(flat.refs().index("sub/bus.jpg"))
+    # without recursive, sub/ is not searched: the json names a file that is there, in a subfolder; found by the
+    # breaker: each such image failed as "does not exist". Now a configuration error that names the option
+    with pytest.raises(ValueError, match=r"coco\.json lists 1 image\(s\) in subfolders of .*'sub/bus\.jpg'.*"
+                                         r"set dataset\.recursive=true$"):
+        FolderDataset(str(root), annotations=str(ann))
 
 
 def test_folder_without_annotations_is_pseudo_gt(tmp_path):
@@ -302,6 +302,10 @@ def test_folder_rejects_a_size_that_disagrees_with_the_annotations(tmp_path):
           "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [0, 0, -1, 3]}]}, r"annotation 5.*bbox"),
         ({"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "name": "face"}],
           "annotations": [{"id": 5, "image_id": 9, "category_id": 1, "bbox": [0, 0, 1, 3]}]}, "image_id 9"),
+        # booleans are ints to Python (True == 1); found by the breaker: [true, 20, 120, 160] was read as x = 1
+        ({"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "name": "face"}],
+          "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [True, 20, 120, 160]}]},
+         r"annotation 7 of 'a\.jpg': bbox must be 4 finite numbers .*got \[True, 20, 120, 160\]"),
         ({"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "b.jpg"}],
           "categories": [{"id": 1, "name": "face"}], "annotations": []}, "image id 1 is used twice"),
         ({"images": []}, "expected a JSON object"),

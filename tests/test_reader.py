@@ -95,6 +95,54 @@ def test_channel_layouts_become_rgb(tmp_path, mode, fmt):
     assert out.dtype == torch.uint8 and out.shape == (3, 24, 40)
 
 
+@pytest.mark.parametrize("fmt", ["png", "webp", "gif"])
+def test_transparency_dropped_is_said_in_the_reader_note(tmp_path, fmt):
+    """Found by the breaker: an RGBA PNG (or a GIF with a transparent colour) lost its alpha silently. The pixels
+    are the colour stored under it (Pillow's RGB conversion), and the note says what share was transparent; an
+    all-opaque alpha changes nothing and gets no note."""
+    from PIL import Image
+
+    rgba = np.dstack([_picture(), np.full((24, 40), 255, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / f"opaque.{fmt}", lossless=True)
+    rgba[:6, :, 3] = 0  # the top quarter transparent
+    if fmt == "gif":  # a transparent palette index (255, which the 255-colour palette leaves free)
+        pal = Image.fromarray(_picture()).quantize(255, dither=Image.Dither.NONE)
+        idx = np.asarray(pal).copy()
+        idx[:6] = 255
+        img = Image.fromarray(idx, "P")
+        img.putpalette(pal.getpalette())
+        img.save(tmp_path / "x.gif", transparency=255)
+    else:
+        Image.fromarray(rgba).save(tmp_path / f"x.{fmt}", lossless=True)
+    got = load_image(tmp_path / f"x.{fmt}")
+    with Image.open(tmp_path / f"x.{fmt}") as ref:
+        want = torch.from_numpy(np.asarray(ref.convert("RGB")).transpose(2, 0, 1).copy())
+    assert torch.equal(got.image, want)
+    assert got.note == ("alpha (transparency) dropped: 25.0% of pixels are transparent or partly so; the colour "
+                        "stored under them is used as is (not composited over a background)")
+    opaque = load_image(tmp_path / f"opaque.{fmt}")
+    assert opaque.note is None or "alpha" not in opaque.note
+
+
+@pytest.mark.parametrize("fmt", ["gif", "webp", "png", "tif"])
+def test_an_animated_or_multipage_file_is_its_first_frame_and_the_note_says_so(tmp_path, fmt):
+    """Found by the breaker: an animated GIF was read as its first frame with nothing said; the note names the
+    count left out (animated WebP and PNG, multi-page TIFF alike)."""
+    from PIL import Image
+
+    frames = [Image.fromarray(_picture()), Image.fromarray(_picture()[::-1].copy()),
+              Image.fromarray(_picture()[:, ::-1].copy())]
+    frames[0].save(tmp_path / f"x.{fmt}", save_all=True, append_images=frames[1:], lossless=True)
+    got = load_image(tmp_path / f"x.{fmt}")
+    with Image.open(tmp_path / f"x.{fmt}") as ref:
+        want = torch.from_numpy(np.asarray(ref.convert("RGB")).transpose(2, 0, 1).copy())  # frame 0
+    assert torch.equal(got.image, want)
+    kind = "pages" if fmt == "tif" else "frames"
+    assert got.note is not None and f"first of 3 {kind} read" in got.note and "the other 2 are left out" in got.note
+    frames[0].save(tmp_path / f"one.{fmt}")
+    assert load_image(tmp_path / f"one.{fmt}").note is None
+
+
 @pytest.mark.parametrize("name", ["a.jpg", "a.png", "a.tif", "lzw.tif", "a.bmp", "a.webp", "a.gif"])
 def test_a_truncated_image_is_a_one_line_failure(tmp_path, name):
     from PIL import Image

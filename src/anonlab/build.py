@@ -4,12 +4,14 @@ constructor runs here, before any image is read; a bad value is a :class:`BenchE
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import re
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from anonlab.defenses import DEFENSES
@@ -46,9 +48,27 @@ def build_config(cfg: DictConfig, what: str, error: type[Exception] = BenchError
                     "says how to give it)") from None
     except Exception as e:  # hydra wraps the constructor's error; surface the original one-liner
         cause = e.__cause__ or e
+        unknown = _unknown_parameter(cfg, cause)
+        if unknown:
+            raise error(f"{what}: {unknown}") from cause
         if isinstance(cause, (ValueError, TypeError, FileNotFoundError, RuntimeError, ModuleNotFoundError)):
             raise error(f"{what}: {cause}") from cause
         raise
+
+
+def _unknown_parameter(cfg: DictConfig, cause: BaseException) -> str | None:
+    """``Pixelate.__init__() got an unexpected keyword argument 'blockz'`` as ``unknown key 'blockz' for
+    anonlab.defenses.Pixelate; valid keys: ...`` (the constructor's parameters), or None for any other error."""
+    m = re.search(r"unexpected keyword argument '(\w+)'", str(cause)) if isinstance(cause, TypeError) else None
+    target = cfg.get("_target_") if isinstance(cfg, DictConfig) else None
+    if m is None or not isinstance(target, str):
+        return None
+    try:
+        params = inspect.signature(get_class(target)).parameters.values()
+    except (ImportError, ValueError, TypeError):
+        return None
+    valid = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return f"unknown key {m.group(1)!r} for {target}; valid keys: {', '.join(valid) or 'none (it takes no settings)'}"
 
 
 def build_camera(cfg: DictConfig) -> tuple[Capture, Release]:
@@ -65,6 +85,11 @@ def build_camera(cfg: DictConfig) -> tuple[Capture, Release]:
     return stages[0], stages[1]
 
 
+#: what ``sweep`` holds, for messages (the same words as conf/bench.yaml's comment on it)
+SWEEP_FORM = ("a list of defense settings [{name: DEFENSE, PARAM: value or [values]}, ...] (e.g. "
+              "sweep='[{name: pixelate, blocks: [16, 8]}]') or null for the single defense setting")
+
+
 def _expand_grid(item: dict[str, Any]) -> list[dict[str, Any]]:
     """{'name': n, 'a': [1, 2], 'b': 3} -> [{'name': n, 'a': 1, 'b': 3}, {'name': n, 'a': 2, 'b': 3}]."""
     keys = [k for k, v in item.items() if isinstance(v, list) and k != "color"]
@@ -76,25 +101,28 @@ def build_settings(cfg: DictConfig) -> list[Defense]:
     """The defense settings of this job: the clean baseline ``none`` first, then ``sweep`` (expanded) if given,
     else the single ``defense`` group choice, each followed by the controls it brings (``controls()``).
     Every setting is validated here, before any image is read."""
-    specs: list[DictConfig] = []
+    specs: list[tuple[DictConfig, str]] = []  # each setting's config and what an error about it names
     sweep = cfg.get("sweep")
+    if sweep is not None and not isinstance(sweep, (list, ListConfig)):  # sweep=5 iterated, sweep=abc per letter
+        raise BenchError(f"sweep must be {SWEEP_FORM}, got {sweep!r}")
     if sweep:
-        for item in sweep:
+        for i, item in enumerate(sweep):
             item = OmegaConf.to_container(item, resolve=True) if OmegaConf.is_config(item) else item
             if not isinstance(item, dict) or "name" not in item:
-                raise BenchError(f"each sweep item needs a 'name' (a defense); got {item}")
+                raise BenchError(f"sweep item {i} must be a mapping with a 'name' (a defense): "
+                                 f"{{name: DEFENSE, PARAM: value or [values]}}; got {item!r}")
             base = group_config("defense", item["name"], DEFENSES)
             for key, values in item.items():  # an empty list would expand to no setting at all, silently
                 if isinstance(values, list) and not values:
                     raise BenchError(f"sweep item {item['name']}: {key} is an empty list; give at least one value")
             for combo in _expand_grid({k: v for k, v in item.items() if k != "name"}):
-                specs.append(OmegaConf.merge(base, combo))
+                specs.append((OmegaConf.merge(base, combo), f"sweep item {i} ({item['name']})"))
     else:
-        specs.append(cfg.defense)
+        specs.append((cfg.defense, "defense"))
     settings = [DEFENSES.get("none")()]
     seen = {settings[0].label(): settings[0]}
-    for spec in specs:
-        d = build_config(spec, "defense")
+    for spec, what in specs:
+        d = build_config(spec, what)
         # a defense that brings its own controls (a patch: a noise and a grey patch placed alike) runs with them
         for s in [d, *d.controls()]:
             other = seen.get(s.label())

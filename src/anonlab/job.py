@@ -80,6 +80,9 @@ def read_options(cfg: DictConfig) -> JobOptions:
     precision = OmegaConf.select(cfg, "precision", default="fp32")
     if precision not in PRECISIONS:
         raise BenchError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    progress = OmegaConf.select(cfg, "progress", default=True)
+    if not isinstance(progress, bool):  # found by the breaker: progress=maybe was taken as true
+        raise BenchError(f"progress must be true or false, got {progress!r}")
     return JobOptions(
         device=device,
         iou=number_option(cfg, "match_iou", "in (0, 1]", lambda v: 0.0 < v <= 1.0),

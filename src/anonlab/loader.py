@@ -42,12 +42,35 @@ def iter_batches(dataset: Dataset, indices: range | list[int], batch_size: int, 
 
     ``workers`` background threads decode ahead of the consumer (0: decode inline), so decoding overlaps the
     detectors; datasets that read one stream (``Dataset.sequential``) use one thread, which keeps their reads in
-    order. ``decode_device``: decode JPEGs on this CUDA device (nvJPEG). Memory stays bounded: at most
-    ``2 * workers + batch_size`` frames are decoded ahead. A sample that raises one of
+    order. ``decode_device``: decode JPEGs on this CUDA device (nvJPEG).
+
+    Memory bound. With ``n = len(indices)`` (the engine passes one result shard: ``store.shard_images``, 64 by
+    default), ``b = batch_size``, ``A = 2 * workers + b + 1`` (``A = 1`` with ``workers = 0``) and ``S`` the number
+    of distinct frame sizes (H, W) among these samples (after rescaling and padding), at most
+    ``min(n, A + S * (b - 1) + b)`` of this call's frames are alive at once:
+
+    - ``A`` decoded ahead of the consumer: :func:`ordered_map`'s window of ``2 * workers + b`` plus the frame being
+      put in its bucket;
+    - ``S * (b - 1)`` waiting in the size buckets: a bucket is yielded when it reaches ``b`` frames, so each size
+      holds at most ``b - 1`` (photos that all differ in size wait until the end of the call, where the
+      remainders are yielded: ``pad_to`` makes fewer sizes, ``b = 1`` holds none);
+    - ``b``: the batch last yielded, which the consumer still holds while the next one is assembled.
+
+    A consumer that keeps its last batch of an earlier call while this one starts (the engine, between shards)
+    adds up to ``b``. Each frame is ``uint8 (3, H, W)``, ``3 * H * W`` bytes (6.2 MB at 1080p), with
+    ``H * W <= loader.max_pixels`` as decoded (89,478,485 by default, :data:`anonlab.io.images.DEFAULT_MAX_PIXELS`:
+    268 MB a frame), a rescaled frame's long side ``<= anonlab.camera.scale.MAX_SIDE`` (8192 px) and a padded one
+    at most ``pad_to - 1`` px larger each way; frames decoded on a CUDA device (``decode_device``) take that
+    memory there. E.g. the defaults (``workers = 1``, ``b = 1``): 4 + 0 + 1 = 5 frames (+ 1 in the engine);
+    ``b = 32`` with 64-image shards: the whole shard, 64 frames (+ 32), 600 MB at 1080p. tests/test_loader.py
+    counts the frames alive against this bound.
+
+    A sample that raises one of
     :class:`~anonlab.types.SampleError` (or its subclass :class:`~anonlab.io.images.ImageReadError`) while it is loaded, rescaled or padded (an unreadable file, a size
     that differs from its annotation, a frame too large to rescale) is recorded in ``failures`` with its one-line
     message and skipped; the run goes on. Any other exception is a bug and propagates. ``notes`` collects the
-    samples' reader notes (``{file: line}``: rotation applied, bit depth scaled, damage found), one entry per file.
+    samples' reader notes (``{file: line}``: rotation applied, bit depth scaled, transparency or later frames left
+    out, damage found), one entry per file.
     """
     refs = dataset.refs() if refs is None else refs
     workers = min(int(workers), 1) if dataset.sequential else int(workers)

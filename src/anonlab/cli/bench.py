@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from anonlab.build import build_settings
 from anonlab.engine import run_bench
+from anonlab.io.atomic import write_text
 from anonlab.loader import Failure
 from anonlab.provenance import environment
 from anonlab.report.tables import (
@@ -22,11 +23,13 @@ from anonlab.report.tables import (
 from anonlab.store import IDENTITY_SCHEMA, SUMMARY_SCHEMA, atomic_write, write_table
 
 
-def write_outputs(result, cfg: DictConfig, out: Path) -> None:
+def write_outputs(result, cfg: DictConfig, out: Path, md_extra: str = "") -> None:
+    """results.parquet, summary.parquet, summary.md (plus ``md_extra``) and run.json into ``out``, each written
+    atomically (:mod:`anonlab.io.atomic`)."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(result.table, out / "results.parquet")
     write_table(result.summary, SUMMARY_SCHEMA, out / "summary.parquet")
-    (out / "summary.md").write_text(markdown(result.summary, "anonlab bench"))
+    write_text(out / "summary.md", markdown(result.summary, "anonlab bench") + md_extra)
     run = {
         **environment(cfg.device),
         "seed": int(cfg.seed),
@@ -39,7 +42,7 @@ def write_outputs(result, cfg: DictConfig, out: Path) -> None:
         **result.extra,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    (out / "run.json").write_text(json.dumps(run, indent=2, default=str))
+    write_text(out / "run.json", json.dumps(run, indent=2, default=str))
 
 
 def run_and_write(cfg: DictConfig, out_dir: str) -> int:
@@ -61,10 +64,7 @@ def run_and_write(cfg: DictConfig, out_dir: str) -> int:
         result.extra["identity"] = {"wall_time_s": round(ident.wall_s, 3), "shards": {"count": ident.total,
                                     "computed": ident.computed}, "rows": len(ident.rows)}
         result.failures = result.failures + [Failure(**f) for f in ident.failures]
-    write_outputs(result, cfg, out)
-    if plan is not None:
-        with (out / "summary.md").open("a") as f:
-            f.write("\n" + identity_markdown(side))
+    write_outputs(result, cfg, out, "\n" + identity_markdown(side) if plan is not None else "")
     print_recall_table(result.summary, title=f"Recall (%) — {result.n_images} images, regions {cfg.regions.source}")
     print(f"wrote {out}/results.parquet ({result.table.num_rows} rows), summary.md, run.json "
           f"in {result.wall_s:.1f} s", file=sys.stderr)
@@ -73,8 +73,8 @@ def run_and_write(cfg: DictConfig, out_dir: str) -> int:
         print(f"wrote {out}/identity.parquet ({len(ident.rows)} rows) in {ident.wall_s:.1f} s", file=sys.stderr)
     notes = result.extra.get("reader_notes") or {}
     if notes:
-        print(f"note: the reader rotated, rescaled or found damage in {len(notes)} file(s); see {out}/run.json "
-              f"(reader_notes)", file=sys.stderr)
+        print(f"note: the reader rotated, rescaled, dropped transparency or later frames, or found damage in "
+              f"{len(notes)} file(s); see {out}/run.json (reader_notes)", file=sys.stderr)
     if result.failures:
         print(f"error: {len(result.failures)} image(s) could not be used; see {out}/run.json", file=sys.stderr)
         return 3

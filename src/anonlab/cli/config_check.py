@@ -50,6 +50,9 @@ def config_error(conf_dir: Path, config_name: str, argv: list[str]) -> str | Non
         return jobs
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         for overrides in jobs:
+            problem = _group_values(conf_dir, overrides)
+            if problem:
+                return problem
             try:
                 cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
             except HydraException as e:
@@ -58,14 +61,97 @@ def config_error(conf_dir: Path, config_name: str, argv: list[str]) -> str | Non
                     return renamed
                 if isinstance(e, MissingConfigException):
                     return _missing_option(e)
-                return _unknown_key(e, conf_dir, config_name, overrides) or _one_line(str(e))
+                return (_unknown_key(e, conf_dir, config_name, overrides) or _wrong_kind(e, overrides)
+                        or _one_line(str(e)))
             except OmegaConfBaseException as e:
                 return _omegaconf_line(e)
+            problem = _replaced_mapping(conf_dir, config_name, overrides, cfg)
+            if problem:
+                return problem
             if args.cfg:
                 continue
             problem = _unresolved(cfg) or _missing_values(cfg, conf_dir, config_name)
             if problem:
                 return problem
+    return None
+
+
+#: the expected form of keys whose value has a structure, for messages about a value of the wrong kind
+_FORMS = {"detectors": "a list of conf/detector names, e.g. detectors=[centerface,yunet]"}
+
+
+def _parsed(overrides: list[str]) -> list:
+    """Hydra's own parse of the overrides (``Override`` objects); [] when they do not parse (Hydra says why)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return []
+
+
+def _options(conf_dir: Path, group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+
+
+def _group_values(conf_dir: Path, overrides: list[str]) -> str | None:
+    """A config group (``release``, ``dataset``, ...) given something other than one option name: ``release=null``
+    and ``release=5`` were Hydra tracebacks, and ``release=[jpeg,h264]`` silently merged both files (the last one
+    won). One line naming the group, its options and how to run several."""
+    for o in _parsed(overrides):
+        group = o.key_or_group
+        if o.is_delete() or o.is_sweep_override() or "." in group or group == "hydra" \
+                or not (conf_dir / group).is_dir():
+            continue  # (a sweep without -m: Hydra's own message says to add it)
+        value = o.value()
+        if isinstance(value, str) or isinstance(value, dict):  # a mapping sets keys of the chosen option
+            continue
+        options = _options(conf_dir, group)
+        names = value if isinstance(value, list) and value and all(isinstance(v, str) for v in value) else options[:2]
+        several = f"; to run several, one job each: -m {group}={','.join(names)}" if isinstance(value, list) else ""
+        none = f" ({group}=none: no {group} stage)" if "none" in options else ""
+        return (f"{o.input_line}: {group} is a config group: give one option name, a file conf/{group}/NAME.yaml"
+                f"{none}; valid: {', '.join(options)}{several}")
+    return None
+
+
+def _wrong_kind(e: HydraException, overrides: list[str]) -> str | None:
+    """``sweep={name: pixelate}``: a mapping given where the config holds a list (or the reverse), which Hydra
+    reports as ``Error merging override``. One line naming the key and the form it takes."""
+    from omegaconf.errors import ConfigTypeError
+
+    cause = e.__cause__
+    key = getattr(cause, "full_key", None)
+    m = re.search(r"Cannot merge (\w+)Config with (\w+)Config", str(cause)) if isinstance(cause, ConfigTypeError) \
+        else None
+    if not key or not m:
+        return None
+    kinds = {"Dict": "a mapping", "List": "a list"}
+    given = next((o for o in overrides if _override_key(o) == key), f"{key}=...")
+    from anonlab.build import SWEEP_FORM
+
+    form = {**_FORMS, "sweep": SWEEP_FORM}.get(str(key), kinds.get(m.group(2), "another kind of value"))
+    return f"{given}: {key} takes {form}, not {kinds.get(m.group(1), 'this value')}"
+
+
+def _replaced_mapping(conf_dir: Path, config_name: str, overrides: list[str], cfg: DictConfig) -> str | None:
+    """A key that holds a group of settings in ``<config_name>.yaml`` (``loader``, ``regions``) replaced by a single
+    value or a list (``regions=null``, ``loader=5``): Hydra accepts it and the job later failed with a traceback. One
+    line naming the key and the settings it holds. Mappings that are empty there (``detector_overrides: {}``) may be
+    null."""
+    try:
+        root = OmegaConf.load(conf_dir / f"{config_name}.yaml")
+    except (OSError, OmegaConfBaseException):
+        return None
+    for o in _parsed(overrides):
+        key = o.key_or_group
+        if o.is_delete() or o.is_sweep_override() or key.startswith("hydra") or (conf_dir / key).is_dir():
+            continue
+        was = OmegaConf.select(root, key, default=None, throw_on_resolution_failure=False)
+        if isinstance(was, DictConfig) and len(was) and not isinstance(OmegaConf.select(cfg, key), DictConfig):
+            keys = sorted(str(k) for k in was.keys() if not str(k).startswith("_"))
+            return (f"{o.input_line}: {key} is a group of settings ({', '.join(keys)}), not one value; set one of "
+                    f"them, e.g. {key}.{keys[0]}=...")
     return None
 
 
@@ -140,26 +226,47 @@ def _unknown_key(e: HydraException, conf_dir: Path, config_name: str, overrides:
         return None
     key = str(cause.full_key)
     parent, _, leaf = key.rpartition(".")
-    valid = _keys_beside(conf_dir, config_name, [o for o in overrides if _override_key(o) != key], parent)
+    valid, choice = _keys_beside(conf_dir, config_name, [o for o in overrides if _override_key(o) != key], parent)
     given = next((o for o in overrides if _override_key(o) == key), f"{key}=...")
-    where = f"in {parent}" if parent else "at the top level"
-    listed = f"; valid keys {where}: {', '.join(valid)}" if valid else ""
+    where = f"in {parent}={choice}" if choice else f"in {parent}" if parent else "at the top level"
+    listed = f"; valid keys {where}: {', '.join(valid)}" if valid else f"; {parent}={choice} has no keys" \
+        if choice else ""
+    if choice:
+        # a key of another option of the group (release=none release.quality=50): say which options have it
+        having = [n for n in _options(conf_dir, parent) if leaf in _yaml_keys(conf_dir / parent / f"{n}.yaml")]
+        if having:
+            value = given.split("=", 1)[1] if "=" in given else "..."
+            return (f"{key}: unknown key {leaf!r}{listed}; the {parent} options with {leaf!r}: {', '.join(having)} "
+                    f"(e.g. {parent}={having[0]} {key}={value})")
     return f"{key}: unknown key {leaf!r}{listed} (to add a new key on purpose: +{given.lstrip('+~')})"
+
+
+def _yaml_keys(path: Path) -> list[str]:
+    try:
+        node = OmegaConf.load(path)
+    except (OSError, OmegaConfBaseException):
+        return []
+    return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
 
 
 def _override_key(override: str) -> str:
     return override.lstrip("+~").split("=", 1)[0]
 
 
-def _keys_beside(conf_dir: Path, config_name: str, overrides: list[str], parent: str) -> list[str]:
+def _keys_beside(conf_dir: Path, config_name: str, overrides: list[str], parent: str) -> tuple[list[str], str | None]:
+    """The keys under ``parent`` once the other overrides are applied, and the option chosen for ``parent`` when it
+    is a config group (``release`` -> ``none``), else None."""
     from hydra import compose
 
     try:
-        cfg = compose(config_name, overrides=overrides)
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException):
-        return []
+        return [], None
+    choice = cfg.hydra.runtime.choices.get(parent) if parent and (conf_dir / parent).is_dir() else None
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     node = OmegaConf.select(cfg, parent) if parent else cfg
-    return sorted(str(k) for k in node.keys() if not str(k).startswith("_")) if isinstance(node, DictConfig) else []
+    keys = sorted(str(k) for k in node.keys() if not str(k).startswith("_")) if isinstance(node, DictConfig) else []
+    return keys, choice
 
 
 def _omegaconf_line(e: OmegaConfBaseException) -> str:

@@ -70,7 +70,8 @@ def load_coco(path: str | Path) -> dict[str, CocoImage]:
     Faces are the annotations of the category named ``face``, persons those of ``person``; ``iscrowd`` or
     ``ignore`` set -> the box's ignore flag; ``identity`` -> ``face_ids`` / ``person_ids`` (-1 when absent).
     Boxes become ``float32`` xyxy. Raises ``ValueError`` naming the file and the bad entry for malformed
-    input (missing keys, unknown ``image_id``, negative or non-finite boxes, duplicate ids or file names).
+    input (missing keys, unknown ``image_id``, negative, non-finite or non-number boxes (``true``/``false``
+    included, though Python counts them as ints), duplicate ids or file names).
     """
     path = Path(path)
     try:
@@ -116,10 +117,10 @@ def load_coco(path: str | Path) -> dict[str, CocoImage]:
             raise _fail(path, f"annotation {a.get('id', '?')} names image_id {iid}, which is not in 'images'")
         box = a["bbox"]
         if (not isinstance(box, list) or len(box) != 4
-                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
                 or box[2] < 0 or box[3] < 0):
             raise _fail(path, f"annotation {a.get('id', '?')} of {names[iid]!r}: bbox must be 4 finite numbers "
-                              f"[x, y, w, h] with w, h >= 0, got {box!r}")
+                              f"[x, y, w, h] with w, h >= 0 (true/false are not numbers), got {box!r}")
         x, y, w, h = (float(v) for v in box)
         ignore = bool(a.get("iscrowd", 0)) or bool(a.get("ignore", 0))
         ident = a.get("identity")
@@ -173,7 +174,8 @@ class FolderDataset(Dataset):
 
     root: a directory of images (``IMAGE_SUFFIXES``); with ``recursive`` its subfolders too.
     annotations: a COCO json (see the module docstring) whose ``file_name`` entries are paths relative to
-    ``root``. A listed file that is absent, or a found image that is not listed, is a per-image failure
+    ``root``. Without ``recursive``, a ``file_name`` in a subfolder that exists there raises ``ValueError`` naming
+    the ``recursive`` option (a configuration error: the file is there but would not be searched). A listed file that is absent, or a found image that is not listed, is a per-image failure
     (:class:`~anonlab.types.SampleError` from ``load``: run.json failures, exit 3); a file that lists none of the
     images found raises ``ValueError`` (a configuration error: wrong file or root). Without it every sample carries ``GroundTruth(pseudo_gt=True)``
     with no boxes, and :attr:`annotated` is False: the engine fills in pseudo ground truth from detectors.
@@ -190,7 +192,7 @@ class FolderDataset(Dataset):
         self._files = list_images(self.root, self.recursive)
         if not self._files:
             where = "under" if self.recursive else "directly in"
-            hint = "" if self.recursive else " (set recursive=true to search subfolders)"
+            hint = "" if self.recursive else " (set dataset.recursive=true to search subfolders)"
             raise ValueError(f"folder dataset: no image files ({', '.join(IMAGE_SUFFIXES)}) {where} {self.root}{hint}")
         self.annotations = None if annotations is None else Path(annotations).expanduser()
         self._coco: dict[str, CocoImage] | None = None
@@ -199,6 +201,14 @@ class FolderDataset(Dataset):
         if self.annotations is not None:
             coco = load_coco(self.annotations)
             present = set(self._files)
+            if not self.recursive:
+                # file_name entries in subfolders are found only with recursive: say so, rather than calling files
+                # that exist missing (a configuration error: every such image would fail)
+                nested = [n for n in coco if n not in present and "/" in n and (self.root / n).is_file()]
+                if nested:
+                    raise ValueError(f"{self.annotations} lists {len(nested)} image(s) in subfolders of {self.root} "
+                                     f"(e.g. {nested[0]!r}), which are searched only with recursive: set "
+                                     "dataset.recursive=true")
             if not present & set(coco):
                 raise ValueError(f"{self.annotations} lists none of the {len(self._files)} image(s) in {self.root} "
                                  f"(it lists e.g. {', '.join(list(coco)[:3])}): wrong annotation file or root?")

@@ -6,11 +6,15 @@ is allocated. Then:
 
 - JPEG (and MPO, the multi-picture JPEG of phones): torchvision (libjpeg-turbo on the CPU, nvJPEG on a CUDA device
   chosen with :func:`decode_on`);
-- PNG, TIFF (any compression Pillow's libtiff reads), BMP, WebP, GIF (first frame): Pillow. PNG does not go to
+- PNG, TIFF (any compression Pillow's libtiff reads), BMP, WebP, GIF: Pillow. A file of several frames or pages
+  (animated GIF, WebP or PNG, multi-page TIFF) is read as its first frame only, and a reader note says how many
+  were left out. PNG does not go to
   torchvision: its libpng wrapper (0.29) segfaults on a PNG whose image data is shorter than its header promises
   (found by tests/test_fuzz_reader.py; Pillow raises "image file is truncated").
 
-Channel layouts: grey -> 3 equal channels, palette -> RGB, alpha dropped (not composited); 16-bit samples are
+Channel layouts: grey -> 3 equal channels, palette -> RGB (exact), alpha dropped (not composited: a transparent
+pixel shows the colour stored under it, as the redacted output will; a file with any pixel not fully opaque gets a
+reader note saying how many); 16-bit samples are
 scaled to 8 bit, never clipped: 16-bit grey by ``round(v * 255 / 65535)`` (exact integer arithmetic), 16-bit
 RGB(A) by Pillow's ``v >> 8`` (both map the full range onto the full range, so a mid-grey file stays mid-grey).
 The EXIF orientation (JPEG APP1, PNG eXIf, TIFF and WebP EXIF) is applied, so frames and the boxes drawn on them
@@ -156,7 +160,8 @@ def load_image(path: str | Path) -> DecodedImage:
     if fmt in _TORCHVISION:
         img, bits = _decode_torchvision(p, data, _TORCHVISION[fmt])
     else:
-        img, bits, orientation = _decode_pillow(p, data)
+        img, bits, orientation, pillow_notes = _decode_pillow(p, data)
+        notes += pillow_notes
         if bits == 8 and fmt == "PNG" and len(data) > 24 and data[24] == 16:  # IHDR bit depth: Pillow kept >> 8
             notes.append("16-bit samples reduced to 8 bit (>> 8)")
     if bits == 16:
@@ -268,10 +273,12 @@ def _decode_torchvision(p: Path, data: bytes, kind: str) -> tuple[Tensor, int]:
     return img, 8
 
 
-def _decode_pillow(p: Path, data: bytes) -> tuple[Tensor, int, int]:
-    """PNG / TIFF / BMP / WebP / GIF (first frame) / PGM / PPM through Pillow: ``(image (3, H, W) uint8 or uint16, bits, EXIF
-    orientation)``, as stored, except a TIFF, whose orientation libtiff applies (Pillow's TIFF loader does so).
-    Pillow reads 16-bit RGB(A) PNG/TIFF samples as their high byte (``>> 8``); 16-bit grey comes back as uint16."""
+def _decode_pillow(p: Path, data: bytes) -> tuple[Tensor, int, int, list[str]]:
+    """PNG / TIFF / BMP / WebP / GIF / PGM / PPM through Pillow: ``(image (3, H, W) uint8 or uint16, bits, EXIF
+    orientation, notes)``, as stored, except a TIFF, whose orientation libtiff applies (Pillow's TIFF loader does so).
+    Pillow reads 16-bit RGB(A) PNG/TIFF samples as their high byte (``>> 8``); 16-bit grey comes back as uint16.
+    Only the first frame (page) is read; ``notes`` say what was left out: transparency (:func:`_alpha_note`) and
+    the frames after the first (:func:`_frames_note`)."""
     import numpy as np
     from PIL import Image
 
@@ -286,12 +293,13 @@ def _decode_pillow(p: Path, data: bytes) -> tuple[Tensor, int, int]:
                 if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
                     raise ImageReadError(f"cannot read image {p}: 16-bit samples out of range")
                 out = torch.from_numpy(arr.astype(np.uint16))[None].expand(3, -1, -1)
-                return out.contiguous(), 16, orientation
+                return out.contiguous(), 16, orientation, _frames_note(im)
             if mode in ("I", "F") or mode.startswith(("I;", "F;")):
                 raise ImageReadError(f"cannot read image {p}: {mode!r} samples (32-bit integer or float) have no "
                                      f"defined 8-bit range; save it as 8- or 16-bit")
             rgb = im.convert("RGB")  # grey, palette, CMYK, YCbCr -> RGB; alpha dropped
             arr = np.asarray(rgb)
+            notes = _alpha_note(im) + _frames_note(im)  # counting frames seeks: after this frame's pixels are out
     except ImageReadError:
         raise
     except Image.DecompressionBombError as e:
@@ -302,7 +310,37 @@ def _decode_pillow(p: Path, data: bytes) -> tuple[Tensor, int, int]:
         raise ImageReadError(f"cannot read image {p}: decoded to {arr.dtype} {arr.shape}, expected 8-bit RGB")
     img = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))  # one copy: to (3, H, W), writable
     device = _DECODE_DEVICE.get()
-    return (img.to(device) if device is not None else img), 8, orientation
+    return (img.to(device) if device is not None else img), 8, orientation, notes
+
+
+def _alpha_note(im: PIL.Image.Image) -> list[str]:
+    """``["alpha channel dropped: ..."]`` when the loaded frame has transparency (an alpha channel, or a palette or
+    tRNS transparent colour) and some pixel is not fully opaque; [] otherwise (dropping an all-opaque alpha changes
+    nothing anyone sees)."""
+    import numpy as np
+
+    if not im.has_transparency_data:
+        return []
+    alpha = np.asarray(im.convert("RGBA").getchannel("A"))
+    seen = alpha < 255
+    if not seen.any():
+        return []
+    return [f"alpha (transparency) dropped: {seen.mean():.1%} of pixels are transparent or partly so; the colour "
+            f"stored under them is used as is (not composited over a background)"]
+
+
+def _frames_note(im: PIL.Image.Image) -> list[str]:
+    """``["first of N frames read ..."]`` for a file of several frames or pages (animated GIF/WebP/PNG,
+    multi-page TIFF); [] for a single one. Counting reads the file to its end (Pillow's ``n_frames``); a file
+    damaged after its first frame still gives that frame, and the note says the rest could not be counted."""
+    try:
+        frames = int(getattr(im, "n_frames", 1))
+    except _PIL_ERRORS as e:
+        return [f"first frame read; the frames after it could not be counted ({_one_line(e)})"]
+    if frames <= 1:
+        return []
+    kind = "pages" if im.format == "TIFF" else "frames"
+    return [f"first of {frames} {kind} read ({im.format}); the other {frames - 1} are left out"]
 
 
 def scale_16_to_8(img: Tensor) -> Tensor:

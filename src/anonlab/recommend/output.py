@@ -16,7 +16,6 @@ kind: detector|identification, k, n, value, lo, hi, bound, passed}]}`` (``k`` fo
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -25,17 +24,6 @@ from rich.console import Console
 from rich.table import Table
 
 from anonlab.recommend.core import Recommendation
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    from anonlab.redact.core import partial_path
-
-    tmp = partial_path(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _fmt(v: float | None) -> str:
@@ -73,8 +61,8 @@ def print_evidence(rec: Recommendation, console: Console | None = None) -> None:
 
 def write_outputs(rec: Recommendation, out: Path) -> dict[str, Path]:
     """Write recommend.yaml (when there is a pick), recommend.json and the thumbnails into ``out``; returns them."""
+    from anonlab.io.atomic import atomic_path, write_text
     from anonlab.io.images import write_image
-    from anonlab.redact.core import partial_path
 
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("thumb_*_*.png"):  # an earlier run's thumbnails never mix with this run's
@@ -86,17 +74,13 @@ def write_outputs(rec: Recommendation, out: Path) -> dict[str, Path]:
             continue
         for tag, label in (("before", "none"), ("after", rec.pick.label)):
             path = out / f"thumb_{k}_{tag}.png"
-            tmp = partial_path(path)
-            try:
+            with atomic_path(path) as tmp:
                 write_image(tmp, by_label[label], "PNG")
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
             written[f"thumb_{k}_{tag}"] = path
         files.append({"frame": image_id, "before": f"thumb_{k}_before.png", "after": f"thumb_{k}_after.png"})
     data = rec.to_json()
     data["thumbnails"] = files
-    _atomic_text(out / "recommend.json", json.dumps(data, indent=1))
+    write_text(out / "recommend.json", json.dumps(data, indent=1))
     written["json"] = out / "recommend.json"
     path = out / "recommend.yaml"
     if rec.pick is None:
@@ -105,6 +89,6 @@ def write_outputs(rec: Recommendation, out: Path) -> dict[str, Path]:
     head = (f"# anonlab recommend --threat {rec.threat}: {rec.pick.label}.\n# {rec.why}.\n"
             f"# Measured on {rec.n_frames} frame(s) with {rec.n_faces} face(s); evidence in recommend.json.\n"
             f"# Use: anonlab redact --preset recommend.yaml INPUT... --out DIR\n")
-    _atomic_text(path, head + yaml.safe_dump(rec.preset(), sort_keys=False))
+    write_text(path, head + yaml.safe_dump(rec.preset(), sort_keys=False))
     written["yaml"] = path
     return written

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from anonlab.io.atomic import PARTIAL, partial_path, remove_partials
 from anonlab.io.images import IMAGE_SUFFIXES, ImageReadError, load_image, write_image
 from anonlab.io.video import VIDEO_SUFFIXES, VideoReader, VideoWriter
 from anonlab.redact.temporal import TemporalOptions, Tracker, fill
@@ -61,8 +62,6 @@ FACE, PERSON = 0, 1
 HEAD_FRACTION, HEAD_ABOVE = 0.2, 0.04
 #: defenses that redact (the worn patches and ``none``/``noise`` are not offered)
 REDACTIONS = ("solid", "pixelate", "gaussian_blur", "box_blur")
-#: marker in the names of temporary outputs; such files are removed when a run starts
-PARTIAL = ".anonlab-partial"
 
 
 class RedactError(ValueError):
@@ -230,24 +229,6 @@ def plan(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions) -> 
         if dst.exists() and not opts.overwrite:
             raise RedactError(f"output {dst} exists; pass --overwrite to replace it")
     return pairs
-
-
-def partial_path(final: Path) -> Path:
-    """The temporary name a file is written under before it is renamed to ``final`` (same folder, so the rename is
-    atomic): ``.<name>.anonlab-partial-<pid>``. A killed run leaves only such names; :func:`remove_partials`
-    deletes them on the next start."""
-    return final.with_name(f".{final.name}{PARTIAL}-{os.getpid()}{final.suffix}")
-
-
-def remove_partials(out_dir: Path) -> list[Path]:
-    """Delete the temporary files a killed run left under ``out_dir``; returns them."""
-    gone = []
-    if out_dir.is_dir():
-        for f in out_dir.rglob(f".*{PARTIAL}-*"):
-            if f.is_file():
-                f.unlink()
-                gone.append(f)
-    return gone
 
 
 @contextmanager

@@ -19,7 +19,6 @@ Hook for identity attackers (another issue): any object with ``name`` and ``__ca
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -212,21 +211,14 @@ def write_leaks(out_dir: Path, leaks: list[Leak], crops: list[Tensor]) -> tuple[
     ``out_dir`` (an old ``leaks.png`` is removed when nothing leaks)."""
     from torchvision.utils import make_grid
 
-    from anonlab.redact.core import partial_path
+    from anonlab.io.atomic import atomic_path, write_text
 
-    path = out_dir / "leaks.json"
-    tmp = partial_path(path)
-    tmp.write_text(json.dumps([asdict(x) for x in leaks], indent=1))
-    os.replace(tmp, path)
+    path = write_text(out_dir / "leaks.json", json.dumps([asdict(x) for x in leaks], indent=1))
     sheet = out_dir / "leaks.png"
     if not crops:
         sheet.unlink(missing_ok=True)
         return path, None
     grid = make_grid(torch.stack(crops[:400]), nrow=min(10, len(crops)), padding=2, pad_value=255)
-    tmp = partial_path(sheet)
-    try:
+    with atomic_path(sheet) as tmp:
         write_image(tmp, grid.round().clamp(0, 255).to(torch.uint8), "PNG")
-        os.replace(tmp, sheet)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path, sheet

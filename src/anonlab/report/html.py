@@ -779,20 +779,15 @@ def markdown(inp: Inputs, cells: list[dict], title: str) -> str:
 
 
 def _atomic_text(files: list[tuple[Path, str]]) -> None:
-    """Write every ``(path, text)`` under a temporary name in its folder, then rename all: nothing half-written."""
-    from anonlab.store.shards import temp_beside
+    """Write every ``(path, text)`` under a temporary name in its folder, then rename all
+    (:func:`anonlab.io.atomic.atomic_path`): nothing half-written, and nothing renamed unless every write succeeded."""
+    import contextlib
 
-    temps = []
-    try:
+    from anonlab.io.atomic import atomic_path
+
+    with contextlib.ExitStack() as stack:
         for path, text in files:
-            temps.append(temp_beside(path))
-            Path(temps[-1]).write_text(text, encoding="utf-8")
-        for (path, _), tmp in zip(files, temps):
-            os.replace(tmp, path)
-    finally:
-        for tmp in temps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            stack.enter_context(atomic_path(path)).write_text(text, encoding="utf-8")
 
 
 def write_report(paths: list[str | os.PathLike], html_out: str | os.PathLike | None,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from anonlab.io.atomic import atomic_path, remove_partials
 
 _META_KEY = b"anonlab"
 #: deterministic fault injection, for the resume tests: ``kill_after_write:N`` SIGKILLs this process right after
@@ -104,39 +105,17 @@ class ShardStore:
         return table, metas
 
     def clean_temp(self) -> int:
-        """Remove temp files left by a killed writer; returns how many."""
-        n = 0
-        if self.dir.is_dir():
-            for p in self.dir.glob(".part-*"):
-                p.unlink(missing_ok=True)
-                n += 1
-        return n
-
-
-def temp_beside(path: Path) -> str:
-    """A new empty temporary file in ``path``'s folder (created if missing), named ``.<name>.XXXX``, for a write that
-    ends in a rename onto ``path``. It gets the permissions an ordinary new file would (``0666 & ~umask``), not
-    ``mkstemp``'s 0600, so the renamed result can be read by others like any file the user writes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-    return tmp
+        """Remove the temporary files a killed writer left (:func:`anonlab.io.atomic.remove_partials`); returns how
+        many."""
+        return len(remove_partials(self.dir, recursive=False))
 
 
 def atomic_write(table: pa.Table, path: str | os.PathLike, before_rename: Callable[[], None] | None = None) -> Path:
-    """Write ``table`` to ``path`` via a temp file in the same folder (:func:`temp_beside`) and a rename (never a
-    half file); ``before_rename`` runs between the two (a fault-injection point)."""
+    """Write ``table`` to ``path`` as Parquet through :func:`anonlab.io.atomic.atomic_path` (a temporary file beside
+    it, then a rename: never a half file); ``before_rename`` runs between the two (a fault-injection point)."""
     path = Path(path)
-    tmp = temp_beside(path)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
         if before_rename is not None:
             before_rename()
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
