@@ -35,8 +35,9 @@ between two frames where it is covered (per identity); exposed = face-frames wit
 worst single-frame exposure (largest unmasked fraction of its box), averaged, and the identities exposed at least
 once (:func:`anonlab.redact.score.coverage`).
 
-Memory: peak RSS (``resource.getrusage`` in a child process) of ``Redactor.video`` on the synthetic clip's first
-``--rss-frames`` frames and on 10 copies of them one after the other.
+Memory: peak RSS (``resource.getrusage`` in a child process, and the resident set sampled while the video is
+redacted) of ``Redactor.video`` on the synthetic clip's first ``--rss-frames`` frames and on 10 copies of them one
+after the other.
 
 Run: ``python benchmarks/redact.py --out benchmarks/redact_cpu.json`` (ANONLAB_SHARED must hold
 datasets/pennfudanped_penn and datasets/pets09_s2l1_vtest); ``--device cuda`` for the GPU figures.
@@ -188,18 +189,27 @@ def pets_clip(start: int, n_frames: int, up: float, pseudo_stride: int):
     return frames, reader.fps, {"heads": (None, heads), "pseudo_faces": (idx, pseudo)}
 
 
-def peak_rss(clip: Path, every: int) -> tuple[float, float]:
-    """Peak RSS (MiB) of a child process that redacts ``clip`` (``Redactor.video``, the speed configuration):
-    (peak once the models are built, before the video; peak at the end)."""
-    code = (f"import resource, sys; from pathlib import Path; from anonlab.redact.core import RedactOptions, Redactor;"
+def peak_rss(clip: Path, every: int) -> tuple[float, float, float]:
+    """Memory of a child process that redacts ``clip`` (``Redactor.video``, the speed configuration), MiB:
+    ``ru_maxrss`` once the models are built (before the video), ``ru_maxrss`` at the end, and the largest resident
+    set sampled every 5 ms (``/proc/self/statm``) while the video is redacted. The last one shows growth with the
+    video's length even when it stays under the transient peak of building the models."""
+    code = (f"import resource, threading, time, os; from pathlib import Path;"
+            f"from anonlab.redact.core import RedactOptions, Redactor;"
             f"r = Redactor(RedactOptions(progress=False, detect_every={every}, faces={SPEED_FACES!r}, "
             f"device={ARGS.device!r}));"
             f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss);"
-            f"r.video(Path({str(clip)!r}), Path({str(clip.with_name('rss_out.mp4'))!r}), lambda k: None);"
-            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            f"page = os.sysconf('SC_PAGE_SIZE'); top = [0]; done = threading.Event()\n"
+            f"def sample():\n"
+            f"    while not done.is_set():\n"
+            f"        top[0] = max(top[0], int(open('/proc/self/statm').read().split()[1]) * page); time.sleep(0.005)\n"
+            f"t = threading.Thread(target=sample); t.start()\n"
+            f"r.video(Path({str(clip)!r}), Path({str(clip.with_name('rss_out.mp4'))!r}), lambda k: None)\n"
+            f"done.set(); t.join()\n"
+            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); print(top[0] // 1024)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    before, after = (int(v) / 1024 for v in out.stdout.strip().splitlines()[-2:])
-    return before, after
+    before, after, during = (int(v) / 1024 for v in out.stdout.strip().splitlines()[-3:])
+    return before, after, during
 
 
 def main() -> None:
@@ -305,9 +315,10 @@ def main() -> None:
         short = frames[:args.rss_frames]
         a = write_clip(tmp / "rss" / "short.mp4", short, 25)
         b = write_clip(tmp / "rss" / "long.mp4", short * 10, 25)
-        (ms, rs), (ml, rl) = peak_rss(a, SPEED_EVERY), peak_rss(b, SPEED_EVERY)
+        (ms, rs, ds), (ml, rl, dl) = peak_rss(a, SPEED_EVERY), peak_rss(b, SPEED_EVERY)
         doc["peak_rss_mib"] = {"frames_short": len(short), "frames_long": 10 * len(short), "short": rs, "long": rl,
                                "ratio": rl / rs, "models_built_short": ms, "models_built_long": ml,
+                               "during_video_short": ds, "during_video_long": dl, "ratio_during_video": dl / ds,
                                "options": "the speed configuration"}
         print(emit(), flush=True)
 
