@@ -1,15 +1,16 @@
 """``anonlab redact``: redact faces and heads (and optionally whole persons) in photos, folders and videos, safely.
 
 Flow per input file: decode upright (:mod:`anonlab.io`: EXIF and display-matrix rotation applied) -> detect with
-an ensemble (union of several face detectors at low thresholds, plus a person detector whose boxes' head regions are
-redacted, ``heads``, or whole, ``persons``; faces under
-``refine_below`` pixels re-detected at 3x in a window, :func:`roi_detect`; with ``detect_every`` N > 1 the ensemble
-runs on every Nth frame and faces are followed by ROI re-detection between) -> for videos, track and fill over time (:mod:`anonlab.redact.temporal`) -> redact with an anonlab defense -> encode with
-no metadata into a temporary file beside the final one -> rename (atomic on one file system) -> verify
-(:mod:`anonlab.redact.verify`). A video is decoded once, in order: each frame waits in a look-ahead buffer
-until no later frame can change its boxes (:func:`~anonlab.redact.temporal.look_ahead`: ``hold + max_gap + 1``
-frames, 18 by default, 23 with ``detect_every`` 8), then is redacted and encoded; at most that many decoded frames
-plus two batches (``uint8``, CPU) are held, so memory does not grow with the video's length.
+an ensemble (union of several face detectors at low thresholds, plus a person detector whose boxes' head regions
+are redacted, ``heads``, or whole boxes, ``persons``; faces under ``refine_below`` pixels re-detected at 3x in a
+window, :func:`roi_detect`; with ``detect_every`` N > 1 the face ensemble runs on every Nth frame and faces are
+followed by ROI re-detection between) -> for videos, track and fill over time (:mod:`anonlab.redact.temporal`) ->
+redact with an anonlab defense -> encode with no metadata into a temporary file beside the final one -> rename
+(atomic on one file system) -> verify (:mod:`anonlab.redact.verify`). A video is decoded once, in order: each
+frame waits in a look-ahead buffer until no later frame can change its boxes
+(:func:`~anonlab.redact.temporal.look_ahead`: ``hold + max_gap + 1`` frames, 18 by default, 23 with
+``detect_every`` 8), then is redacted and encoded; at most that many decoded frames plus two batches (``uint8``,
+CPU) are held, so memory does not grow with the video's length.
 
 Errors: a bad option or an unsafe output location raises :class:`RedactError` before any file is read (exit 2);
 a file that cannot be read becomes one line in :attr:`RedactReport.failures` and the run goes on (exit 3).
