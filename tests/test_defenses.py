@@ -207,6 +207,32 @@ def test_fuzz_regions_never_touch_outside(boxes, shape, scale):
         assert torch.equal(out[outside], img[outside])
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    rects=st.lists(st.tuples(st.integers(-10, 90), st.integers(-10, 70), st.integers(0, 60), st.integers(0, 50)),
+                   min_size=0, max_size=12),
+    shape=st.sampled_from(["rect", "ellipse"]),
+)
+def test_owner_map_equals_one_box_at_a_time(rects, shape):
+    """owner_map (boxes grouped by size, each group on its own grid) equals drawing the boxes one by one in index
+    order, each on its own extent: the highest index wins, ellipses keep the pixel centres inside."""
+    from anonlab.defenses.regions import owner_map
+
+    h, w = 60, 80
+    r = torch.tensor([[x, y, x + bw, y + bh] for x, y, bw, bh in rects], dtype=torch.int64).reshape(-1, 4)
+    r = torch.stack([r[:, 0].clamp(0, w), r[:, 1].clamp(0, h), r[:, 2].clamp(0, w), r[:, 3].clamp(0, h)], 1)
+    b = torch.arange(len(r)) % 2
+    want = torch.full((2, h, w), -1, dtype=torch.int64)
+    yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    for i, (x1, y1, x2, y2) in enumerate(r.tolist()):
+        inside = (xx >= x1) & (xx < x2) & (yy >= y1) & (yy < y2)
+        if shape == "ellipse":
+            rx, ry = max((x2 - x1) / 2, 0.5), max((y2 - y1) / 2, 0.5)
+            inside &= ((xx - (x1 + x2) / 2) / rx) ** 2 + ((yy - (y1 + y2) / 2) / ry) ** 2 <= 1.0
+        want[b[i]][inside] = i
+    assert torch.equal(owner_map(r, b, 2, (h, w), shape), want)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize(

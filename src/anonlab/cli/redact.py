@@ -65,8 +65,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-gap", type=int, default=15, help="video: longest miss of a track that is interpolated (15)")
     p.add_argument("--grow", type=float, default=0.05, help="video: held-box growth per frame, fraction (0.05)")
     p.add_argument("--detect-every", type=int, default=1, metavar="N",
-                   help="video: run the full-frame face ensemble on every Nth frame, track faces between; the "
-                   "person detectors still run on every frame (default 1)")
+                   help="video: run the full-frame face ensemble on every Nth frame, track faces between (default 1)")
+    p.add_argument("--persons-every", type=int, default=1, metavar="N",
+                   help="video: run the person detectors (--heads, --persons) on every Nth frame, hold their regions "
+                   "between (default 1)")
     p.add_argument("--roi", default=_fmt(DEFAULT_ROI), metavar="DET:THR,...",
                    help=f"detector re-run on windows around small and tracked faces (default {_fmt(DEFAULT_ROI)}; "
                    "'' for none)")
@@ -177,7 +179,7 @@ def redact_cmd(argv: list[str]) -> int:
                              shape=args.shape, mask_scale=args.mask_scale,
                              temporal=TemporalOptions(args.hold, args.max_gap, args.grow),
                              roi=roi, refine_below=args.refine_below,
-                             detect_every=args.detect_every, audio=args.audio,
+                             detect_every=args.detect_every, persons_every=args.persons_every, audio=args.audio,
                              crf=args.crf, x264_preset=args.x264_preset,
                              threads=args.threads or None, jpeg_quality=args.jpeg_quality,
                              overwrite=args.overwrite,

@@ -87,8 +87,9 @@ class RedactOptions:
     is below this (pixels) are re-detected at higher resolution (their full-frame boxes are badly placed);
     ``detect_every``: the full-frame face ensemble runs on every Nth video frame, faces in the frames between are
     tracked by ROI re-detection around the previous frame's face boxes (and the ``hold`` grows to at least N - 1
-    frames, so a face that appears between two keyframes is covered from the frame it appears); the person
-    detectors of ``heads``/``persons`` run on every frame;
+    frames, so a face that appears between two keyframes is covered from the frame it appears);
+    ``persons_every``: the person detectors of ``heads``/``persons`` run on every Nth video frame (default 1: every
+    frame, as a far walker's head is not re-found by a face window; the ``hold`` grows to at least N - 1 frames);
     ``x264_preset``: the encoder's speed preset (``veryfast``: faster than x264's ``medium``, a larger file at the
     same ``crf`` quality); on CPU a face detector with a faster backend runs on it
     (:data:`CPU_BACKENDS`);
@@ -109,6 +110,7 @@ class RedactOptions:
     roi: tuple[tuple[str, float], ...] = DEFAULT_ROI
     refine_below: float = 24.0
     detect_every: int = 1
+    persons_every: int = 1
     audio: str = "drop"
     crf: int = 18
     x264_preset: str = "veryfast"
@@ -301,8 +303,9 @@ class Redactor:
             raise RedactError(f"--audio must be drop or keep, got {opts.audio!r}")
         if not opts.faces and not opts.persons and not opts.heads:
             raise RedactError("no detector: give at least one face or person detector")
-        if isinstance(opts.detect_every, bool) or not isinstance(opts.detect_every, int) or opts.detect_every < 1:
-            raise RedactError(f"--detect-every must be an integer >= 1 (frames), got {opts.detect_every!r}")
+        for flag, v in (("--detect-every", opts.detect_every), ("--persons-every", opts.persons_every)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise RedactError(f"{flag} must be an integer >= 1 (frames), got {v!r}")
         if opts.threads is not None and (isinstance(opts.threads, bool) or not isinstance(opts.threads, int)
                                          or opts.threads < 1):
             raise RedactError(f"--threads must be an integer >= 1 (or 0 for torch's default), got {opts.threads!r}")
@@ -318,15 +321,16 @@ class Redactor:
         self.ensemble = Ensemble(faces + people, opts.device)
         self.n_face_members = len(faces)  # the ensemble's first members: their boxes are faces
         self.head_regions = not opts.persons  # the person members' boxes are cut to their heads
+        self.has_persons = bool(people)
         self.roi = Ensemble(tuple(opts.roi), opts.device) if opts.roi and opts.faces else None
         self.low_score = min(t for _, t, _ in self.ensemble.members + (self.roi.members if self.roi else []))
         import trackers  # noqa: F401  (imported once here: its import takes seconds, not a video's time)
 
-    def detect(self, images: Tensor, faces: bool = True) -> Detections:
+    def detect(self, images: Tensor, faces: bool = True, persons: bool = True) -> Detections:
         """The regions to redact in ``images`` ``uint8 (B, 3, H, W)``: the face members' boxes plus the ROI
         re-detections (:func:`roi_detect`) of those shorter than ``refine_below`` pixels, labelled :data:`FACE`,
         and the person members' boxes (cut to their head regions with ``heads``), labelled :data:`PERSON`; a
-        union, nothing is dropped. ``faces=False``: the person members only."""
+        union, nothing is dropped. ``faces``/``persons``: which members run."""
         from anonlab.defenses.regions import head_boxes
 
         def labelled(d: Detections, label: int, boxes: Tensor | None = None) -> Detections:
@@ -340,7 +344,7 @@ class Redactor:
                 found = Detections.cat(parts, device=images.device)
                 small = (found.boxes[:, 2:] - found.boxes[:, :2]).amin(1) < self.opts.refine_below
                 parts.append(labelled(roi_detect(images, found.boxes[small], found.batch_idx[small], self.roi), FACE))
-        for _, thr, det in self.ensemble.members[self.n_face_members:]:
+        for _, thr, det in self.ensemble.members[self.n_face_members:] if persons else ():
             p = det(images).above(thr)
             parts.append(labelled(p, PERSON, head_boxes(p.boxes, HEAD_FRACTION, HEAD_ABOVE) if self.head_regions
                                   else None))
@@ -374,10 +378,11 @@ class Redactor:
 
     def temporal(self) -> TemporalOptions:
         """The options of :mod:`~anonlab.redact.temporal` this run uses: ``opts.temporal`` with ``hold`` grown to
-        at least ``detect_every - 1`` frames (see :class:`RedactOptions`)."""
+        at least ``detect_every - 1`` and ``persons_every - 1`` frames (see :class:`RedactOptions`)."""
         from dataclasses import replace
 
-        every, t = self.opts.detect_every, self.opts.temporal
+        t = self.opts.temporal
+        every = max(self.opts.detect_every, self.opts.persons_every if self.has_persons else 1)
         return t if every == 1 else replace(t, hold=max(t.hold, every - 1))
 
     def detect_track(self, reader: VideoReader, temporal: TemporalOptions):
@@ -387,13 +392,15 @@ class Redactor:
         ``(boxes, ids)`` per frame (:class:`~anonlab.redact.temporal.Tracker`, lost tracks kept
         ``temporal.max_gap`` frames).
 
-        Keyframes (every ``detect_every``-th frame, from 0) get :meth:`detect`; every other frame gets ROI
-        re-detection around the previous frame's face boxes (tracking by detection in a window, so each tracked
-        face is measured in every frame) and the person detectors (:meth:`_between`). Raises
-        :class:`~anonlab.io.images.ImageReadError` for a frame that cannot be decoded."""
+        Face keyframes (every ``detect_every``-th frame, from 0) get the face members of :meth:`detect`; every
+        other frame gets ROI re-detection around the previous frame's face boxes (tracking by detection in a window,
+        so each tracked face is measured in every frame). Every ``persons_every``-th frame gets the person members.
+        Raises :class:`~anonlab.io.images.ImageReadError` for a frame that cannot be decoded."""
         from torchvision.ops import nms
 
         every, n = self.opts.detect_every, len(reader)
+        p_every = self.opts.persons_every
+        zero = torch.zeros(0, dtype=torch.int64, device=self.device)
         tracker = Tracker(reader.fps, temporal.max_gap, self.low_score)
         prev = torch.zeros(0, 4, device=self.device)
         for start in range(0, n, self.opts.batch):
@@ -403,11 +410,22 @@ class Redactor:
                 pts.append(reader.last_pts)
             frames = torch.stack(cpu).to(self.device)
             keys = [i for i in range(frames.shape[0]) if (start + i) % every == 0]
-            key_dets = self.detect(frames[keys]) if keys else None
+            pkeys = [i for i in range(frames.shape[0]) if (start + i) % p_every == 0] if self.has_persons else []
+            face_dets = self.detect(frames[keys], persons=False) if keys else None
+            person_dets = self.detect(frames[pkeys], faces=False) if pkeys else None
             raw, tracked = [], []
             for i in range(frames.shape[0]):
-                one = key_dets.for_image(keys.index(i)) if i in keys else self._between(frames[i:i + 1], prev)
-                one = one.to("cpu")
+                if i in keys:
+                    parts = [face_dets.for_image(keys.index(i))]
+                elif self.roi is not None and len(prev):
+                    found = roi_detect(frames[i:i + 1], prev, zero.new_zeros(len(prev)), self.roi)
+                    parts = [Detections(found.boxes, found.scores, torch.full_like(found.labels, FACE),
+                                        found.batch_idx)]
+                else:
+                    parts = []
+                if i in pkeys:
+                    parts.append(person_dets.for_image(pkeys.index(i)))
+                one = Detections.cat(parts, device=self.device).to("cpu")
                 raw.append(one.boxes)
                 tracked.append(tracker.update(one.boxes, one.scores))
                 face = one.labels == FACE  # faces are followed by ROI re-detection; persons are found anew
@@ -425,17 +443,6 @@ class Redactor:
             if tick is not None:
                 tick(len(frames))
         return fill(raw, tracked, self.temporal())
-
-    def _between(self, frame: Tensor, prev: Tensor) -> Detections:
-        """A frame between keyframes (``uint8 (1, 3, H, W)``): faces by ROI re-detection around ``prev`` (the face
-        boxes of the frame before, ``float32 (K, 4)``), persons by the person members on the whole frame (a
-        far walker's head is not re-found by a face detector's window, and a head box moves off itself between
-        keyframes)."""
-        parts = [self.detect(frame, faces=False)] if self.n_face_members < len(self.ensemble.members) else []
-        if self.roi is not None and len(prev):
-            found = roi_detect(frame, prev, torch.zeros(len(prev), dtype=torch.int64, device=self.device), self.roi)
-            parts.append(Detections(found.boxes, found.scores, torch.full_like(found.labels, FACE), found.batch_idx))
-        return Detections.cat(parts, device=self.device)
 
     def _video(self, src: Path, dst: Path, tick) -> tuple[int, str | None]:
         opts = self.opts
