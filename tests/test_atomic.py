@@ -74,3 +74,29 @@ def test_a_killed_writer_leaves_only_a_partial_name_that_the_next_start_removes(
     keep.write_text("mine")
     assert remove_partials(tmp_path, recursive=False) == [] and stale.exists()
     assert remove_partials(tmp_path) == [stale] and not stale.exists() and keep.exists()
+
+
+def test_a_long_name_gets_a_temporary_name_the_file_system_accepts(tmp_path):
+    """A 250-byte file name (valid) plus the partial marker was over NAME_MAX: ``anonlab redact`` died with
+    'File name too long' (review, 2026-11-30). Two long names that differ only at the end stay apart."""
+    a, b = tmp_path / ("a" * 246 + "1.png"), tmp_path / ("a" * 246 + "2.png")
+    with atomic_path(a) as ta, atomic_path(b) as tb:
+        assert ta != tb and len(ta.name.encode()) <= 255 and ta.suffix == ".png" and PARTIAL in ta.name
+        ta.write_bytes(b"1")
+        tb.write_bytes(b"2")
+    assert a.read_bytes() == b"1" and b.read_bytes() == b"2" and not list(tmp_path.glob(f".*{PARTIAL}*"))
+
+
+def test_another_running_process_s_partial_file_is_kept(tmp_path):
+    """Two runs writing into one folder: the second's start must not delete the first's file in progress."""
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        theirs = tmp_path / f".clip.mp4{PARTIAL}-{live.pid}-0.mp4"
+        theirs.write_bytes(b"in progress")
+        dead = tmp_path / f".old.png{PARTIAL}-{2 ** 22 + 12345}-0.png"  # above Linux's pid_max default: no process
+        dead.write_bytes(b"left by a killed run")
+        assert remove_partials(tmp_path) == [dead] and theirs.exists()
+    finally:
+        live.kill()
+        live.wait()
+    assert remove_partials(tmp_path) == [theirs]

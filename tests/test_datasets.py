@@ -306,6 +306,10 @@ def test_folder_rejects_a_size_that_disagrees_with_the_annotations(tmp_path):
         ({"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "name": "face"}],
           "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [True, 20, 120, 160]}]},
          r"annotation 7 of 'a\.jpg': bbox must be 4 finite numbers .*got \[True, 20, 120, 160\]"),
+        # a 400-digit integer: math.isfinite raised OverflowError, a traceback (review, 2026-11-30)
+        ({"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "name": "face"}],
+          "annotations": [{"id": 8, "image_id": 1, "category_id": 1, "bbox": [10 ** 400, 0, 1, 1]}]},
+         r"annotation 8 of 'a\.jpg': bbox must be 4 finite numbers"),
         ({"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "b.jpg"}],
           "categories": [{"id": 1, "name": "face"}], "annotations": []}, "image id 1 is used twice"),
         ({"images": []}, "expected a JSON object"),

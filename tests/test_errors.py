@@ -47,6 +47,12 @@ def anonlab(*args: str) -> subprocess.CompletedProcess:
     # a group of settings replaced by one value: a traceback when the job read it
     (["regions=null"], "regions=null: regions is a group of settings (source, target, threshold), not one value"),
     (["loader=5"], "loader=5: loader is a group of settings (decode, max_pixels, pad_to, workers)"),
+    # a list where a mapping belongs: the message had the two forms backwards (review, 2026-11-30)
+    (["regions=[a]"], "regions=[a]: regions takes a mapping, not a list"),
+    (["loader=[1,2]"], "loader=[1,2]: loader takes a mapping, not a list"),
+    # an empty mapping set to a number passed the check and was a TypeError later
+    (["detector_overrides=5"], "detector_overrides=5: detector_overrides is a mapping (detector_overrides.NAME=...), "
+                               "or null; not 5"),
 ])
 def test_a_value_of_the_wrong_form_names_the_key_and_its_form(overrides, says):
     problem = config_error(CONF_DIR, "bench", overrides)

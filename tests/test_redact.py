@@ -19,10 +19,11 @@ from PIL import Image
 
 from anonlab.cli.main import main
 from anonlab.datasets.default import DATA_DIR, package_path, read_manifest
+from anonlab.io.atomic import partial_path
 from anonlab.io.images import load_image
 from anonlab.io.video import VideoReader
 from anonlab.redact import RedactOptions, TemporalOptions, fill
-from anonlab.redact.core import DEFAULT_PERSONS, PARTIAL, Ensemble, partial_path
+from anonlab.redact.core import DEFAULT_PERSONS, PARTIAL, Ensemble
 
 MAGENTA = (255, 0, 255)
 #: container tags a phone or editor writes that identify a place, a time or a device
@@ -175,6 +176,20 @@ def test_existing_output_refused_unless_overwrite(tmp_path, capsys):
     assert run(src, "--out", out, "--no-verify", "--overwrite") == 0
     assert load_image(out / "camera.png").image.shape == (3, 512, 512)
     assert not stale.exists()  # temp files of a killed run are removed on the next start
+
+
+@pytest.mark.parametrize("argv,word", [
+    (("--person-detectors", "yunet:0.4"), "--person-detectors: yunet is a face detector"),  # its "head" = its face
+    (("--faces", "nanodet_m:0.2"), "--faces: nanodet_m is a person detector"),
+    (("--persons-every", "0"), "--persons-every must be an integer >= 1"),
+])
+def test_detector_of_the_wrong_kind_or_bad_cadence_refused(tmp_path, capsys, argv, word):
+    src = tmp_path / "camera.png"
+    shutil.copy(default_photos()["camera.png"], src)
+    assert run(src, "--out", tmp_path / "out", "--no-verify", *argv) == 2
+    err = capsys.readouterr().err
+    assert word in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out" / "camera.png").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -333,7 +348,7 @@ def test_synthetic_clip_every_face_frame_covered(tmp_path):
         for fr in frames:
             w.write(fr)
     hw = tuple(frames[0].shape[1:])
-    default = Redactor(RedactOptions(progress=False))
+    default = Redactor(RedactOptions(progress=False), record_boxes=True)
     default.video(clip, tmp_path / "out.mp4", lambda k: None)
     leaks, _, failures = verify([tmp_path / "out.mp4"], panel_checks(DEFAULT_PANEL, "cpu"), stride=2)
     assert not leaks and not failures, (leaks, failures)

@@ -90,8 +90,8 @@ def test_fill_rejects_mismatched_lengths():
 
 @pytest.fixture(scope="module")
 def pets_clip(tmp_path_factory):
-    """The first 60 frames of PETS09 S2L1 (480x360, 7 fps; pedestrians whose heads YOLOX-Nano finds, tracked
-    across frames), written losslessly."""
+    """The first 60 frames of PETS09 S2L1 (480x360, 10 fps; pedestrians whose heads the person detector finds,
+    tracked across frames), written losslessly."""
     from anonlab.io.video import VideoReader, VideoWriter
 
     src = VideoReader(shared_path("datasets/pets09_s2l1_vtest/vtest.avi"))
@@ -125,7 +125,7 @@ def test_one_pass_boxes_equal_whole_video_fill(pets_clip, tmp_path, every, hold,
 
     opts = RedactOptions(progress=False, detect_every=every, temporal=TemporalOptions(hold, max_gap, grow),
                          batch=batch)
-    r = Redactor(opts)
+    r = Redactor(opts, record_boxes=True)
     n = len(VideoReader(pets_clip))
     assert n > look_ahead(r.temporal()) + batch  # precondition: frames are written before the end is decoded
     ticks = []

@@ -126,12 +126,16 @@ def _wrong_kind(e: HydraException, overrides: list[str]) -> str | None:
         else None
     if not key or not m:
         return None
-    kinds = {"Dict": "a mapping", "List": "a list"}
-    given = next((o for o in overrides if _override_key(o) == key), f"{key}=...")
     from anonlab.build import SWEEP_FORM
 
-    form = {**_FORMS, "sweep": SWEEP_FORM}.get(str(key), kinds.get(m.group(2), "another kind of value"))
-    return f"{given}: {key} takes {form}, not {kinds.get(m.group(1), 'this value')}"
+    # (which side of OmegaConf's "Cannot merge XConfig with YConfig" is the override's varies: read the value)
+    o = next((o for o in _parsed(overrides) if o.key_or_group == key), None)
+    value = o.value() if o is not None else None
+    if not isinstance(value, (dict, list)):
+        return None
+    given, expected = ("a mapping", "a list") if isinstance(value, dict) else ("a list", "a mapping")
+    form = {**_FORMS, "sweep": SWEEP_FORM}.get(str(key), expected)
+    return f"{o.input_line}: {key} takes {form}, not {given}"
 
 
 def _replaced_mapping(conf_dir: Path, config_name: str, overrides: list[str], cfg: DictConfig) -> str | None:
@@ -148,8 +152,11 @@ def _replaced_mapping(conf_dir: Path, config_name: str, overrides: list[str], cf
         if o.is_delete() or o.is_sweep_override() or key.startswith("hydra") or (conf_dir / key).is_dir():
             continue
         was = OmegaConf.select(root, key, default=None, throw_on_resolution_failure=False)
-        if isinstance(was, DictConfig) and len(was) and not isinstance(OmegaConf.select(cfg, key), DictConfig):
+        now = OmegaConf.select(cfg, key)
+        if isinstance(was, DictConfig) and not isinstance(now, DictConfig) and (len(was) or now is not None):
             keys = sorted(str(k) for k in was.keys() if not str(k).startswith("_"))
+            if not keys:  # an empty mapping (detector_overrides: {}) may be null, nothing else
+                return f"{o.input_line}: {key} is a mapping ({key}.NAME=...), or null; not {now!r}"
             return (f"{o.input_line}: {key} is a group of settings ({', '.join(keys)}), not one value; set one of "
                     f"them, e.g. {key}.{keys[0]}=...")
     return None

@@ -117,10 +117,11 @@ def load_coco(path: str | Path) -> dict[str, CocoImage]:
             raise _fail(path, f"annotation {a.get('id', '?')} names image_id {iid}, which is not in 'images'")
         box = a["bbox"]
         if (not isinstance(box, list) or len(box) != 4
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+                or not all(isinstance(v, float) and math.isfinite(v)
+                           or isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2 ** 53 for v in box)
                 or box[2] < 0 or box[3] < 0):
             raise _fail(path, f"annotation {a.get('id', '?')} of {names[iid]!r}: bbox must be 4 finite numbers "
-                              f"[x, y, w, h] with w, h >= 0 (true/false are not numbers), got {box!r}")
+                              f"[x, y, w, h] with w, h >= 0 (true/false are not numbers), got {box!r}"[:300])
         x, y, w, h = (float(v) for v in box)
         ignore = bool(a.get("iscrowd", 0)) or bool(a.get("ignore", 0))
         ident = a.get("identity")

@@ -45,9 +45,11 @@ def scale_boxes(boxes: Tensor, factor: float) -> Tensor:
     return torch.cat([c - half, c + half], dim=1)
 
 
-#: head height as a fraction of standing body height: an adult is about 7 to 8 head heights tall (the classical
-#: canon; anthropometric tables give a head height of 0.13 of the stature, 1/7.7); 1/7 errs towards covering the
-#: whole head and hair
+#: a head's height and breadth as fractions of the stature: 0.13 (anthropometric tables, 1/7.7; an adult is about
+#: 7 to 8 head heights tall in the classical canon) and 0.09 (head breadth ~15.5 cm of a 1.70 m adult)
+HEAD_HEIGHT, HEAD_BREADTH = 0.13, 0.09
+#: the head region of a ground-truth standing-person box (the re-ID study): the top 1/7, over HEAD_HEIGHT, which
+#: errs towards covering the whole head and hair
 HEAD_FRACTION = 1.0 / 7.0
 
 
@@ -79,7 +81,8 @@ def owner_map(rects: Tensor, batch_idx: Tensor, batch: int, size: tuple[int, int
     Rectangles are grouped by size (width and height each rounded up to a power of two), and each group is drawn
     on a grid of its own largest size, so one large box does not make every small one cost its size (a video
     frame's many small held boxes and one grown box took 0.9 s a frame on one grid). One host sync per call (the
-    sizes), none per box; a loop over size groups and ``_GRID_BUDGET`` chunks.
+    sizes) and one copy to the device (the grouped order), none per box; a loop over size groups and
+    ``_GRID_BUDGET`` chunks.
     """
     if shape not in SHAPES:
         raise ValueError(f"unknown region shape {shape!r}; valid: {', '.join(SHAPES)}")
@@ -95,8 +98,13 @@ def owner_map(rects: Tensor, batch_idx: Tensor, batch: int, size: tuple[int, int
     for i, (ew, eh) in enumerate(ext):
         if ew > 0 and eh > 0:
             groups.setdefault((1 << (ew - 1).bit_length(), 1 << (eh - 1).bit_length()), []).append(i)
+    # the boxes' indices ordered by group, moved to the device once (a copy per group would wait for the host)
+    order = torch.tensor([i for members in groups.values() for i in members], dtype=torch.int64)
+    order = order.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else order
+    offset = 0
     for members in groups.values():
-        sel = torch.tensor(members, dtype=torch.int64, device=dev)
+        sel = order[offset : offset + len(members)]
+        offset += len(members)
         mw, mh = max(ext[i][0] for i in members), max(ext[i][1] for i in members)
         chunk = max(1, _GRID_BUDGET // (mh * mw))
         ys = torch.arange(mh, device=dev)

@@ -14,8 +14,10 @@ renamed result is readable like any other file the user writes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,22 @@ from pathlib import Path
 PARTIAL = ".anonlab-partial"
 
 _counter = itertools.count()
+#: longest file name most file systems accept (ext4, XFS, APFS, NTFS: 255 bytes)
+NAME_MAX = 255
+#: the process id in a temporary name: ``<PARTIAL>-<pid>-<k>``
+_PID = re.compile(re.escape(PARTIAL) + r"-(\d+)-\d+")
+
+
+def _hidden_name(final: Path, k: int) -> str:
+    """``.<name>.anonlab-partial-<pid>-<k><suffix>``; a name too long for :data:`NAME_MAX` keeps its start and
+    a short hash of the whole name instead (so long names that differ only at the end stay apart)."""
+    tail = f"{PARTIAL}-{os.getpid()}-{k}{final.suffix}"
+    name = f".{final.name}"
+    if len((name + tail).encode()) > NAME_MAX:
+        digest = hashlib.sha1(final.name.encode()).hexdigest()[:12]
+        keep = NAME_MAX - len(tail.encode()) - len(digest) - 2
+        name = "." + final.name.encode()[:keep].decode(errors="ignore") + "~" + digest
+    return name + tail
 
 
 def partial_path(final: str | os.PathLike) -> Path:
@@ -33,7 +51,7 @@ def partial_path(final: str | os.PathLike) -> Path:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        tmp = final.with_name(f".{final.name}{PARTIAL}-{os.getpid()}-{next(_counter)}{final.suffix}")
+        tmp = final.with_name(_hidden_name(final, next(_counter)))
         try:  # 0o666 & ~umask, like open(..., "w"); O_EXCL: never another writer's file, nor a stale one
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:  # a killed run of the same process id left this name: take the next
@@ -64,12 +82,30 @@ def write_text(final: str | os.PathLike, text: str) -> Path:
 
 def remove_partials(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
     """Delete the temporary files (:data:`PARTIAL` in the name, from :func:`partial_path`) that killed runs left in
-    ``folder`` (and its subfolders with ``recursive``); returns them. A missing folder has none."""
+    ``folder`` (and its subfolders with ``recursive``); returns them. A missing folder has none. A file whose
+    process (the id in its name) is still running on this machine is another run's write in progress and is kept
+    (two runs into one folder at once; on a file system shared by several machines a process id may be reused,
+    and such a file then waits for a later start)."""
     folder = Path(folder)
     gone: list[Path] = []
     if folder.is_dir():
         for f in (folder.rglob if recursive else folder.glob)(f".*{PARTIAL}-*"):
-            if f.is_file():
+            m = _PID.search(f.name)
+            if f.is_file() and not (m and _running(int(m.group(1)))):
                 f.unlink(missing_ok=True)
                 gone.append(f)
     return gone
+
+
+def _running(pid: int) -> bool:
+    """True when process ``pid`` exists on this machine (another process's files are left alone); this process's
+    own leftovers are not in progress at a start, so they count as not running."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # alive, another user's
+        return True
+    except (ProcessLookupError, OverflowError):  # gone, or not a process id at all
+        return False
+    return True

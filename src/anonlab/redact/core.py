@@ -18,7 +18,6 @@ a file that cannot be read becomes one line in :attr:`RedactReport.failures` and
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from anonlab.io.atomic import PARTIAL, partial_path, remove_partials
+from anonlab.io.atomic import PARTIAL, atomic_path, remove_partials
 from anonlab.io.images import IMAGE_SUFFIXES, ImageReadError, load_image, write_image
 from anonlab.io.video import VIDEO_SUFFIXES, VideoReader, VideoWriter
 from anonlab.redact.temporal import Filler, TemporalOptions, Tracker, fill
@@ -51,19 +50,21 @@ DEFAULT_ROI = (("yunet", 0.4),)
 #: inside YuNet's 10-300 px range (opencv_zoo YuNet notes) and at 3x for the 16 px windows of 8 px faces
 ROI_SIDE = 144
 #: person detector for head and whole-body redaction (``heads``, ``persons``) at a low threshold (its config:
-#: 0.35). On PETS09 S2L1 frames 1-100 (2x, 960x720; heads of the MOT tracks) the head regions of one frame's boxes
-#: covered 96 % of head-frames with NanoDet-m 0.2 (10.9 boxes a frame for 5.2 walkers), 88-90 % with YOLOX-Nano
-#: 0.25-0.1 and 96 % with both; NanoDet-m takes ~100 ms a 960x720 frame on one loaded CPU core
-#: (benchmarks/redact.py, 2026-11-30)
+#: 0.35). On PETS09 S2L1 frames 1-100 (2x, 960x720; heads of the MOT tracks), the head regions of one frame's
+#: boxes, without temporal filling (:func:`anonlab.redact.score.coverage`), covered 96 % of head-frames with
+#: NanoDet-m 0.2 (10.9 boxes a frame for 5.2 walkers), 88-90 % with YOLOX-Nano 0.25-0.1 and 96 % with both
+#: (a one-off script over the detectors' boxes, 2026-11-30); NanoDet-m took 81-105 ms a 960x720 frame on one
+#: loaded CPU core (batches of 1-8)
 DEFAULT_PERSONS = (("nanodet_m", 0.2),)
 #: labels of the boxes :meth:`Redactor.detect` returns: faces, and head or whole-person regions of person boxes
 FACE, PERSON = 0, 1
 #: head region of a person box (:func:`anonlab.defenses.regions.head_boxes`): the top 0.2 of the box over its
-#: full width, raised by 0.04 of its height. A head is ~0.13 of the stature, and detector boxes often start below
-#: the crown: on PETS09 S2L1 frames 1-100 (2x upscaled, YOLOX-Nano boxes, heads from the MOT person tracks) the
-#: classical top seventh covered 65 % of head-frames in the frame of detection, this region 88 %
-#: (NanoDet-m boxes: 96 %; benchmarks/redact.py scores frames 101-400; 2026-11-30)
-HEAD_FRACTION, HEAD_ABOVE = 0.2, 0.04
+#: full width, raised by 0.04 of its height. A head is 0.13 of the stature
+#: (:data:`anonlab.defenses.regions.HEAD_HEIGHT`), and detector boxes often start below the crown: on the same
+#: frames and script (YOLOX-Nano boxes) the classical top seventh covered 65 % of head-frames, this region 88 %
+#: (NanoDet-m boxes: 96 %). benchmarks/redact.py scores frames 101-400, which chose nothing here. A person cut
+#: off by the frame's bottom or hidden below keeps 0.2 of its visible height: less than a head when little shows
+HEAD_REGION, HEAD_REGION_ABOVE = 0.2, 0.04
 #: defenses that redact (the worn patches and ``none``/``noise`` are not offered)
 REDACTIONS = ("solid", "pixelate", "gaussian_blur", "box_blur")
 
@@ -76,8 +77,9 @@ class RedactError(ValueError):
 class RedactOptions:
     """Every choice of a redaction run (each is a flag of ``anonlab redact``).
 
-    ``faces``/``persons``: ``(detector name, threshold)`` pairs of the ensemble (``persons`` empty = faces only);
-    ``heads``: person detectors whose boxes' head regions (:data:`HEAD_FRACTION`, :data:`HEAD_ABOVE`) are redacted
+    ``faces``/``persons``: ``(detector name, threshold)`` pairs of the ensemble (``persons``: whole-body
+    redaction; empty = off);
+    ``heads``: person detectors whose boxes' head regions (:data:`HEAD_REGION`, :data:`HEAD_REGION_ABOVE`) are redacted
     too (empty = off): faces too small (under ~10 px), turned away or blurred past every face detector are
     still covered where the person is found; with ``persons`` the whole box is redacted instead;
     ``defense``: one of :data:`REDACTIONS` with ``defense_params`` (the rest of conf/defense/<name>.yaml applies);
@@ -291,14 +293,39 @@ def redact_frames(images: Tensor, detect: Callable[[Tensor], Detections], defens
     return defense(images, dets), dets
 
 
+def bound_heap() -> bool:
+    """Make glibc return frame-sized buffers to the system when they are freed: its mmap threshold, dynamic by
+    default, grows to the largest block freed (a decoded or float frame, megabytes), after which such buffers come
+    from the heap, which fragments as they are freed out of order, so the resident set crept with the video's
+    length (+22 % for 10x the frames of a 720p clip, benchmarks/redact.py, 2026-11-30). Fixed at 1 MiB
+    (``mallopt(M_MMAP_THRESHOLD)``, glibc's documented tunable; the same as ``MALLOC_MMAP_THRESHOLD_=1048576``),
+    each large buffer is its own mapping, unmapped when freed. Process-wide; skipped when the user set
+    ``MALLOC_MMAP_THRESHOLD_`` or where there is no glibc. Returns True when it was set."""
+    import ctypes
+    import ctypes.util
+    import os
+
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt)
+        return False
+    M_MMAP_THRESHOLD = -3  # malloc.h
+    return bool(mallopt(M_MMAP_THRESHOLD, 1 << 20))
+
+
 class Redactor:
     """The components of a run, built and checked once (:class:`RedactError` for a bad option): the defense, the
     detector ensemble. :meth:`image` and :meth:`video` redact one file (:meth:`video` in one decoding pass, with
-    :meth:`detect_track` and a :class:`~anonlab.redact.temporal.Filler`; afterwards ``last_boxes`` holds the
-    boxes ``float32 (K, 4)`` of every frame it wrote, in order); :meth:`video_boxes` is detection, tracking and
-    filling alone over a whole video (benchmarks/redact.py and the tests score it against exact boxes)."""
+    :meth:`detect_track` and a :class:`~anonlab.redact.temporal.Filler`; with ``record_boxes``, afterwards
+    ``last_boxes`` holds the boxes ``float32 (K, 4)`` of every frame it wrote, in order: off by default, as it
+    grows with the video); :meth:`video_boxes` is detection, tracking and filling alone over a whole video
+    (benchmarks/redact.py and the tests score it against exact boxes). Raises :class:`RedactError` for a bad
+    option, an unknown detector, or a detector of the wrong kind (a face detector in ``--person-detectors``)."""
 
-    def __init__(self, opts: RedactOptions) -> None:
+    def __init__(self, opts: RedactOptions, record_boxes: bool = False) -> None:
         if opts.audio not in ("drop", "keep"):
             raise RedactError(f"--audio must be drop or keep, got {opts.audio!r}")
         if not opts.faces and not opts.persons and not opts.heads:
@@ -312,6 +339,7 @@ class Redactor:
         if not opts.refine_below >= 0:
             raise RedactError(f"--refine-below must be >= 0 (pixels), got {opts.refine_below!r}")
         self.opts = opts
+        bound_heap()  # memory flat in the video's length
         self.device = torch.device(opts.device)
         self.defense = build_defense(opts).to(self.device)
         faces = tuple(opts.faces)
@@ -323,6 +351,14 @@ class Redactor:
         self.head_regions = not opts.persons  # the person members' boxes are cut to their heads
         self.has_persons = bool(people)
         self.roi = Ensemble(tuple(opts.roi), opts.device) if opts.roi and opts.faces else None
+        expected = [("--faces", "face")] * len(faces) + [("--person-detectors", "person")] * len(people)
+        checks = list(zip(expected, self.ensemble.members))
+        checks += [(("--roi", "face"), m) for m in (self.roi.members if self.roi else [])]
+        for (flag, want), (name, _, det) in checks:
+            if det.kind != want:  # a face detector's "head region" would leave the face visible
+                raise RedactError(f"{flag}: {name} is a {det.kind} detector; {flag} takes {want} detectors")
+        self.record_boxes = record_boxes
+        self.last_boxes: list[Tensor] = []
         self.low_score = min(t for _, t, _ in self.ensemble.members + (self.roi.members if self.roi else []))
         import trackers  # noqa: F401  (imported once here: its import takes seconds, not a video's time)
 
@@ -333,21 +369,16 @@ class Redactor:
         union, nothing is dropped. ``faces``/``persons``: which members run."""
         from anonlab.defenses.regions import head_boxes
 
-        def labelled(d: Detections, label: int, boxes: Tensor | None = None) -> Detections:
-            return Detections(d.boxes if boxes is None else boxes, d.scores, torch.full_like(d.labels, label),
-                              d.batch_idx)
-
-        parts = []
-        if faces:
-            parts = [labelled(det(images).above(thr), FACE) for _, thr, det in self.ensemble.members[:self.n_face_members]]
-            if self.roi is not None:
-                found = Detections.cat(parts, device=images.device)
-                small = (found.boxes[:, 2:] - found.boxes[:, :2]).amin(1) < self.opts.refine_below
-                parts.append(labelled(roi_detect(images, found.boxes[small], found.batch_idx[small], self.roi), FACE))
-        for _, thr, det in self.ensemble.members[self.n_face_members:] if persons else ():
+        face_members = self.ensemble.members[:self.n_face_members] if faces else []
+        parts = [_labelled(det(images).above(thr), FACE) for _, thr, det in face_members]
+        if faces and self.roi is not None:
+            found = Detections.cat(parts, device=images.device)
+            small = (found.boxes[:, 2:] - found.boxes[:, :2]).amin(1) < self.opts.refine_below
+            parts.append(_labelled(roi_detect(images, found.boxes[small], found.batch_idx[small], self.roi), FACE))
+        for _, thr, det in self.ensemble.members[self.n_face_members:] if persons else []:
             p = det(images).above(thr)
-            parts.append(labelled(p, PERSON, head_boxes(p.boxes, HEAD_FRACTION, HEAD_ABOVE) if self.head_regions
-                                  else None))
+            head = head_boxes(p.boxes, HEAD_REGION, HEAD_REGION_ABOVE) if self.head_regions else None
+            parts.append(_labelled(p, PERSON, head))
         return Detections.cat(parts, device=images.device)
 
     def redact(self, images: Tensor, dets: Detections) -> Tensor:
@@ -367,13 +398,9 @@ class Redactor:
         decoded = load_image(src)
         img = decoded.image.to(self.device)[None]
         out = redact_frames(img, self.detect, self.defense)[0][0]
-        tmp = partial_path(dst)
-        try:
+        with atomic_path(dst) as tmp:
             write_image(tmp, out, "JPEG" if dst.suffix.lower() in (".jpg", ".jpeg") else "PNG",
                         self.opts.jpeg_quality)
-            os.replace(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)
         return out, decoded.note
 
     def temporal(self) -> TemporalOptions:
@@ -419,8 +446,7 @@ class Redactor:
                     parts = [face_dets.for_image(keys.index(i))]
                 elif self.roi is not None and len(prev):
                     found = roi_detect(frames[i:i + 1], prev, zero.new_zeros(len(prev)), self.roi)
-                    parts = [Detections(found.boxes, found.scores, torch.full_like(found.labels, FACE),
-                                        found.batch_idx)]
+                    parts = [_labelled(found, FACE)]
                 else:
                     parts = []
                 if i in pkeys:
@@ -457,8 +483,7 @@ class Redactor:
         filler = Filler(temporal)  # a frame's boxes are final look_ahead(temporal) frames after it
         waiting: deque[tuple[Tensor, int | None]] = deque()  # decoded frames whose boxes are not final yet
         ready: list[tuple[Tensor, int | None, Tensor]] = []  # (frame, pts, boxes) to redact and encode
-        self.last_boxes = []  # benchmarks/redact.py scores the boxes of the timed run
-        tmp = partial_path(dst)
+        self.last_boxes = []  # with record_boxes: benchmarks/redact.py and the tests score the written boxes
 
         def write(writer: VideoWriter, final: bool) -> None:
             while len(ready) >= opts.batch or (final and ready):
@@ -469,14 +494,14 @@ class Redactor:
                 out = self.redact(batch, _dets(boxes, self.device)).cpu()
                 for img, (_, p, _) in zip(out, part):
                     writer.write(img, p)
-                self.last_boxes += boxes
+                if self.record_boxes:
+                    self.last_boxes += boxes
                 tick(len(part))
 
         try:
-            with VideoWriter(tmp, reader.size_hw, reader.rate or 25, format="mp4", crf=opts.crf,
-                             preset=opts.x264_preset,
-                             time_base=reader.time_base,
-                             audio_from=src if opts.audio == "keep" else None) as writer:
+            with atomic_path(dst) as tmp, VideoWriter(
+                    tmp, reader.size_hw, reader.rate or 25, format="mp4", crf=opts.crf, preset=opts.x264_preset,
+                    time_base=reader.time_base, audio_from=src if opts.audio == "keep" else None) as writer:
                 for frames, pts, raw, tracked in self.detect_track(reader, temporal):
                     for img, p, r, t in zip(frames, pts, raw, tracked):
                         waiting.append((img, p))
@@ -487,11 +512,14 @@ class Redactor:
                     ready.append((*waiting.popleft(), boxes))
                 write(writer, final=True)
                 writer.copy_audio()
-            os.replace(tmp, dst)
         finally:
             reader.close()
-            tmp.unlink(missing_ok=True)
         return n, reader.notes
+
+
+def _labelled(d: Detections, label: int, boxes: Tensor | None = None) -> Detections:
+    """``d`` with every label set to ``label`` (:data:`FACE`/:data:`PERSON`) and, if given, other ``boxes``."""
+    return Detections(d.boxes if boxes is None else boxes, d.scores, torch.full_like(d.labels, label), d.batch_idx)
 
 
 def _dets(per_frame: list[Tensor], device: torch.device) -> Detections:

@@ -74,17 +74,13 @@ def coverage(per_frame_boxes: list[Tensor], faces, size_hw, cover: float = 0.9, 
             "worst_exposure_mean": sum(worst.values()) / max(1, len(worst))}
 
 
-#: a head's height and breadth as fractions of stature: 0.13 (anthropometric tables, 1/7.7 of the stature; the
-#: classical canon's 7.5 heads) and 0.09 (head breadth ~15.5 cm of a 1.70 m adult)
-HEAD_HEIGHT, HEAD_BREADTH = 0.13, 0.09
-
-
 def heads_of_persons(persons: Tensor) -> Tensor:
     """Face ground truth where only whole-person boxes are annotated (PETS09/MOT: no face boxes, faces 5-15 px):
     ``float32 (N, 4)`` xyxy standing-person boxes (pixels; the box height taken as the stature) -> the head of each,
-    :data:`HEAD_HEIGHT` x the box height tall from the box top, :data:`HEAD_BREADTH` x it wide about the box's
+    :data:`~anonlab.defenses.regions.HEAD_HEIGHT` x the box height tall from the box top,
+    :data:`~anonlab.defenses.regions.HEAD_BREADTH` x it wide about the box's
     horizontal centre. An estimate: a walker's head is within a few pixels of the box's centre line."""
-    from anonlab.defenses.regions import head_boxes
+    from anonlab.defenses.regions import HEAD_BREADTH, HEAD_HEIGHT, head_boxes
 
     h = persons[:, 3] - persons[:, 1]
     cx = (persons[:, 0] + persons[:, 2]) / 2

@@ -120,7 +120,7 @@ class Filler:
        after its last, that hit's box grown, per frame of distance, by ``grow`` plus the motion of the run's
        nearest pair (its first pair before it, its last pair after it; 0 for a one-hit run).
 
-    (Until 2026-12 (4) took whole tracks and used the track's last pair's motion on both sides: the hold before
+    (Until 2026-11-30 (4) took whole tracks and used the track's last pair's motion on both sides: the hold before
     a track's first hit then depended on its last hit, arbitrarily far ahead, which no bounded look-ahead can
     know. On PETS09 S2L1's first 60 frames 18 of 1709 boxes changed, all before first hits.)
 
