@@ -261,7 +261,7 @@ def main() -> None:
            "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
            "cover_threshold": args.cover,
            "options": {"default": "centerface 0.2 (onnxruntime on CPU) + yunet 0.4 + ultraface 0.5, head regions of "
-                                  "nanodet_m 0.2 persons on every frame, ROI yunet 0.4 under 24 px, hold 2, max_gap 15",
+                                  "nanodet_m 0.2 persons on every frame, ROI yunet 0.4 under 24 px, hold 4, max_gap 15",
                        "speed": f"--faces centerface:0.2,yunet:0.4 --detect-every {SPEED_EVERY} "
                                 f"--persons-every {SPEED_PERSONS_EVERY}",
                        "faces_only": "the default with --no-heads"},

@@ -61,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--blocks", type=int, default=None, help="pixelate: blocks per region side (default 8)")
     p.add_argument("--shape", default="ellipse", choices=("ellipse", "rect"), help="region shape (default ellipse)")
     p.add_argument("--mask-scale", type=float, default=1.3, help="box enlargement about its centre (default 1.3)")
-    p.add_argument("--hold", type=int, default=2, help="video: frames a detection is held before and after (2)")
+    p.add_argument("--hold", type=int, default=4, help="video: frames a detection is held before and after (4)")
     p.add_argument("--max-gap", type=int, default=15, help="video: longest miss of a track that is interpolated (15)")
     p.add_argument("--grow", type=float, default=0.05, help="video: held-box growth per frame, fraction (0.05)")
     p.add_argument("--detect-every", type=int, default=1, metavar="N",

@@ -8,7 +8,7 @@ followed by ROI re-detection between) -> for videos, track and fill over time (:
 redact with an anonlab defense -> encode with no metadata into a temporary file beside the final one -> rename
 (atomic on one file system) -> verify (:mod:`anonlab.redact.verify`). A video is decoded once, in order: each
 frame waits in a look-ahead buffer until no later frame can change its boxes
-(:func:`~anonlab.redact.temporal.look_ahead`: ``hold + max_gap + 1`` frames, 18 by default, 23 with
+(:func:`~anonlab.redact.temporal.look_ahead`: ``hold + max_gap + 1`` frames, 20 by default, 23 with
 ``detect_every`` 8), then is redacted and encoded; at most that many decoded frames plus two batches (``uint8``,
 CPU) are held, so memory does not grow with the video's length.
 
