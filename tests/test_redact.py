@@ -390,3 +390,32 @@ def test_heads_of_far_pedestrians_are_covered(tmp_path):
         covered[flag] = sum(f >= 0.9 for f in fracs) / len(fracs)
     assert len(fracs) >= 12  # 4-8 walkers a frame
     assert covered["--heads"] >= 0.75 and covered["--no-heads"] <= 0.25, covered
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# found by trying to break it as a user would (breaker)
+
+
+def test_bad_values_refused_before_any_file_is_written(tmp_path, capsys):
+    """A value only a video or a JPEG uses (``--crf``, ``--batch``, ``--jpeg-quality``), an unusable ``--device``
+    and an ``--out`` that is a file stop the run with one ``error:`` line naming the flag, exit 2, before the
+    first file is written. Before: a PNG was written, then ``--crf 99`` stopped the run at the video (exit 2, the
+    files after it never done); ``--batch -1`` and ``--device tpu`` ended in a traceback."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(default_photos()["camera.png"], src / "a.png")
+    make_video(src / "b.mp4", [_frame("camera.png", 64)] * 2)
+    (tmp_path / "file").write_text("not a folder")
+    for flags, word in (("--crf 99", "--crf"), ("--batch 0", "--batch"), ("--batch -1", "--batch"),
+                        ("--jpeg-quality 500", "--jpeg-quality"), ("--device tpu", "--device 'tpu'"),
+                        ("--device cuda:99", "--device 'cuda:99'")):
+        out = tmp_path / flags.replace(" ", "")
+        assert run(src, "--out", out, *flags.split()) == 2, flags
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and word in err[0], (flags, err)
+        assert not out.exists() or not any(out.iterdir()), flags
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        assert run(src, "--out", out, "--no-verify") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(out) in err[0], err
+    assert (tmp_path / "file").read_text() == "not a folder"

@@ -124,7 +124,7 @@ def redact_cmd(argv: list[str]) -> int:
     import torch
 
     from anonlab.redact import RedactError, RedactOptions, TemporalOptions, redact
-    from anonlab.redact.core import PRESET_FORBIDDEN, load_preset
+    from anonlab.redact.core import PRESET_FORBIDDEN, check_device, load_preset
 
     p = parser()
     pre = argparse.ArgumentParser(add_help=False)
@@ -183,6 +183,7 @@ def redact_cmd(argv: list[str]) -> int:
                              overwrite=args.overwrite,
                              same_folder=args.same_folder, batch=args.batch, device=device,
                              progress=not args.no_progress)
+        check_device(device)  # (before the panel's models are moved there)
         checks = None
         if panel:
             from anonlab.redact.verify import build_recognizers, panel_checks

@@ -198,6 +198,8 @@ def plan(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions) -> 
     existing outputs are refused unless ``overwrite``. Folders are walked recursively (sorted); their layout is
     kept under ``out_dir``. Raises :class:`RedactError` (one line) on any of these."""
     out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RedactError(f"--out {out_dir} is a file; expected a folder (existing or to be created)")
     pairs: list[tuple[Path, Path]] = []
     infix = ".redacted" if opts.same_folder else ""
     for item in inputs:
@@ -232,6 +234,17 @@ def plan(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions) -> 
         if dst.exists() and not opts.overwrite:
             raise RedactError(f"output {dst} exists; pass --overwrite to replace it")
     return pairs
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` once a tensor could be made there; raises :class:`RedactError` (one line)
+    for an unknown device type, a CUDA device on a machine without one, or a missing device index."""
+    try:
+        dev = torch.device(device)
+        torch.empty(0, device=dev)  # an unknown type, a missing driver or index fails here, not in a model's .to()
+    except (RuntimeError, AssertionError, NotImplementedError) as e:
+        raise RedactError(f"--device {device!r} cannot be used: {str(e).strip().splitlines()[0]}") from None
+    return dev
 
 
 @contextmanager
@@ -307,8 +320,16 @@ class Redactor:
             raise RedactError(f"--threads must be an integer >= 1 (or 0 for torch's default), got {opts.threads!r}")
         if not opts.refine_below >= 0:
             raise RedactError(f"--refine-below must be >= 0 (pixels), got {opts.refine_below!r}")
+        # (checked here, not where they are first used: a video or a JPEG late in the list would otherwise stop the
+        # run after the files before it were written)
+        for flag, value, lo, hi, what in (("--batch", opts.batch, 1, None, "frames per detector call"),
+                                          ("--crf", opts.crf, 0, 51, "H.264 constant rate factor"),
+                                          ("--jpeg-quality", opts.jpeg_quality, 1, 95, "Pillow's JPEG quality")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+                span = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+                raise RedactError(f"{flag} must be an integer {span} ({what}), got {value!r}")
+        self.device = check_device(opts.device)
         self.opts = opts
-        self.device = torch.device(opts.device)
         self.defense = build_defense(opts).to(self.device)
         faces = tuple(opts.faces)
         if self.device.type == "cpu":
@@ -587,7 +608,10 @@ def redact(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions = 
     pairs = plan(inputs, out_dir, opts)
     redactor = Redactor(opts)  # every component is built (and checked) before any output is touched
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RedactError(f"--out {out}: cannot create the folder ({e.strerror or e})") from None
     remove_partials(out)
     report = RedactReport()
     t0 = time.perf_counter()
