@@ -419,3 +419,59 @@ def test_bad_values_refused_before_any_file_is_written(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(out) in err[0], err
     assert (tmp_path / "file").read_text() == "not a folder"
+
+
+def _mulaw_mov(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
+    """H.264 video with a G.711 mu-law audio track (telephone audio; MOV holds it, MP4 cannot)."""
+    with av.open(str(path), "w", format="mov") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.height, s.width, s.pix_fmt = *frames[0].shape[:2], "yuv420p"
+        a = c.add_stream("pcm_mulaw", rate=8000)
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+        n = 8000 * len(frames) // fps
+        tone = (3000 * np.sin(2 * np.pi * 440 * np.arange(n) / 8000)).astype(np.int16)[None]
+        af = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
+        af.sample_rate, af.pts, af.time_base = 8000, 0, fractions.Fraction(1, 8000)
+        for p in a.encode(af):
+            c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+
+
+def test_video_problems_of_one_file_do_not_stop_the_run(tmp_path, capsys):
+    """A stream whose frame size changes part-way (two MPEG-TS recordings joined, as cameras and cat(1) make them)
+    and ``--audio keep`` on audio that MP4 cannot hold (mu-law) are per-file problems: one ``error:`` line naming
+    the file, no output or partial file for it, the other inputs written, exit 3. Before: a traceback (size
+    change) and an exit 2 that stopped the run after the files before it were written (audio)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    parts = []
+    for k, size in enumerate((64, 96)):
+        parts.append(tmp_path / f"part{k}.ts")
+        with av.open(str(parts[-1]), "w", format="mpegts") as c:
+            s = c.add_stream("libx264", rate=10)
+            s.height = s.width = size
+            s.pix_fmt = "yuv420p"
+            for _ in range(3):
+                for p in s.encode(av.VideoFrame.from_ndarray(_frame("camera.png", size), format="rgb24")):
+                    c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+    (src / "joined.ts").write_bytes(b"".join(p.read_bytes() for p in parts))
+    _mulaw_mov(src / "phone_call.mov", [_frame("camera.png", 64)] * 3)
+    shutil.copy(default_photos()["camera.png"], src / "z.png")
+    out = tmp_path / "out"
+    assert run(src, "--out", out, "--no-verify", "--audio", "keep") == 3
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err), err
+    assert any("joined.ts" in e and "64x64" in e and "96x96" in e for e in err), err
+    assert any("phone_call.mov" in e and "pcm_mulaw" in e and "--audio drop" in e for e in err), err
+    assert sorted(p.name for p in out.iterdir()) == ["z.png"]
+    # the same mu-law file with its audio dropped (the default) is redacted
+    assert run(src / "phone_call.mov", "--out", out, "--no-verify") == 0
+    with av.open(str(out / "phone_call.mp4")) as c:
+        assert not c.streams.audio and c.streams.video[0].frames == 3

@@ -282,7 +282,8 @@ class VideoWriter:
     audio stream is copied (remuxed, not re-encoded, its tags dropped) by :meth:`copy_audio` after the last frame;
     None = no audio stream.
 
-    Raises ``ValueError`` for an unknown codec or a crf outside 0-51; PyAV's ``FFmpegError`` for a write failure.
+    Raises ``ValueError`` for an unknown codec, a crf outside 0-51, or an ``audio_from`` codec the container cannot
+    hold (e.g. pcm_mulaw in MP4); PyAV's ``FFmpegError`` for a write failure.
     """
 
     def __init__(self, target, size_hw: tuple[int, int], rate=25, *, format: str | None = None, codec: str = "h264",
@@ -321,7 +322,11 @@ class VideoWriter:
             src = av.open(str(audio_from))
             if src.streams.audio:
                 self._audio_src = src
-                self._audio_out = self._out.add_stream_from_template(src.streams.audio[0])
+                try:  # ValueError for a codec the container cannot hold (pcm_mulaw, adpcm in MP4)
+                    self._audio_out = self._out.add_stream_from_template(src.streams.audio[0])
+                except ValueError:
+                    self._release()
+                    raise
                 self._audio_out.metadata.clear()
             else:
                 src.close()

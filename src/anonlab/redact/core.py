@@ -421,6 +421,10 @@ class Redactor:
             for k in range(start, min(n, start + self.opts.batch)):
                 cpu.append(reader.read(k))
                 pts.append(reader.last_pts)
+                if tuple(cpu[-1].shape[1:]) != tuple(reader.size_hw):  # one encoder, one frame size
+                    (h, w), (h0, w0) = cpu[-1].shape[1:], reader.size_hw
+                    raise ImageReadError(f"video {reader.path}: frame {k} is {w}x{h}, the first frame {w0}x{h0}; "
+                                         f"a video whose frame size changes is not redacted")
             frames = torch.stack(cpu).to(self.device)
             keys = [i for i in range(frames.shape[0]) if (start + i) % every == 0]
             key_dets = self.detect(frames[keys]) if keys else None
@@ -486,10 +490,16 @@ class Redactor:
                 tick(len(part))
 
         try:
-            with VideoWriter(tmp, reader.size_hw, reader.rate or 25, format="mp4", crf=opts.crf,
-                             preset=opts.x264_preset,
-                             time_base=reader.time_base,
-                             audio_from=src if opts.audio == "keep" else None) as writer:
+            try:
+                writer = VideoWriter(tmp, reader.size_hw, reader.rate or 25, format="mp4", crf=opts.crf,
+                                     preset=opts.x264_preset, time_base=reader.time_base,
+                                     audio_from=src if opts.audio == "keep" else None)
+            except ValueError as e:  # (crf and codec are checked before any work: here the audio codec)
+                if opts.audio != "keep":
+                    raise
+                raise ImageReadError(f"video {src}: its audio cannot be kept in the MP4 output ({e}); not redacted "
+                                     f"(pass --audio drop to drop it)") from None
+            with writer:
                 for frames, pts, raw, tracked in self.detect_track(reader, temporal):
                     for img, p, r, t in zip(frames, pts, raw, tracked):
                         waiting.append((img, p))
