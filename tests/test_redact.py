@@ -475,3 +475,40 @@ def test_video_problems_of_one_file_do_not_stop_the_run(tmp_path, capsys):
     assert run(src / "phone_call.mov", "--out", out, "--no-verify") == 0
     with av.open(str(out / "phone_call.mp4")) as c:
         assert not c.streams.audio and c.streams.video[0].frames == 3
+
+
+def test_avi_b_frames_and_trimmed_mp4_keep_every_frame_and_its_time(tmp_path):
+    """Two ordinary files the reader got wrong. An AVI with B-frames stores decode-order counters as pts, so frames
+    came out with pts 1, 4, 3, 5, 2, 6 and the writer pushed them to 1, 4, 5, 6, 7, 8: the output ran slow and
+    its audio drifted. An MP4 trimmed without re-encoding (``ffmpeg -ss ... -c copy``) keeps the pre-roll from
+    the key frame in packets its edit list discards: they were counted as frames, so the clip failed with "the
+    stream ended before frame 9" and nothing was written. Right: every frame at its own time, as ffmpeg plays it."""
+    src = tmp_path / "in"
+    src.mkdir()
+    frames = [_frame(name, 64) for name in ("camera.png", "astronaut.png") * 6]
+    with av.open(str(src / "camcorder.avi"), "w", format="avi") as c:
+        s = c.add_stream("libx264", rate=10, options={"bf": "2"})
+        s.height = s.width = 64
+        s.pix_fmt = "yuv420p"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    make_video(tmp_path / "whole.mp4", frames, fps=10)
+    with av.open(str(tmp_path / "whole.mp4")) as whole, av.open(str(src / "trimmed.mp4"), "w") as cut:
+        vs = whole.streams.video[0]
+        out = cut.add_stream_from_template(vs)
+        step = int(1 / (vs.average_rate * vs.time_base))
+        for p in whole.demux(vs):
+            if p.dts is not None:  # start 3 frames after the key frame, which stays as discarded pre-roll
+                p.pts, p.dts, p.stream = p.pts - 3 * step, p.dts - 3 * step, out
+                cut.mux(p)
+    with av.open(str(src / "trimmed.mp4")) as c:  # precondition: the edit list discards the first 3 packets
+        assert sum(p.is_discard for p in c.demux(video=0)) == 3
+    out = tmp_path / "out"
+    assert run(src, "--out", out, "--no-verify") == 0
+    for name, n in (("camcorder.mp4", 12), ("trimmed.mp4", 9)):
+        with av.open(str(out / name)) as c:
+            times = [f.time for f in c.decode(video=0)]
+        assert times == pytest.approx([k / 10 + times[0] for k in range(n)], abs=1e-3), (name, times)

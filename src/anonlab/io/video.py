@@ -98,7 +98,7 @@ class VideoReader:
     demand.
 
     ``len(reader)`` is the number of video frames (packets of the main stream, counted once by demuxing, without
-    decoding); ``size_hw`` the upright frame size (the size ffmpeg, OpenCV and deface report); ``fps`` the
+    decoding; packets an edit list discards, the pre-roll of a clip trimmed without re-encoding, give no frame); ``size_hw`` the upright frame size (the size ffmpeg, OpenCV and deface report); ``fps`` the
     stream's average rate (0.0 if unknown); ``orientation`` the EXIF-equivalent orientation applied (1 = none);
     ``notes`` a one-line account of the rotation applied and the damage found (None when neither).
 
@@ -118,7 +118,8 @@ class VideoReader:
         if not self.path.is_file():
             raise FileNotFoundError(f"video {self.path} does not exist")
         keys: list[tuple[int, int]] = []  # (decode position, seek timestamp) of key frames
-        n = 0
+        n = n_all = 0  # packets that give a frame; all packets (with the discarded pre-roll of an edit list)
+        stamps: list[int] | None = []  # presentation timestamps of the packets that give a frame
         damage: list[str] = []
         try:
             with av.open(str(self.path)) as c:
@@ -133,13 +134,20 @@ class VideoReader:
                     for pkt in c.demux(s):
                         if not pkt.size:
                             continue
+                        n_all += 1
+                        if pkt.is_discard:  # before an edit list's start (a clip trimmed without re-encoding):
+                            continue  # decoded as a reference, but the decoder gives no frame for it
                         ts = pkt.pts if pkt.pts is not None else pkt.dts
                         if pkt.is_keyframe and ts is not None:
                             keys.append((n, ts))
+                        if stamps is not None and pkt.pts is not None:
+                            stamps.append(pkt.pts)
+                        else:
+                            stamps = None
                         n += 1
                 except av.error.FFmpegError as e:
                     damage.append(f"demuxing stopped after {n} packets ({e})")
-                if promised > n:
+                if promised > n_all:
                     damage.append(f"the header promises {promised} frames, the file holds {n} (truncated?)")
                 first = self._first_frame(c, s) if n else None
         except av.error.FFmpegError as e:
@@ -165,11 +173,15 @@ class VideoReader:
         self.notes: str | None = "; ".join(notes) or None
         self._n = n
         self._keys = keys
+        # frame k's presentation timestamp is the k-th smallest packet pts: the same as the decoded frame's pts in
+        # a well-formed file, and right where that is not (AVI stores decode-order counters as pts, so frames
+        # of a stream with B-frames come out with pts 1, 4, 3, 5, 2, ...)
+        self._stamps = sorted(stamps) if stamps and len(stamps) == n else None
         self._container = None
         self._frames = None  # decoder iterator
         self._next: int | None = None  # index of the frame the iterator yields next (None: must seek)
-        #: presentation timestamp (in :attr:`time_base` units) of the frame :meth:`read` returned last (None if the
-        #: stream gives none)
+        #: presentation timestamp (in :attr:`time_base` units) of the frame :meth:`read` returned last: the k-th
+        #: smallest packet pts for frame k (None if the stream gives none)
         self.last_pts: int | None = None
         self.time_base = self._time_base  # Fraction: seconds per pts unit (None if unknown)
         self.rate = self._rate  # the stream's average rate as a Fraction (None if unknown)
@@ -231,7 +243,7 @@ class VideoReader:
                     # (a stream may change size mid-way: each frame is held to the cap, not only the header's size)
                     check_pixels(f"cannot decode frame {index} of video {self.path}", frame.width, frame.height)
                     rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
-                    self.last_pts = frame.pts
+                    self.last_pts = self._stamps[index] if self._stamps is not None else frame.pts
                     return orient(rgb, self.orientation).contiguous()
         except av.error.FFmpegError as e:
             self._next = None
