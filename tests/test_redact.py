@@ -512,3 +512,28 @@ def test_avi_b_frames_and_trimmed_mp4_keep_every_frame_and_its_time(tmp_path):
         with av.open(str(out / name)) as c:
             times = [f.time for f in c.decode(video=0)]
         assert times == pytest.approx([k / 10 + times[0] for k in range(n)], abs=1e-3), (name, times)
+
+
+@pytest.mark.slow
+def test_identity_check_runs_on_odd_sized_videos(tmp_path):
+    """An odd-sized video is written one row and column larger (yuv420p needs even sizes, the edge is repeated),
+    so no clean frame had the output's size and every face the panel found was skipped by the identity check (and
+    counted as "smaller than min_face_px"). Right: compared within the input's size, as for an even-sized one."""
+    import json
+
+    video = tmp_path / "odd.mkv"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("libx264", rate=10, options={"crf": "1"})
+        s.height, s.width, s.pix_fmt = 257, 255, "yuv444p"
+        for _ in range(2):
+            img = np.ascontiguousarray(_frame("grace_hopper.jpg", 257)[:, :255])
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    out = tmp_path / "out"
+    # pixelation too fine to hide the face (as in test_weak_redaction_is_reported_as_a_leak)
+    assert run(video, "--out", out, "--defense", "pixelate", "--blocks", "64", "--mask-scale", "1.0") == 4
+    assert VideoReader(out / "odd.mp4").size_hw == (258, 256)
+    ident = [x for x in json.loads((out / "leaks.json").read_text()) if x["check"] == "identity:dlib_resnet"]
+    assert {x["frame"] for x in ident} == {0, 1}, ident

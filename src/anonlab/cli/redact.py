@@ -216,7 +216,8 @@ def redact_cmd(argv: list[str]) -> int:
                                             recognizers=recognizers, stats=stats)
         if recognizers and stats.checked + stats.skipped:
             print(f"identity check: {stats.checked} face(s) matched against the clean input, {stats.matched} "
-                  f"identified, {stats.skipped} skipped (smaller than the recognizer's min_face_px)",
+                  f"identified, {stats.skipped} skipped (smaller than the recognizer's min_face_px, or no clean frame "
+                  "of the same size)",
                   file=sys.stderr)
         for line in failures:
             print(f"error: {line}", file=sys.stderr)

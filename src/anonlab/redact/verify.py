@@ -115,6 +115,9 @@ def _identity(file: str, frames: Tensor, clean: Tensor | None, frame_ids: list[i
     dets = Detections.cat(found, device="cpu") if found else Detections.empty("cpu")
     if len(dets) == 0 or not recognizers:
         return []
+    if clean is not None and frames.shape[:2] == clean.shape[:2] and all(
+            0 <= a - b <= 1 for a, b in zip(frames.shape[2:], clean.shape[2:])):
+        frames = frames[..., :clean.shape[2], :clean.shape[3]]  # VideoWriter pads odd sizes by a row/column
     if clean is None or clean.shape != frames.shape:
         stats.skipped += len(dets) * len(recognizers)
         return []
