@@ -537,3 +537,30 @@ def test_identity_check_runs_on_odd_sized_videos(tmp_path):
     assert VideoReader(out / "odd.mp4").size_hw == (258, 256)
     ident = [x for x in json.loads((out / "leaks.json").read_text()) if x["check"] == "identity:dlib_resnet"]
     assert {x["frame"] for x in ident} == {0, 1}, ident
+
+
+def test_files_left_out_of_a_folder_are_named(tmp_path, capsys):
+    """A folder of phone photos in HEIC (a suffix anonlab does not read) printed "redacted 0 file(s) ...
+    verified: no leak found" and exited 0: the user was told all was well with every photo unredacted. Right:
+    a folder with no image or video is one ``error:`` line naming what was left out (exit 2); where some files
+    are redacted, a note names those left out (a suffix it does not read, a name like an output, a broken link).
+    Also tiny images: a 1 x 1 and a 2 x 2 photo come out at their size, with no warning printed."""
+    phone = tmp_path / "phone"
+    (phone / "DCIM").mkdir(parents=True)
+    shutil.copy(default_photos()["grace_hopper.jpg"], phone / "DCIM" / "IMG_0001.HEIC")  # (the suffix decides)
+    (phone / "notes.txt").write_text("meeting at 5")
+    assert run(phone, "--out", tmp_path / "out", "--no-verify") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(phone) in err[0] and "IMG_0001.HEIC" in err[0] and "notes.txt" in err[0], err
+    assert not (tmp_path / "out").exists()
+    Image.new("RGB", (1, 1), (200, 100, 50)).save(phone / "dot.png")
+    Image.new("RGB", (2, 2), (200, 100, 50)).save(phone / "DCIM" / "tiny.jpg")
+    shutil.copy(default_photos()["camera.png"], phone / "DCIM" / "street.redacted.png")
+    (phone / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    assert run(phone, "--out", tmp_path / "out", "--no-verify") == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"note: {phone}: 4 file(s) left out"), err
+    assert all(name in err[0] for name in ("IMG_0001.HEIC", "street.redacted.png", "gone.jpg", "notes.txt")), err
+    assert load_image(tmp_path / "out" / "dot.png").image.shape == (3, 1, 1)
+    assert load_image(tmp_path / "out" / "DCIM" / "tiny.jpg").image.shape == (3, 2, 2)
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == ["dot.png", "tiny.jpg"]

@@ -308,7 +308,9 @@ def _decode_pillow(p: Path, data: bytes) -> tuple[Tensor, int, int, list[str]]:
         raise ImageReadError(f"cannot read image {p}: {_one_line(e)}") from e
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ImageReadError(f"cannot read image {p}: decoded to {arr.dtype} {arr.shape}, expected 8-bit RGB")
-    img = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))  # one copy: to (3, H, W), writable
+    # one copy: to (3, H, W), writable (ascontiguousarray copied nothing, so kept Pillow's read-only buffer and
+    # torch warned, where the transpose was already contiguous: a 1 x 1 image)
+    img = torch.from_numpy(arr.transpose(2, 0, 1).copy())
     device = _DECODE_DEVICE.get()
     return (img.to(device) if device is not None else img), 8, orientation, notes
 

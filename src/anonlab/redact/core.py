@@ -180,6 +180,12 @@ def _is_media(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
 
 
+def _names(files: list[Path], root: Path, k: int = 5) -> str:
+    """The first ``k`` of ``files`` relative to ``root``, then how many more: one line."""
+    shown = ", ".join(str(f.relative_to(root)) for f in files[:k])
+    return shown + (f" and {len(files) - k} more" if len(files) > k else "")
+
+
 def output_name(src: Path, infix: str) -> str:
     """The output file name: a video -> ``.mp4`` (H.264); a JPEG -> ``.jpg``; every other image -> ``.png``."""
     suffix = src.suffix.lower()
@@ -192,11 +198,15 @@ def output_name(src: Path, infix: str) -> str:
     return f"{src.stem}{infix}{new}"
 
 
-def plan(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions) -> list[tuple[Path, Path]]:
+def plan(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions,
+         skipped: dict[str, str] | None = None) -> list[tuple[Path, Path]]:
     """(input file, output file) pairs, checked before any work: inputs exist; the output folder is not an input
     folder (unless ``same_folder``) and no output path equals an input path; two inputs never map to one output;
     existing outputs are refused unless ``overwrite``. Folders are walked recursively (sorted); their layout is
-    kept under ``out_dir``. Raises :class:`RedactError` (one line) on any of these."""
+    kept under ``out_dir``. Raises :class:`RedactError` (one line) on any of these, and for a folder that holds no
+    image or video. The files of a folder that are left out (a suffix outside :data:`IMAGE_SUFFIXES` and
+    :data:`VIDEO_SUFFIXES`, such as a phone's ``.heic``; a name like an output, ``*.redacted.*``; a broken link)
+    go to ``skipped`` (folder -> one line), so that no photo is left unredacted without a word."""
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise RedactError(f"--out {out_dir} is a file; expected a folder (existing or to be created)")
@@ -211,9 +221,20 @@ def plan(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions) -> 
                 raise RedactError(f"--out {out_dir} is the input folder {p}: outputs must go elsewhere (or pass "
                                   f"--same-folder to write <name>.redacted.<ext> beside the inputs)")
             # (an output folder inside the input folder is not read back as input; nor are partial/earlier outputs)
-            files = [f for f in sorted(p.rglob("*"))
-                     if f.is_file() and _is_media(f) and PARTIAL not in f.name and ".redacted." not in f.name
-                     and (p.resolve() == out_dir or not f.resolve().is_relative_to(out_dir))]
+            files, left = [], []
+            for f in sorted(p.rglob("*")):
+                if PARTIAL in f.name or f.is_dir() or (p.resolve() != out_dir and f.resolve().is_relative_to(out_dir)):
+                    continue
+                if f.is_file() and _is_media(f) and ".redacted." not in f.name:
+                    files.append(f)
+                elif not (opts.same_folder and ".redacted." in f.name):  # (there: earlier outputs)
+                    left.append(f)
+            if not files:
+                raise RedactError(f"input folder {p} holds no image or video ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})"
+                                  + (f"; left out: {_names(left, p)}" if left else ""))
+            if left and skipped is not None:
+                skipped[str(p)] = (f"{len(left)} file(s) left out, not redacted (not an image or video suffix, a "
+                                   f"name like an output, or a broken link): {_names(left, p)}")
             for f in files:
                 pairs.append((f, out_dir / f.relative_to(p).parent / output_name(f, infix)))
         else:
@@ -615,7 +636,8 @@ def redact(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions = 
     Returns a :class:`RedactReport`; raises :class:`RedactError` for a bad option or location, before any work."""
     from anonlab.progress import progress_bar
 
-    pairs = plan(inputs, out_dir, opts)
+    skipped: dict[str, str] = {}
+    pairs = plan(inputs, out_dir, opts, skipped)
     redactor = Redactor(opts)  # every component is built (and checked) before any output is touched
     out = Path(out_dir)
     try:
@@ -623,7 +645,7 @@ def redact(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions = 
     except OSError as e:
         raise RedactError(f"--out {out}: cannot create the folder ({e.strerror or e})") from None
     remove_partials(out)
-    report = RedactReport()
+    report = RedactReport(notes=dict(skipped))
     t0 = time.perf_counter()
     bar = progress_bar(opts.progress, "{task.fields[fps]} frames/s")
     task = None
