@@ -564,3 +564,20 @@ def test_files_left_out_of_a_folder_are_named(tmp_path, capsys):
     assert load_image(tmp_path / "out" / "dot.png").image.shape == (3, 1, 1)
     assert load_image(tmp_path / "out" / "DCIM" / "tiny.jpg").image.shape == (3, 2, 2)
     assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == ["dot.png", "tiny.jpg"]
+
+
+def test_detectors_of_the_wrong_kind_refused(tmp_path, capsys):
+    """A face detector given as a person detector had its face boxes cut to a person's "head region", the top
+    fifth of the face: all but the forehead stayed visible, exit 0. A person detector as a face detector, and
+    ``--persons`` with no person detector (faces only, silently), likewise ran. Right: one line naming the flag,
+    the detector and the valid ones, exit 2, before any file is written."""
+    src = tmp_path / "grace_hopper.jpg"
+    shutil.copy(default_photos()["grace_hopper.jpg"], src)
+    for flags, words in ((["--person-detectors", "yunet:0.5"], ("--person-detectors", "yunet", "nanodet_m")),
+                         (["--faces", "centerface:0.2,yolox_nano:0.3"], ("--faces", "yolox_nano", "centerface")),
+                         (["--roi", "nanodet_m:0.3"], ("--roi", "nanodet_m", "yunet")),
+                         (["--persons", "--person-detectors", ""], ("--persons", "--person-detectors"))):
+        assert run(src, "--out", tmp_path / "out", "--no-verify", *flags) == 2, flags
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and all(w in err[0] for w in words), (flags, err)
+        assert not (tmp_path / "out").exists()

@@ -148,6 +148,10 @@ def redact_cmd(argv: list[str]) -> int:
     except argparse.ArgumentTypeError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    if args.persons and not people:
+        print("error: --persons redacts what the person detectors find, but --person-detectors is empty",
+              file=sys.stderr)
+        return EXIT_BAD_CONFIG
     params: dict = {}
     if args.color is not None:
         if args.defense != "solid":

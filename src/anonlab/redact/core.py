@@ -257,6 +257,19 @@ def plan(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions,
     return pairs
 
 
+def _check_kind(flag: str, specs, kind: str) -> None:
+    """Raise :class:`RedactError` when a registered detector of ``specs`` finds another kind of object than
+    ``kind`` (a face detector's boxes cut to a person's head region would leave all but the forehead visible)."""
+    from anonlab.detectors import DETECTORS
+
+    names = DETECTORS.names()
+    for name, _ in specs:
+        if name in names and DETECTORS.get(name).kind != kind:
+            valid = ", ".join(n for n in names if DETECTORS.get(n).kind == kind)
+            raise RedactError(f"{flag}: {name} is a {DETECTORS.get(name).kind} detector; expected a {kind} "
+                              f"detector ({valid})")
+
+
 def check_device(device: str | torch.device) -> torch.device:
     """``device`` as a ``torch.device`` once a tensor could be made there; raises :class:`RedactError` (one line)
     for an unknown device type, a CUDA device on a machine without one, or a missing device index."""
@@ -349,6 +362,9 @@ class Redactor:
             if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
                 span = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
                 raise RedactError(f"{flag} must be an integer {span} ({what}), got {value!r}")
+        for flag, specs, kind in (("--faces", opts.faces, "face"), ("--roi", opts.roi, "face"),
+                                  ("--person-detectors", tuple(opts.persons) + tuple(opts.heads), "person")):
+            _check_kind(flag, specs, kind)
         self.device = check_device(opts.device)
         self.opts = opts
         self.defense = build_defense(opts).to(self.device)
