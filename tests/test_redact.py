@@ -581,3 +581,34 @@ def test_detectors_of_the_wrong_kind_refused(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and all(w in err[0] for w in words), (flags, err)
         assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_is_one_line_and_leaves_no_partial_file(tmp_path, capsys):
+    """Ctrl-C in the middle of a video printed a KeyboardInterrupt traceback. Right: one ``error:`` line, exit
+    130, no partial file and nothing under the video's final name."""
+    import os
+    import signal
+    import threading
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    make_video(src / "long.mp4", [_frame(n, 128) for n in ("camera.png", "astronaut.png")] * 100, fps=25)
+    done = threading.Event()
+
+    def interrupt_while_writing() -> None:  # Ctrl-C once the video's temporary file exists
+        while not done.wait(0.005):
+            if out.is_dir() and any(PARTIAL in p.name for p in out.iterdir()):
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+
+    watcher = threading.Thread(target=interrupt_while_writing, daemon=True)
+    watcher.start()
+    try:
+        code = run(src, "--out", out, "--no-verify")
+    finally:
+        done.set()
+        watcher.join()
+    assert code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: interrupted"), err
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]

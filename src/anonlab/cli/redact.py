@@ -120,7 +120,22 @@ def _allowed(p: argparse.ArgumentParser) -> dict:
     return out
 
 
+#: exit status after Ctrl-C (128 + SIGINT, as a shell reports it)
+EXIT_INTERRUPTED = 130
+
+
 def redact_cmd(argv: list[str]) -> int:
+    """``anonlab redact`` (see the module docstring); Ctrl-C ends it with one line and :data:`EXIT_INTERRUPTED`:
+    the outputs finished before it stay, the one being written is removed (its ``finally``)."""
+    try:
+        return _redact_cmd(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted: outputs finished before stay under their names, the file being written was "
+              "removed, and leaks.json is not up to date", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _redact_cmd(argv: list[str]) -> int:
     import torch
 
     from anonlab.redact import RedactError, RedactOptions, TemporalOptions, redact
