@@ -612,3 +612,37 @@ def test_ctrl_c_is_one_line_and_leaves_no_partial_file(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: interrupted"), err
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
+def test_a_file_that_cannot_be_written_in_full_is_not_left_under_its_name(tmp_path, capsys):
+    """On a full disk Pillow's encoder ignored the short write: a truncated JPEG was renamed to its final name and
+    nothing was reported (the video after it then failed with a PyAV traceback). Right: for each file that cannot
+    be written in full, one ``error:`` line naming it, nothing under its name, no partial file, the run goes on
+    (exit 3). A file-size limit (``RLIMIT_FSIZE``, the write fails with EFBIG) stands in for the full disk."""
+    import resource
+    import signal
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(default_photos()["camera.png"], src / "big.png")  # ~200 kB as a PNG
+    shutil.copy(default_photos()["grace_hopper.jpg"], src / "big.jpg")  # ~70 kB as written
+    Image.new("RGB", (8, 8), (200, 100, 50)).save(src / "small.png")
+    out = tmp_path / "out"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    before = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (else the process is killed)
+    # (between 64 kB and the JPEG's size: Pillow writes a JPEG in 64 kB blocks, and the last one comes up short)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (67_000, hard))
+    try:
+        code = run(src, "--out", out, "--no-verify")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, before)
+    assert code == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and all(e.startswith("error: ") and "File too large" in e for e in err), err
+    written = sorted(p.name for p in out.iterdir())
+    assert "small.png" in written and "big.png" not in written and any("big.png" in e for e in err), err
+    # (the JPEG of this libjpeg is ~70 kB: the limit cuts its last block; whichever way, never a truncated file)
+    assert ("big.jpg" in written) != any("big.jpg" in e for e in err), (written, err)
+    for name in written:
+        load_image(out / name)  # raises for a truncated file

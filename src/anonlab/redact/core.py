@@ -677,8 +677,8 @@ def redact(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions = 
 
     try:
         for src, dst in pairs:
-            dst.parent.mkdir(parents=True, exist_ok=True)
             try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
                 if src.suffix.lower() in VIDEO_SUFFIXES:
                     frames, note = redactor.video(src, dst, tick)
                 else:
@@ -687,6 +687,9 @@ def redact(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions = 
                     tick(1)
             except (ImageReadError, FileNotFoundError) as e:
                 report.failures.append(str(e).splitlines()[0])
+                continue
+            except OSError as e:  # a full disk, a folder not writable (PyAV's av.error.OSError too): that file only
+                report.failures.append(f"{src} not redacted, {dst} not written: {str(e).splitlines()[0]}")
                 continue
             report.frames += frames
             report.outputs[str(src)] = str(dst)
