@@ -646,3 +646,17 @@ def test_a_file_that_cannot_be_written_in_full_is_not_left_under_its_name(tmp_pa
     assert ("big.jpg" in written) != any("big.jpg" in e for e in err), (written, err)
     for name in written:
         load_image(out / name)  # raises for a truncated file
+
+
+def test_panel_sharing_a_network_with_the_ensemble_refused(tmp_path, capsys):
+    """``centerface`` runs as ``centerface_ort`` on the CPU (the same network): a panel of ``centerface_ort`` beside
+    the default ensemble passed the independence check by name and verified the redaction with its own detector.
+    Right: refused like ``--verify-with centerface`` (one line, exit 2)."""
+    src = tmp_path / "grace_hopper.jpg"
+    shutil.copy(default_photos()["grace_hopper.jpg"], src)
+    for flags in (["--verify-with", "centerface_ort:0.3"],
+                  ["--faces", "centerface_ort:0.2", "--verify-with", "centerface:0.3"]):
+        assert run(src, "--out", tmp_path / "out", *flags) == 2, flags
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "panel must be independent" in err[0], err
+    assert not (tmp_path / "out").exists()

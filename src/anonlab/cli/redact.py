@@ -139,7 +139,7 @@ def _redact_cmd(argv: list[str]) -> int:
     import torch
 
     from anonlab.redact import RedactError, RedactOptions, TemporalOptions, redact
-    from anonlab.redact.core import PRESET_FORBIDDEN, check_device, load_preset
+    from anonlab.redact.core import CPU_BACKENDS, PRESET_FORBIDDEN, check_device, load_preset
 
     p = parser()
     pre = argparse.ArgumentParser(add_help=False)
@@ -182,7 +182,10 @@ def _redact_cmd(argv: list[str]) -> int:
             print("error: --blocks applies to --defense pixelate only", file=sys.stderr)
             return EXIT_BAD_CONFIG
         params["blocks"] = args.blocks
-    overlap = {n for n, _ in panel} & {n for n, _ in faces + persons + heads + (roi if faces else ())}
+    # (one network under two backends is one detector: centerface runs as centerface_ort on the CPU)
+    same = {backend: name for name, backend in CPU_BACKENDS.items()}
+    used = {same.get(n, n) for n, _ in faces + persons + heads + (roi if faces else ())}
+    overlap = {n for n, _ in panel if same.get(n, n) in used}
     if overlap:
         print(f"error: --verify-with {', '.join(sorted(overlap))} also redacts; the panel must be independent",
               file=sys.stderr)
