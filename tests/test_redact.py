@@ -660,3 +660,25 @@ def test_panel_sharing_a_network_with_the_ensemble_refused(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "panel must be independent" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_anamorphic_video_keeps_its_pixel_aspect(tmp_path):
+    """PAL DV/DVD-style footage stores 16:9 pictures in 720x576-like frames with wide pixels (sample aspect ratio
+    16:11 here). The output was written with square pixels, so players showed everyone squeezed. Right: the
+    output carries the input's sample aspect ratio (inverted for a quarter-turned clip, whose frames are turned)."""
+    video = tmp_path / "dv.mp4"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+        s.codec_context.sample_aspect_ratio = fractions.Fraction(16, 11)
+        for _ in range(2):
+            img = np.ascontiguousarray(_frame("camera.png", 96)[:64])
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    assert VideoReader(video).sample_aspect_ratio == fractions.Fraction(16, 11)
+    assert run(video, "--out", tmp_path / "out", "--no-verify") == 0
+    with av.open(str(tmp_path / "out" / "dv.mp4")) as c:
+        assert c.streams.video[0].sample_aspect_ratio == fractions.Fraction(16, 11)
+    assert VideoReader(shared_path("cases/rotated_phone_video/phone_rot-90.mp4")).sample_aspect_ratio is None

@@ -129,6 +129,7 @@ class VideoReader:
                 check_pixels(f"cannot read video {self.path}", w, h)
                 self.fps = float(s.average_rate) if s.average_rate else 0.0
                 self._rate, self._time_base = s.average_rate, s.time_base
+                sar = s.sample_aspect_ratio or s.codec_context.sample_aspect_ratio
                 promised = int(s.frames or 0)
                 try:
                     for pkt in c.demux(s):
@@ -185,6 +186,8 @@ class VideoReader:
         self.last_pts: int | None = None
         self.time_base = self._time_base  # Fraction: seconds per pts unit (None if unknown)
         self.rate = self._rate  # the stream's average rate as a Fraction (None if unknown)
+        #: pixel width / height of the upright frames (anamorphic DV, HDV, DVD: not 1), None when square or unknown
+        self.sample_aspect_ratio = (None if not sar or sar == 1 else 1 / sar if self.orientation >= 5 else sar)
 
     @staticmethod
     def _first_frame(c, s):
@@ -283,7 +286,9 @@ class VideoWriter:
     ``target``: a path or a writable binary file object; ``format``: the container (FFmpeg muxer name, e.g. ``mp4``,
     ``matroska``; None = from the path's suffix); ``codec``: a key of :data:`VIDEO_ENCODERS`; ``crf`` the encoder's
     constant rate factor (0-51; 18 is visually lossless for x264); ``preset`` the x264/x265 speed preset;
-    ``rate`` the nominal frame rate (an int or Fraction, frames per second); ``time_base`` the unit of the ``pts``
+    ``rate`` the nominal frame rate (an int or Fraction, frames per second); ``sample_aspect_ratio`` the pixels'
+    width / height (a Fraction; None = square: pass :attr:`VideoReader.sample_aspect_ratio` so that an anamorphic
+    clip is not shown squeezed); ``time_base`` the unit of the ``pts``
     given to :meth:`write` (seconds per unit; None = ``1 / rate``, and frames get pts 0, 1, 2, ...).
     Odd frame sizes are padded to even by edge replication (yuv420p needs even sizes): the file is then one
     row/column larger; :attr:`padded` says by how much (rows, columns).
@@ -299,7 +304,8 @@ class VideoWriter:
     """
 
     def __init__(self, target, size_hw: tuple[int, int], rate=25, *, format: str | None = None, codec: str = "h264",
-                 crf: int = 18, preset: str = "medium", time_base=None, strip_metadata: bool = True,
+                 crf: int = 18, preset: str = "medium", time_base=None, sample_aspect_ratio=None,
+                 strip_metadata: bool = True,
                  audio_from: str | Path | None = None) -> None:
         import fractions
 
@@ -324,6 +330,8 @@ class VideoWriter:
         s.options = opts
         self._time_base = fractions.Fraction(time_base) if time_base else 1 / rate
         s.codec_context.time_base = self._time_base
+        if sample_aspect_ratio:
+            s.codec_context.sample_aspect_ratio = fractions.Fraction(sample_aspect_ratio)
         self._stream = s
         # (the SEI filter is made at the first packet: made earlier, it copies the parameters of a not yet opened
         # encoder, 640x480 by default, into the output stream)

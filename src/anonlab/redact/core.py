@@ -530,6 +530,7 @@ class Redactor:
             try:
                 writer = VideoWriter(tmp, reader.size_hw, reader.rate or 25, format="mp4", crf=opts.crf,
                                      preset=opts.x264_preset, time_base=reader.time_base,
+                                     sample_aspect_ratio=reader.sample_aspect_ratio,
                                      audio_from=src if opts.audio == "keep" else None)
             except ValueError as e:  # (crf and codec are checked before any work: here the audio codec)
                 if opts.audio != "keep":
