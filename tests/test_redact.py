@@ -682,3 +682,28 @@ def test_anamorphic_video_keeps_its_pixel_aspect(tmp_path):
     with av.open(str(tmp_path / "out" / "dv.mp4")) as c:
         assert c.streams.video[0].sample_aspect_ratio == fractions.Fraction(16, 11)
     assert VideoReader(shared_path("cases/rotated_phone_video/phone_rot-90.mp4")).sample_aspect_ratio is None
+
+
+def test_a_second_run_into_the_same_folder_keeps_the_first_runs_file_in_progress(tmp_path):
+    """Every start removed all partial files in ``--out``, also those of a run still writing there: a second
+    ``anonlab redact`` into the same folder deleted the first's video in progress, which then failed at its rename
+    ("No such file or directory"). Right: a partial file whose writer (the process id in its name) is alive
+    stays; a dead writer's is removed."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), (200, 100, 50)).save(src)
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # a run still writing
+    try:
+        busy = out / f".clip.mp4{PARTIAL}-{writer.pid}-0.mp4"
+        busy.write_bytes(b"in progress")
+        assert run(src, "--out", out, "--no-verify") == 0
+        assert busy.read_bytes() == b"in progress"
+    finally:
+        writer.kill()
+        writer.wait()
+    assert run(src, "--out", out, "--no-verify", "--overwrite") == 0
+    assert not busy.exists()  # its writer is gone: a leftover

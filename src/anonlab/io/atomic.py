@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,14 +63,32 @@ def write_text(final: str | os.PathLike, text: str) -> Path:
     return Path(final)
 
 
+def _writer_alive(name: str) -> bool:
+    """True when the process whose id the partial file ``name`` carries is running and is not this one: a run
+    writing into the same folder at the same time, whose file is not a leftover."""
+    m = re.search(re.escape(PARTIAL) + r"-(\d+)-\d+", name)
+    if m is None or int(m.group(1)) == os.getpid():
+        return False
+    try:
+        os.kill(int(m.group(1)), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def remove_partials(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
     """Delete the temporary files (:data:`PARTIAL` in the name, from :func:`partial_path`) that killed runs left in
-    ``folder`` (and its subfolders with ``recursive``); returns them. A missing folder has none."""
+    ``folder`` (and its subfolders with ``recursive``); returns them. A missing folder has none. A file whose
+    writer (the process id in its name) is still running is left alone: two runs into one folder do not delete
+    each other's files in progress (found by the breaker: the second ``anonlab redact`` into an ``--out`` removed
+    the first's video as it was being written)."""
     folder = Path(folder)
     gone: list[Path] = []
     if folder.is_dir():
         for f in (folder.rglob if recursive else folder.glob)(f".*{PARTIAL}-*"):
-            if f.is_file():
+            if f.is_file() and not _writer_alive(f.name):
                 f.unlink(missing_ok=True)
                 gone.append(f)
     return gone
