@@ -707,3 +707,28 @@ def test_a_second_run_into_the_same_folder_keeps_the_first_runs_file_in_progress
         writer.wait()
     assert run(src, "--out", out, "--no-verify", "--overwrite") == 0
     assert not busy.exists()  # its writer is gone: a leftover
+
+
+@pytest.mark.slow
+def test_findings_about_earlier_files_survive_a_later_run_into_the_same_folder(tmp_path, capsys):
+    """A run found a leak in a.jpg (exit 4); a second run redacted b.jpg into the same folder and rewrote
+    leaks.json as ``[]`` and removed leaks.png, while the leaking a.jpg stayed there. Right: records about files
+    the later run did not write are kept (and noted); those about a file it rewrites are dropped, also with
+    ``--no-verify`` (they describe the old content)."""
+    import json
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(default_photos()["grace_hopper.jpg"], src / name)
+    out = tmp_path / "out"
+    weak = ("--defense", "pixelate", "--blocks", "64", "--mask-scale", "1.0", "--identity", "")
+    assert run(src / "a.jpg", "--out", out, *weak) == 4
+    first = json.loads((out / "leaks.json").read_text())
+    assert first and {x["file"] for x in first} == {str((out / "a.jpg").resolve())}
+    capsys.readouterr()
+    assert run(src / "b.jpg", "--out", out, "--identity", "") == 0
+    assert json.loads((out / "leaks.json").read_text()) == first and (out / "leaks.png").is_file()
+    assert f"keeps {len(first)} earlier finding(s) in 1 file(s)" in capsys.readouterr().err
+    assert run(src / "a.jpg", "--out", out, "--overwrite", "--no-verify") == 0
+    assert json.loads((out / "leaks.json").read_text()) == [] and not (out / "leaks.png").exists()

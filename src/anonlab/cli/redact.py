@@ -224,10 +224,18 @@ def _redact_cmd(argv: list[str]) -> int:
     print(f"redacted {len(report.outputs)} file(s), {report.frames} frame(s) in {report.seconds:.1f} s "
           f"({fps:.1f} frames/s) into {args.out}")
     code = EXIT_PARTIAL if report.failures else EXIT_OK
-    if checks is not None:
-        from pathlib import Path
+    from pathlib import Path
 
-        from anonlab.redact.verify import IdentityStats, verify, write_leaks
+    from anonlab.redact.verify import earlier_leaks, write_leaks
+
+    earlier = earlier_leaks(Path(args.out), set(report.outputs.values()))
+    if earlier:
+        print(f"note: {Path(args.out) / 'leaks.json'} keeps {len(earlier)} earlier finding(s) in "
+              f"{len({x['file'] for x in earlier})} file(s) this run did not write", file=sys.stderr)
+    if checks is None and (Path(args.out) / "leaks.json").exists():
+        write_leaks(Path(args.out), [], [], earlier)  # (findings about the files written now are out of date)
+    if checks is not None:
+        from anonlab.redact.verify import IdentityStats, verify
 
         stats = IdentityStats()
         from anonlab.redact.core import torch_threads
@@ -243,7 +251,7 @@ def _redact_cmd(argv: list[str]) -> int:
                   file=sys.stderr)
         for line in failures:
             print(f"error: {line}", file=sys.stderr)
-        path, sheet = write_leaks(Path(args.out), leaks, crops)
+        path, sheet = write_leaks(Path(args.out), leaks, crops, earlier)
         if failures:
             code = max(code, EXIT_PARTIAL)
         if leaks:
