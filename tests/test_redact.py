@@ -557,10 +557,14 @@ def test_files_left_out_of_a_folder_are_named(tmp_path, capsys):
     Image.new("RGB", (2, 2), (200, 100, 50)).save(phone / "DCIM" / "tiny.jpg")
     shutil.copy(default_photos()["camera.png"], phone / "DCIM" / "street.redacted.png")
     (phone / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy(default_photos()["camera.png"], tmp_path / "elsewhere" / "camera.png")
+    (phone / "shared").symlink_to(tmp_path / "elsewhere")  # not followed by the walk: named
     assert run(phone, "--out", tmp_path / "out", "--no-verify") == 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"note: {phone}: 4 file(s) left out"), err
-    assert all(name in err[0] for name in ("IMG_0001.HEIC", "street.redacted.png", "gone.jpg", "notes.txt")), err
+    assert len(err) == 1 and err[0].startswith(f"note: {phone}: 5 file(s) left out"), err
+    assert all(name in err[0] for name in ("IMG_0001.HEIC", "street.redacted.png", "gone.jpg", "notes.txt",
+                                           "shared")), err
     assert load_image(tmp_path / "out" / "dot.png").image.shape == (3, 1, 1)
     assert load_image(tmp_path / "out" / "DCIM" / "tiny.jpg").image.shape == (3, 2, 2)
     assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == ["dot.png", "tiny.jpg"]
@@ -732,3 +736,14 @@ def test_findings_about_earlier_files_survive_a_later_run_into_the_same_folder(t
     assert f"keeps {len(first)} earlier finding(s) in 1 file(s)" in capsys.readouterr().err
     assert run(src / "a.jpg", "--out", out, "--overwrite", "--no-verify") == 0
     assert json.loads((out / "leaks.json").read_text()) == [] and not (out / "leaks.png").exists()
+
+
+def test_command_line_mistakes_are_one_line(capsys):
+    """argparse printed its whole usage block above the error. Right: one ``error:`` line, exit 2."""
+    for argv in (["x.jpg", "--out", "o", "--shape", "circle"], ["x.jpg", "--out", "o", "--hold", "two"],
+                 ["x.jpg"], ["x.jpg", "--out", "o", "--bogus"], ["x.jpg", "--out", "o", "--preset"]):
+        with pytest.raises(SystemExit) as e:
+            run(*argv)
+        assert e.value.code == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), (argv, err)

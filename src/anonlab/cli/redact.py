@@ -35,12 +35,20 @@ def _fmt(pairs) -> str:
     return ",".join(f"{n}:{t}" for n, t in pairs)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with its errors on one line (argparse prints the whole usage block above them)."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see anonlab redact --help)", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_CONFIG)
+
+
 def parser() -> argparse.ArgumentParser:
     from anonlab.redact import DEFAULT_FACES, DEFAULT_PERSONS, REDACTIONS
     from anonlab.redact.core import DEFAULT_ROI
     from anonlab.redact.verify import DEFAULT_PANEL
 
-    p = argparse.ArgumentParser(prog="anonlab redact", description="Redact faces and heads (or whole persons) in "
+    p = _Parser(prog="anonlab redact", description="Redact faces and heads (or whole persons) in "
                                 "photos, folders and videos; outputs are upright, carry no metadata, and are checked "
                                 "by an independent detector panel.", epilog=PRESET_HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -142,7 +150,7 @@ def _redact_cmd(argv: list[str]) -> int:
     from anonlab.redact.core import CPU_BACKENDS, PRESET_FORBIDDEN, check_device, load_preset
 
     p = parser()
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = _Parser(prog="anonlab redact", add_help=False)
     pre.add_argument("--preset")
     known, _ = pre.parse_known_args(argv)
     if known.preset is not None:

@@ -205,7 +205,8 @@ def plan(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions,
     existing outputs are refused unless ``overwrite``. Folders are walked recursively (sorted); their layout is
     kept under ``out_dir``. Raises :class:`RedactError` (one line) on any of these, and for a folder that holds no
     image or video. The files of a folder that are left out (a suffix outside :data:`IMAGE_SUFFIXES` and
-    :data:`VIDEO_SUFFIXES`, such as a phone's ``.heic``; a name like an output, ``*.redacted.*``; a broken link)
+    :data:`VIDEO_SUFFIXES`, such as a phone's ``.heic``; a name like an output, ``*.redacted.*``; a broken link; a
+    link to a folder, not followed)
     go to ``skipped`` (folder -> one line), so that no photo is left unredacted without a word."""
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not out_dir.is_dir():
@@ -223,7 +224,11 @@ def plan(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions,
             # (an output folder inside the input folder is not read back as input; nor are partial/earlier outputs)
             files, left = [], []
             for f in sorted(p.rglob("*")):
-                if PARTIAL in f.name or f.is_dir() or (p.resolve() != out_dir and f.resolve().is_relative_to(out_dir)):
+                if PARTIAL in f.name or (p.resolve() != out_dir and f.resolve().is_relative_to(out_dir)):
+                    continue
+                if f.is_dir():  # (rglob does not enter a link to a folder: named below, not silently passed)
+                    if f.is_symlink():
+                        left.append(f)
                     continue
                 if f.is_file() and _is_media(f) and ".redacted." not in f.name:
                     files.append(f)
@@ -234,7 +239,8 @@ def plan(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions,
                                   + (f"; left out: {_names(left, p)}" if left else ""))
             if left and skipped is not None:
                 skipped[str(p)] = (f"{len(left)} file(s) left out, not redacted (not an image or video suffix, a "
-                                   f"name like an output, or a broken link): {_names(left, p)}")
+                                   f"name like an output, a broken link or a link to a folder, which is not "
+                                   f"followed): {_names(left, p)}")
             for f in files:
                 pairs.append((f, out_dir / f.relative_to(p).parent / output_name(f, infix)))
         else:
