@@ -178,17 +178,12 @@ def test_existing_output_refused_unless_overwrite(tmp_path, capsys):
     assert not stale.exists()  # temp files of a killed run are removed on the next start
 
 
-@pytest.mark.parametrize("argv,word", [
-    (("--person-detectors", "yunet:0.4"), "--person-detectors: yunet is a face detector"),  # its "head" = its face
-    (("--faces", "nanodet_m:0.2"), "--faces: nanodet_m is a person detector"),
-    (("--persons-every", "0"), "--persons-every must be an integer >= 1"),
-])
-def test_detector_of_the_wrong_kind_or_bad_cadence_refused(tmp_path, capsys, argv, word):
+def test_bad_person_cadence_refused(tmp_path, capsys):
     src = tmp_path / "camera.png"
     shutil.copy(default_photos()["camera.png"], src)
-    assert run(src, "--out", tmp_path / "out", "--no-verify", *argv) == 2
+    assert run(src, "--out", tmp_path / "out", "--no-verify", "--persons-every", "0") == 2
     err = capsys.readouterr().err
-    assert word in err and len(err.strip().splitlines()) == 1, err
+    assert "--persons-every must be an integer >= 1" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out" / "camera.png").exists()
 
 
@@ -413,3 +408,360 @@ def test_heads_of_far_pedestrians_are_covered(tmp_path):
         covered[flag] = sum(f >= 0.9 for f in fracs) / len(fracs)
     assert len(fracs) >= 12  # 4-8 walkers a frame
     assert covered["--heads"] >= 0.75 and covered["--no-heads"] <= 0.25, covered
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# found by trying to break it as a user would (breaker)
+
+
+def test_bad_values_refused_before_any_file_is_written(tmp_path, capsys):
+    """A value only a video or a JPEG uses (``--crf``, ``--batch``, ``--jpeg-quality``), an unusable ``--device``
+    and an ``--out`` that is a file stop the run with one ``error:`` line naming the flag, exit 2, before the
+    first file is written. Before: a PNG was written, then ``--crf 99`` stopped the run at the video (exit 2, the
+    files after it never done); ``--batch -1`` and ``--device tpu`` ended in a traceback."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(default_photos()["camera.png"], src / "a.png")
+    make_video(src / "b.mp4", [_frame("camera.png", 64)] * 2)
+    (tmp_path / "file").write_text("not a folder")
+    for flags, word in (("--crf 99", "--crf"), ("--batch 0", "--batch"), ("--batch -1", "--batch"),
+                        ("--jpeg-quality 500", "--jpeg-quality"), ("--device tpu", "--device 'tpu'"),
+                        ("--device cuda:99", "--device 'cuda:99'")):
+        out = tmp_path / flags.replace(" ", "")
+        assert run(src, "--out", out, *flags.split()) == 2, flags
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and word in err[0], (flags, err)
+        assert not out.exists() or not any(out.iterdir()), flags
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        assert run(src, "--out", out, "--no-verify") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(out) in err[0], err
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
+def _mulaw_mov(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
+    """H.264 video with a G.711 mu-law audio track (telephone audio; MOV holds it, MP4 cannot)."""
+    with av.open(str(path), "w", format="mov") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.height, s.width, s.pix_fmt = *frames[0].shape[:2], "yuv420p"
+        a = c.add_stream("pcm_mulaw", rate=8000)
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+        n = 8000 * len(frames) // fps
+        tone = (3000 * np.sin(2 * np.pi * 440 * np.arange(n) / 8000)).astype(np.int16)[None]
+        af = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
+        af.sample_rate, af.pts, af.time_base = 8000, 0, fractions.Fraction(1, 8000)
+        for p in a.encode(af):
+            c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+
+
+def test_video_problems_of_one_file_do_not_stop_the_run(tmp_path, capsys):
+    """A stream whose frame size changes part-way (two MPEG-TS recordings joined, as cameras and cat(1) make them)
+    and ``--audio keep`` on audio that MP4 cannot hold (mu-law) are per-file problems: one ``error:`` line naming
+    the file, no output or partial file for it, the other inputs written, exit 3. Before: a traceback (size
+    change) and an exit 2 that stopped the run after the files before it were written (audio)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    parts = []
+    for k, size in enumerate((64, 96)):
+        parts.append(tmp_path / f"part{k}.ts")
+        with av.open(str(parts[-1]), "w", format="mpegts") as c:
+            s = c.add_stream("libx264", rate=10)
+            s.height = s.width = size
+            s.pix_fmt = "yuv420p"
+            for _ in range(3):
+                for p in s.encode(av.VideoFrame.from_ndarray(_frame("camera.png", size), format="rgb24")):
+                    c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+    (src / "joined.ts").write_bytes(b"".join(p.read_bytes() for p in parts))
+    _mulaw_mov(src / "phone_call.mov", [_frame("camera.png", 64)] * 3)
+    shutil.copy(default_photos()["camera.png"], src / "z.png")
+    out = tmp_path / "out"
+    assert run(src, "--out", out, "--no-verify", "--audio", "keep") == 3
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err), err
+    assert any("joined.ts" in e and "64x64" in e and "96x96" in e for e in err), err
+    assert any("phone_call.mov" in e and "pcm_mulaw" in e and "--audio drop" in e for e in err), err
+    assert sorted(p.name for p in out.iterdir()) == ["z.png"]
+    # the same mu-law file with its audio dropped (the default) is redacted
+    assert run(src / "phone_call.mov", "--out", out, "--no-verify") == 0
+    with av.open(str(out / "phone_call.mp4")) as c:
+        assert not c.streams.audio and c.streams.video[0].frames == 3
+
+
+def test_avi_b_frames_and_trimmed_mp4_keep_every_frame_and_its_time(tmp_path):
+    """Two ordinary files the reader got wrong. An AVI with B-frames stores decode-order counters as pts, so frames
+    came out with pts 1, 4, 3, 5, 2, 6 and the writer pushed them to 1, 4, 5, 6, 7, 8: the output ran slow and
+    its audio drifted. An MP4 trimmed without re-encoding (``ffmpeg -ss ... -c copy``) keeps the pre-roll from
+    the key frame in packets its edit list discards: they were counted as frames, so the clip failed with "the
+    stream ended before frame 9" and nothing was written. Right: every frame at its own time, as ffmpeg plays it."""
+    src = tmp_path / "in"
+    src.mkdir()
+    frames = [_frame(name, 64) for name in ("camera.png", "astronaut.png") * 6]
+    with av.open(str(src / "camcorder.avi"), "w", format="avi") as c:
+        s = c.add_stream("libx264", rate=10, options={"bf": "2"})
+        s.height = s.width = 64
+        s.pix_fmt = "yuv420p"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    make_video(tmp_path / "whole.mp4", frames, fps=10)
+    with av.open(str(tmp_path / "whole.mp4")) as whole, av.open(str(src / "trimmed.mp4"), "w") as cut:
+        vs = whole.streams.video[0]
+        out = cut.add_stream_from_template(vs)
+        step = int(1 / (vs.average_rate * vs.time_base))
+        for p in whole.demux(vs):
+            if p.dts is not None:  # start 3 frames after the key frame, which stays as discarded pre-roll
+                p.pts, p.dts, p.stream = p.pts - 3 * step, p.dts - 3 * step, out
+                cut.mux(p)
+    with av.open(str(src / "trimmed.mp4")) as c:  # precondition: the edit list discards the first 3 packets
+        assert sum(p.is_discard for p in c.demux(video=0)) == 3
+    out = tmp_path / "out"
+    assert run(src, "--out", out, "--no-verify") == 0
+    for name, n in (("camcorder.mp4", 12), ("trimmed.mp4", 9)):
+        with av.open(str(out / name)) as c:
+            times = [f.time for f in c.decode(video=0)]
+        assert times == pytest.approx([k / 10 + times[0] for k in range(n)], abs=1e-3), (name, times)
+
+
+@pytest.mark.slow
+def test_identity_check_runs_on_odd_sized_videos(tmp_path):
+    """An odd-sized video is written one row and column larger (yuv420p needs even sizes, the edge is repeated),
+    so no clean frame had the output's size and every face the panel found was skipped by the identity check (and
+    counted as "smaller than min_face_px"). Right: compared within the input's size, as for an even-sized one."""
+    import json
+
+    video = tmp_path / "odd.mkv"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("libx264", rate=10, options={"crf": "1"})
+        s.height, s.width, s.pix_fmt = 257, 255, "yuv444p"
+        for _ in range(2):
+            img = np.ascontiguousarray(_frame("grace_hopper.jpg", 257)[:, :255])
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    out = tmp_path / "out"
+    # pixelation too fine to hide the face (as in test_weak_redaction_is_reported_as_a_leak)
+    assert run(video, "--out", out, "--defense", "pixelate", "--blocks", "64", "--mask-scale", "1.0") == 4
+    assert VideoReader(out / "odd.mp4").size_hw == (258, 256)
+    ident = [x for x in json.loads((out / "leaks.json").read_text()) if x["check"] == "identity:dlib_resnet"]
+    assert {x["frame"] for x in ident} == {0, 1}, ident
+
+
+def test_files_left_out_of_a_folder_are_named(tmp_path, capsys):
+    """A folder of phone photos in HEIC (a suffix anonlab does not read) printed "redacted 0 file(s) ...
+    verified: no leak found" and exited 0: the user was told all was well with every photo unredacted. Right:
+    a folder with no image or video is one ``error:`` line naming what was left out (exit 2); where some files
+    are redacted, a note names those left out (a suffix it does not read, a name like an output, a broken link).
+    Also tiny images: a 1 x 1 and a 2 x 2 photo come out at their size, with no warning printed."""
+    phone = tmp_path / "phone"
+    (phone / "DCIM").mkdir(parents=True)
+    shutil.copy(default_photos()["grace_hopper.jpg"], phone / "DCIM" / "IMG_0001.HEIC")  # (the suffix decides)
+    (phone / "notes.txt").write_text("meeting at 5")
+    assert run(phone, "--out", tmp_path / "out", "--no-verify") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(phone) in err[0] and "IMG_0001.HEIC" in err[0] and "notes.txt" in err[0], err
+    assert not (tmp_path / "out").exists()
+    Image.new("RGB", (1, 1), (200, 100, 50)).save(phone / "dot.png")
+    Image.new("RGB", (2, 2), (200, 100, 50)).save(phone / "DCIM" / "tiny.jpg")
+    shutil.copy(default_photos()["camera.png"], phone / "DCIM" / "street.redacted.png")
+    (phone / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy(default_photos()["camera.png"], tmp_path / "elsewhere" / "camera.png")
+    (phone / "shared").symlink_to(tmp_path / "elsewhere")  # not followed by the walk: named
+    assert run(phone, "--out", tmp_path / "out", "--no-verify") == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"note: {phone}: 5 file(s) left out"), err
+    assert all(name in err[0] for name in ("IMG_0001.HEIC", "street.redacted.png", "gone.jpg", "notes.txt",
+                                           "shared")), err
+    assert load_image(tmp_path / "out" / "dot.png").image.shape == (3, 1, 1)
+    assert load_image(tmp_path / "out" / "DCIM" / "tiny.jpg").image.shape == (3, 2, 2)
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == ["dot.png", "tiny.jpg"]
+
+
+def test_detectors_of_the_wrong_kind_refused(tmp_path, capsys):
+    """A face detector given as a person detector had its face boxes cut to a person's "head region", the top
+    fifth of the face: all but the forehead stayed visible, exit 0. A person detector as a face detector, and
+    ``--persons`` with no person detector (faces only, silently), likewise ran. Right: one line naming the flag,
+    the detector and the valid ones, exit 2, before any file is written."""
+    src = tmp_path / "grace_hopper.jpg"
+    shutil.copy(default_photos()["grace_hopper.jpg"], src)
+    for flags, words in ((["--person-detectors", "yunet:0.5"], ("--person-detectors", "yunet", "nanodet_m")),
+                         (["--faces", "centerface:0.2,yolox_nano:0.3"], ("--faces", "yolox_nano", "centerface")),
+                         (["--roi", "nanodet_m:0.3"], ("--roi", "nanodet_m", "yunet")),
+                         (["--persons", "--person-detectors", ""], ("--persons", "--person-detectors"))):
+        assert run(src, "--out", tmp_path / "out", "--no-verify", *flags) == 2, flags
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and all(w in err[0] for w in words), (flags, err)
+        assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_is_one_line_and_leaves_no_partial_file(tmp_path, capsys):
+    """Ctrl-C in the middle of a video printed a KeyboardInterrupt traceback. Right: one ``error:`` line, exit
+    130, no partial file and nothing under the video's final name."""
+    import os
+    import signal
+    import threading
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    make_video(src / "long.mp4", [_frame(n, 128) for n in ("camera.png", "astronaut.png")] * 100, fps=25)
+    done = threading.Event()
+
+    def interrupt_while_writing() -> None:  # Ctrl-C once the video's temporary file exists
+        while not done.wait(0.005):
+            if out.is_dir() and any(PARTIAL in p.name for p in out.iterdir()):
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+
+    watcher = threading.Thread(target=interrupt_while_writing, daemon=True)
+    watcher.start()
+    try:
+        code = run(src, "--out", out, "--no-verify")
+    finally:
+        done.set()
+        watcher.join()
+    assert code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: interrupted"), err
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
+def test_a_file_that_cannot_be_written_in_full_is_not_left_under_its_name(tmp_path, capsys):
+    """On a full disk Pillow's encoder ignored the short write: a truncated JPEG was renamed to its final name and
+    nothing was reported (the video after it then failed with a PyAV traceback). Right: for each file that cannot
+    be written in full, one ``error:`` line naming it, nothing under its name, no partial file, the run goes on
+    (exit 3). A file-size limit (``RLIMIT_FSIZE``, the write fails with EFBIG) stands in for the full disk."""
+    import resource
+    import signal
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(default_photos()["camera.png"], src / "big.png")  # ~200 kB as a PNG
+    shutil.copy(default_photos()["grace_hopper.jpg"], src / "big.jpg")  # ~70 kB as written
+    Image.new("RGB", (8, 8), (200, 100, 50)).save(src / "small.png")
+    out = tmp_path / "out"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    before = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (else the process is killed)
+    # (between 64 kB and the JPEG's size: Pillow writes a JPEG in 64 kB blocks, and the last one comes up short)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (67_000, hard))
+    try:
+        code = run(src, "--out", out, "--no-verify")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, before)
+    assert code == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and all(e.startswith("error: ") and "File too large" in e for e in err), err
+    written = sorted(p.name for p in out.iterdir())
+    assert "small.png" in written and "big.png" not in written and any("big.png" in e for e in err), err
+    # (the JPEG of this libjpeg is ~70 kB: the limit cuts its last block; whichever way, never a truncated file)
+    assert ("big.jpg" in written) != any("big.jpg" in e for e in err), (written, err)
+    for name in written:
+        load_image(out / name)  # raises for a truncated file
+
+
+def test_panel_sharing_a_network_with_the_ensemble_refused(tmp_path, capsys):
+    """``centerface`` runs as ``centerface_ort`` on the CPU (the same network): a panel of ``centerface_ort`` beside
+    the default ensemble passed the independence check by name and verified the redaction with its own detector.
+    Right: refused like ``--verify-with centerface`` (one line, exit 2)."""
+    src = tmp_path / "grace_hopper.jpg"
+    shutil.copy(default_photos()["grace_hopper.jpg"], src)
+    for flags in (["--verify-with", "centerface_ort:0.3"],
+                  ["--faces", "centerface_ort:0.2", "--verify-with", "centerface:0.3"]):
+        assert run(src, "--out", tmp_path / "out", *flags) == 2, flags
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "panel must be independent" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_anamorphic_video_keeps_its_pixel_aspect(tmp_path):
+    """PAL DV/DVD-style footage stores 16:9 pictures in 720x576-like frames with wide pixels (sample aspect ratio
+    16:11 here). The output was written with square pixels, so players showed everyone squeezed. Right: the
+    output carries the input's sample aspect ratio (inverted for a quarter-turned clip, whose frames are turned)."""
+    video = tmp_path / "dv.mp4"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+        s.codec_context.sample_aspect_ratio = fractions.Fraction(16, 11)
+        for _ in range(2):
+            img = np.ascontiguousarray(_frame("camera.png", 96)[:64])
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    assert VideoReader(video).sample_aspect_ratio == fractions.Fraction(16, 11)
+    assert run(video, "--out", tmp_path / "out", "--no-verify") == 0
+    with av.open(str(tmp_path / "out" / "dv.mp4")) as c:
+        assert c.streams.video[0].sample_aspect_ratio == fractions.Fraction(16, 11)
+    assert VideoReader(shared_path("cases/rotated_phone_video/phone_rot-90.mp4")).sample_aspect_ratio is None
+
+
+def test_a_second_run_into_the_same_folder_keeps_the_first_runs_file_in_progress(tmp_path):
+    """Every start removed all partial files in ``--out``, also those of a run still writing there: a second
+    ``anonlab redact`` into the same folder deleted the first's video in progress, which then failed at its rename
+    ("No such file or directory"). Right: a partial file whose writer (the process id in its name) is alive
+    stays; a dead writer's is removed."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), (200, 100, 50)).save(src)
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # a run still writing
+    try:
+        busy = out / f".clip.mp4{PARTIAL}-{writer.pid}-0.mp4"
+        busy.write_bytes(b"in progress")
+        assert run(src, "--out", out, "--no-verify") == 0
+        assert busy.read_bytes() == b"in progress"
+    finally:
+        writer.kill()
+        writer.wait()
+    assert run(src, "--out", out, "--no-verify", "--overwrite") == 0
+    assert not busy.exists()  # its writer is gone: a leftover
+
+
+@pytest.mark.slow
+def test_findings_about_earlier_files_survive_a_later_run_into_the_same_folder(tmp_path, capsys):
+    """A run found a leak in a.jpg (exit 4); a second run redacted b.jpg into the same folder and rewrote
+    leaks.json as ``[]`` and removed leaks.png, while the leaking a.jpg stayed there. Right: records about files
+    the later run did not write are kept (and noted); those about a file it rewrites are dropped, also with
+    ``--no-verify`` (they describe the old content)."""
+    import json
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(default_photos()["grace_hopper.jpg"], src / name)
+    out = tmp_path / "out"
+    weak = ("--defense", "pixelate", "--blocks", "64", "--mask-scale", "1.0", "--identity", "")
+    assert run(src / "a.jpg", "--out", out, *weak) == 4
+    first = json.loads((out / "leaks.json").read_text())
+    assert first and {x["file"] for x in first} == {str((out / "a.jpg").resolve())}
+    capsys.readouterr()
+    assert run(src / "b.jpg", "--out", out, "--identity", "") == 0
+    assert json.loads((out / "leaks.json").read_text()) == first and (out / "leaks.png").is_file()
+    assert f"keeps {len(first)} earlier finding(s) in 1 file(s)" in capsys.readouterr().err
+    assert run(src / "a.jpg", "--out", out, "--overwrite", "--no-verify") == 0
+    assert json.loads((out / "leaks.json").read_text()) == [] and not (out / "leaks.png").exists()
+
+
+def test_command_line_mistakes_are_one_line(capsys):
+    """argparse printed its whole usage block above the error. Right: one ``error:`` line, exit 2."""
+    for argv in (["x.jpg", "--out", "o", "--shape", "circle"], ["x.jpg", "--out", "o", "--hold", "two"],
+                 ["x.jpg"], ["x.jpg", "--out", "o", "--bogus"], ["x.jpg", "--out", "o", "--preset"]):
+        with pytest.raises(SystemExit) as e:
+            run(*argv)
+        assert e.value.code == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), (argv, err)

@@ -35,12 +35,20 @@ def _fmt(pairs) -> str:
     return ",".join(f"{n}:{t}" for n, t in pairs)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with its errors on one line (argparse prints the whole usage block above them)."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see anonlab redact --help)", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_CONFIG)
+
+
 def parser() -> argparse.ArgumentParser:
     from anonlab.redact import DEFAULT_FACES, DEFAULT_PERSONS, REDACTIONS
     from anonlab.redact.core import DEFAULT_ROI
     from anonlab.redact.verify import DEFAULT_PANEL
 
-    p = argparse.ArgumentParser(prog="anonlab redact", description="Redact faces and heads (or whole persons) in "
+    p = _Parser(prog="anonlab redact", description="Redact faces and heads (or whole persons) in "
                                 "photos, folders and videos; outputs are upright, carry no metadata, and are checked "
                                 "by an independent detector panel.", epilog=PRESET_HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,14 +130,34 @@ def _allowed(p: argparse.ArgumentParser) -> dict:
     return out
 
 
+#: exit status after Ctrl-C (128 + SIGINT, as a shell reports it)
+EXIT_INTERRUPTED = 130
+
+
 def redact_cmd(argv: list[str]) -> int:
+    """``anonlab redact`` (see the module docstring); Ctrl-C ends it with one line and :data:`EXIT_INTERRUPTED`:
+    the outputs finished before it stay, the one being written is removed (its ``finally``)."""
+    try:
+        return _redact_cmd(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted: outputs finished before stay under their names, the file being written was "
+              "removed, and leaks.json is not up to date", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _redact_cmd(argv: list[str]) -> int:
     import torch
 
     from anonlab.redact import RedactError, RedactOptions, TemporalOptions, redact
-    from anonlab.redact.core import PRESET_FORBIDDEN, load_preset
+    from anonlab.redact.core import (
+        CPU_BACKENDS,
+        PRESET_FORBIDDEN,
+        check_device,
+        load_preset,
+    )
 
     p = parser()
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = _Parser(prog="anonlab redact", add_help=False)
     pre.add_argument("--preset")
     known, _ = pre.parse_known_args(argv)
     if known.preset is not None:
@@ -150,6 +178,10 @@ def redact_cmd(argv: list[str]) -> int:
     except argparse.ArgumentTypeError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    if args.persons and not people:
+        print("error: --persons redacts what the person detectors find, but --person-detectors is empty",
+              file=sys.stderr)
+        return EXIT_BAD_CONFIG
     params: dict = {}
     if args.color is not None:
         if args.defense != "solid":
@@ -165,7 +197,10 @@ def redact_cmd(argv: list[str]) -> int:
             print("error: --blocks applies to --defense pixelate only", file=sys.stderr)
             return EXIT_BAD_CONFIG
         params["blocks"] = args.blocks
-    overlap = {n for n, _ in panel} & {n for n, _ in faces + persons + heads + (roi if faces else ())}
+    # (one network under two backends is one detector: centerface runs as centerface_ort on the CPU)
+    same = {backend: name for name, backend in CPU_BACKENDS.items()}
+    used = {same.get(n, n) for n, _ in faces + persons + heads + (roi if faces else ())}
+    overlap = {n for n, _ in panel if same.get(n, n) in used}
     if overlap:
         print(f"error: --verify-with {', '.join(sorted(overlap))} also redacts; the panel must be independent",
               file=sys.stderr)
@@ -185,6 +220,7 @@ def redact_cmd(argv: list[str]) -> int:
                              overwrite=args.overwrite,
                              same_folder=args.same_folder, batch=args.batch, device=device,
                              progress=not args.no_progress)
+        check_device(device)  # (before the panel's models are moved there)
         checks = None
         if panel:
             from anonlab.redact.verify import build_recognizers, panel_checks
@@ -203,10 +239,18 @@ def redact_cmd(argv: list[str]) -> int:
     print(f"redacted {len(report.outputs)} file(s), {report.frames} frame(s) in {report.seconds:.1f} s "
           f"({fps:.1f} frames/s) into {args.out}")
     code = EXIT_PARTIAL if report.failures else EXIT_OK
-    if checks is not None:
-        from pathlib import Path
+    from pathlib import Path
 
-        from anonlab.redact.verify import IdentityStats, verify, write_leaks
+    from anonlab.redact.verify import earlier_leaks, write_leaks
+
+    earlier = earlier_leaks(Path(args.out), set(report.outputs.values()))
+    if earlier:
+        print(f"note: {Path(args.out) / 'leaks.json'} keeps {len(earlier)} earlier finding(s) in "
+              f"{len({x['file'] for x in earlier})} file(s) this run did not write", file=sys.stderr)
+    if checks is None and (Path(args.out) / "leaks.json").exists():
+        write_leaks(Path(args.out), [], [], earlier)  # (findings about the files written now are out of date)
+    if checks is not None:
+        from anonlab.redact.verify import IdentityStats, verify
 
         stats = IdentityStats()
         from anonlab.redact.core import torch_threads
@@ -217,11 +261,12 @@ def redact_cmd(argv: list[str]) -> int:
                                             recognizers=recognizers, stats=stats)
         if recognizers and stats.checked + stats.skipped:
             print(f"identity check: {stats.checked} face(s) matched against the clean input, {stats.matched} "
-                  f"identified, {stats.skipped} skipped (smaller than the recognizer's min_face_px)",
+                  f"identified, {stats.skipped} skipped (smaller than the recognizer's min_face_px, or no clean frame "
+                  "of the same size)",
                   file=sys.stderr)
         for line in failures:
             print(f"error: {line}", file=sys.stderr)
-        path, sheet = write_leaks(Path(args.out), leaks, crops)
+        path, sheet = write_leaks(Path(args.out), leaks, crops, earlier)
         if failures:
             code = max(code, EXIT_PARTIAL)
         if leaks:

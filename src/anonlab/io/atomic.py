@@ -80,32 +80,33 @@ def write_text(final: str | os.PathLike, text: str) -> Path:
     return Path(final)
 
 
+def _writer_alive(name: str) -> bool:
+    """True when the process whose id the partial file ``name`` carries is running and is not this one: a run
+    writing into the same folder at the same time, whose file is not a leftover."""
+    m = _PID.search(name)
+    if m is None or int(m.group(1)) == os.getpid():
+        return False
+    try:
+        os.kill(int(m.group(1)), 0)  # signal 0: only asks whether the process exists
+    except (ProcessLookupError, OverflowError):  # gone, or not a process id at all
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def remove_partials(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
     """Delete the temporary files (:data:`PARTIAL` in the name, from :func:`partial_path`) that killed runs left in
     ``folder`` (and its subfolders with ``recursive``); returns them. A missing folder has none. A file whose
-    process (the id in its name) is still running on this machine is another run's write in progress and is kept
-    (two runs into one folder at once; on a file system shared by several machines a process id may be reused,
-    and such a file then waits for a later start)."""
+    writer (the process id in its name) is still running on this machine is left alone: two runs into one folder
+    do not delete each other's files in progress (found by the breaker: the second ``anonlab redact`` into an
+    ``--out`` removed the first's video as it was being written). On a file system shared by several machines a
+    process id may be reused, and such a file then waits for a later start."""
     folder = Path(folder)
     gone: list[Path] = []
     if folder.is_dir():
         for f in (folder.rglob if recursive else folder.glob)(f".*{PARTIAL}-*"):
-            m = _PID.search(f.name)
-            if f.is_file() and not (m and _running(int(m.group(1)))):
+            if f.is_file() and not _writer_alive(f.name):
                 f.unlink(missing_ok=True)
                 gone.append(f)
     return gone
-
-
-def _running(pid: int) -> bool:
-    """True when process ``pid`` exists on this machine (another process's files are left alone); this process's
-    own leftovers are not in progress at a start, so they count as not running."""
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except PermissionError:  # alive, another user's
-        return True
-    except (ProcessLookupError, OverflowError):  # gone, or not a process id at all
-        return False
-    return True

@@ -308,7 +308,9 @@ def _decode_pillow(p: Path, data: bytes) -> tuple[Tensor, int, int, list[str]]:
         raise ImageReadError(f"cannot read image {p}: {_one_line(e)}") from e
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ImageReadError(f"cannot read image {p}: decoded to {arr.dtype} {arr.shape}, expected 8-bit RGB")
-    img = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))  # one copy: to (3, H, W), writable
+    # one copy: to (3, H, W), writable (ascontiguousarray copied nothing, so kept Pillow's read-only buffer and
+    # torch warned, where the transpose was already contiguous: a 1 x 1 image)
+    img = torch.from_numpy(arr.transpose(2, 0, 1).copy())
     device = _DECODE_DEVICE.get()
     return (img.to(device) if device is not None else img), 8, orientation, notes
 
@@ -392,7 +394,8 @@ def write_image(path: str | Path, image: Tensor, format: str, quality: int = 95)
     """Encode ``image`` (``uint8 (3, H, W)`` RGB, any device) to ``path`` with Pillow, with no metadata at all: no
     EXIF (so no GPS, no orientation tag: the pixels are stored upright), no XMP/IPTC, no ICC profile, no PNG text
     chunks (Pillow writes none of these unless given them). ``format``: ``"JPEG"`` (``quality`` 1-95, 4:2:0) or
-    ``"PNG"``. Raises ``ValueError`` for another format or a bad image."""
+    ``"PNG"``. Raises ``ValueError`` for another format or a bad image, ``OSError`` when the file cannot be written
+    in full (a full disk)."""
     from PIL import Image
 
     from anonlab.types import check_images
@@ -402,8 +405,12 @@ def write_image(path: str | Path, image: Tensor, format: str, quality: int = 95)
         raise ValueError(f"write_image format must be JPEG or PNG, got {format!r}")
     arr = image.permute(1, 2, 0).contiguous().cpu().numpy()
     im = Image.fromarray(arr, mode="RGB")
+    # encoded in memory, then written by Python, which raises on a short write: Pillow's encoder writing to the
+    # file descriptor itself ignored one on a full disk and left a truncated file that raised nothing
+    buf = io.BytesIO()
+    if format == "JPEG":
+        im.save(buf, format="JPEG", quality=quality)
+    else:
+        im.save(buf, format="PNG")
     with open(path, "wb") as f:
-        if format == "JPEG":
-            im.save(f, format="JPEG", quality=quality)
-        else:
-            im.save(f, format="PNG")
+        f.write(buf.getbuffer())

@@ -98,7 +98,7 @@ class VideoReader:
     demand.
 
     ``len(reader)`` is the number of video frames (packets of the main stream, counted once by demuxing, without
-    decoding); ``size_hw`` the upright frame size (the size ffmpeg, OpenCV and deface report); ``fps`` the
+    decoding; packets an edit list discards, the pre-roll of a clip trimmed without re-encoding, give no frame); ``size_hw`` the upright frame size (the size ffmpeg, OpenCV and deface report); ``fps`` the
     stream's average rate (0.0 if unknown); ``orientation`` the EXIF-equivalent orientation applied (1 = none);
     ``notes`` a one-line account of the rotation applied and the damage found (None when neither).
 
@@ -118,7 +118,8 @@ class VideoReader:
         if not self.path.is_file():
             raise FileNotFoundError(f"video {self.path} does not exist")
         keys: list[tuple[int, int]] = []  # (decode position, seek timestamp) of key frames
-        n = 0
+        n = n_all = 0  # packets that give a frame; all packets (with the discarded pre-roll of an edit list)
+        stamps: list[int] | None = []  # presentation timestamps of the packets that give a frame
         damage: list[str] = []
         try:
             with av.open(str(self.path)) as c:
@@ -128,18 +129,26 @@ class VideoReader:
                 check_pixels(f"cannot read video {self.path}", w, h)
                 self.fps = float(s.average_rate) if s.average_rate else 0.0
                 self._rate, self._time_base = s.average_rate, s.time_base
+                sar = s.sample_aspect_ratio or s.codec_context.sample_aspect_ratio
                 promised = int(s.frames or 0)
                 try:
                     for pkt in c.demux(s):
                         if not pkt.size:
                             continue
+                        n_all += 1
+                        if pkt.is_discard:  # before an edit list's start (a clip trimmed without re-encoding):
+                            continue  # decoded as a reference, but the decoder gives no frame for it
                         ts = pkt.pts if pkt.pts is not None else pkt.dts
                         if pkt.is_keyframe and ts is not None:
                             keys.append((n, ts))
+                        if stamps is not None and pkt.pts is not None:
+                            stamps.append(pkt.pts)
+                        else:
+                            stamps = None
                         n += 1
                 except av.error.FFmpegError as e:
                     damage.append(f"demuxing stopped after {n} packets ({e})")
-                if promised > n:
+                if promised > n_all:
                     damage.append(f"the header promises {promised} frames, the file holds {n} (truncated?)")
                 first = self._first_frame(c, s) if n else None
         except av.error.FFmpegError as e:
@@ -165,14 +174,20 @@ class VideoReader:
         self.notes: str | None = "; ".join(notes) or None
         self._n = n
         self._keys = keys
+        # frame k's presentation timestamp is the k-th smallest packet pts: the same as the decoded frame's pts in
+        # a well-formed file, and right where that is not (AVI stores decode-order counters as pts, so frames
+        # of a stream with B-frames come out with pts 1, 4, 3, 5, 2, ...)
+        self._stamps = sorted(stamps) if stamps and len(stamps) == n else None
         self._container = None
         self._frames = None  # decoder iterator
         self._next: int | None = None  # index of the frame the iterator yields next (None: must seek)
-        #: presentation timestamp (in :attr:`time_base` units) of the frame :meth:`read` returned last (None if the
-        #: stream gives none)
+        #: presentation timestamp (in :attr:`time_base` units) of the frame :meth:`read` returned last: the k-th
+        #: smallest packet pts for frame k (None if the stream gives none)
         self.last_pts: int | None = None
         self.time_base = self._time_base  # Fraction: seconds per pts unit (None if unknown)
         self.rate = self._rate  # the stream's average rate as a Fraction (None if unknown)
+        #: pixel width / height of the upright frames (anamorphic DV, HDV, DVD: not 1), None when square or unknown
+        self.sample_aspect_ratio = (None if not sar or sar == 1 else 1 / sar if self.orientation >= 5 else sar)
 
     @staticmethod
     def _first_frame(c, s):
@@ -231,7 +246,7 @@ class VideoReader:
                     # (a stream may change size mid-way: each frame is held to the cap, not only the header's size)
                     check_pixels(f"cannot decode frame {index} of video {self.path}", frame.width, frame.height)
                     rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
-                    self.last_pts = frame.pts
+                    self.last_pts = self._stamps[index] if self._stamps is not None else frame.pts
                     return orient(rgb, self.orientation).contiguous()
         except av.error.FFmpegError as e:
             self._next = None
@@ -271,7 +286,9 @@ class VideoWriter:
     ``target``: a path or a writable binary file object; ``format``: the container (FFmpeg muxer name, e.g. ``mp4``,
     ``matroska``; None = from the path's suffix); ``codec``: a key of :data:`VIDEO_ENCODERS`; ``crf`` the encoder's
     constant rate factor (0-51; 18 is visually lossless for x264); ``preset`` the x264/x265 speed preset;
-    ``rate`` the nominal frame rate (an int or Fraction, frames per second); ``time_base`` the unit of the ``pts``
+    ``rate`` the nominal frame rate (an int or Fraction, frames per second); ``sample_aspect_ratio`` the pixels'
+    width / height (a Fraction; None = square: pass :attr:`VideoReader.sample_aspect_ratio` so that an anamorphic
+    clip is not shown squeezed); ``time_base`` the unit of the ``pts``
     given to :meth:`write` (seconds per unit; None = ``1 / rate``, and frames get pts 0, 1, 2, ...).
     Odd frame sizes are padded to even by edge replication (yuv420p needs even sizes): the file is then one
     row/column larger; :attr:`padded` says by how much (rows, columns).
@@ -282,11 +299,13 @@ class VideoWriter:
     audio stream is copied (remuxed, not re-encoded, its tags dropped) by :meth:`copy_audio` after the last frame;
     None = no audio stream.
 
-    Raises ``ValueError`` for an unknown codec or a crf outside 0-51; PyAV's ``FFmpegError`` for a write failure.
+    Raises ``ValueError`` for an unknown codec, a crf outside 0-51, or an ``audio_from`` codec the container cannot
+    hold (e.g. pcm_mulaw in MP4); PyAV's ``FFmpegError`` for a write failure.
     """
 
     def __init__(self, target, size_hw: tuple[int, int], rate=25, *, format: str | None = None, codec: str = "h264",
-                 crf: int = 18, preset: str = "medium", time_base=None, strip_metadata: bool = True,
+                 crf: int = 18, preset: str = "medium", time_base=None, sample_aspect_ratio=None,
+                 strip_metadata: bool = True,
                  audio_from: str | Path | None = None) -> None:
         import fractions
 
@@ -311,6 +330,8 @@ class VideoWriter:
         s.options = opts
         self._time_base = fractions.Fraction(time_base) if time_base else 1 / rate
         s.codec_context.time_base = self._time_base
+        if sample_aspect_ratio:
+            s.codec_context.sample_aspect_ratio = fractions.Fraction(sample_aspect_ratio)
         self._stream = s
         # (the SEI filter is made at the first packet: made earlier, it copies the parameters of a not yet opened
         # encoder, 640x480 by default, into the output stream)
@@ -321,7 +342,11 @@ class VideoWriter:
             src = av.open(str(audio_from))
             if src.streams.audio:
                 self._audio_src = src
-                self._audio_out = self._out.add_stream_from_template(src.streams.audio[0])
+                try:  # ValueError for a codec the container cannot hold (pcm_mulaw, adpcm in MP4)
+                    self._audio_out = self._out.add_stream_from_template(src.streams.audio[0])
+                except ValueError:
+                    self._release()
+                    raise
                 self._audio_out.metadata.clear()
             else:
                 src.close()

@@ -185,6 +185,12 @@ def _is_media(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
 
 
+def _names(files: list[Path], root: Path, k: int = 5) -> str:
+    """The first ``k`` of ``files`` relative to ``root``, then how many more: one line."""
+    shown = ", ".join(str(f.relative_to(root)) for f in files[:k])
+    return shown + (f" and {len(files) - k} more" if len(files) > k else "")
+
+
 def output_name(src: Path, infix: str) -> str:
     """The output file name: a video -> ``.mp4`` (H.264); a JPEG -> ``.jpg``; every other image -> ``.png``."""
     suffix = src.suffix.lower()
@@ -197,12 +203,19 @@ def output_name(src: Path, infix: str) -> str:
     return f"{src.stem}{infix}{new}"
 
 
-def plan(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions) -> list[tuple[Path, Path]]:
+def plan(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions,
+         skipped: dict[str, str] | None = None) -> list[tuple[Path, Path]]:
     """(input file, output file) pairs, checked before any work: inputs exist; the output folder is not an input
     folder (unless ``same_folder``) and no output path equals an input path; two inputs never map to one output;
     existing outputs are refused unless ``overwrite``. Folders are walked recursively (sorted); their layout is
-    kept under ``out_dir``. Raises :class:`RedactError` (one line) on any of these."""
+    kept under ``out_dir``. Raises :class:`RedactError` (one line) on any of these, and for a folder that holds no
+    image or video. The files of a folder that are left out (a suffix outside :data:`IMAGE_SUFFIXES` and
+    :data:`VIDEO_SUFFIXES`, such as a phone's ``.heic``; a name like an output, ``*.redacted.*``; a broken link; a
+    link to a folder, not followed)
+    go to ``skipped`` (folder -> one line), so that no photo is left unredacted without a word."""
     out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RedactError(f"--out {out_dir} is a file; expected a folder (existing or to be created)")
     pairs: list[tuple[Path, Path]] = []
     infix = ".redacted" if opts.same_folder else ""
     for item in inputs:
@@ -214,9 +227,25 @@ def plan(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions) -> 
                 raise RedactError(f"--out {out_dir} is the input folder {p}: outputs must go elsewhere (or pass "
                                   f"--same-folder to write <name>.redacted.<ext> beside the inputs)")
             # (an output folder inside the input folder is not read back as input; nor are partial/earlier outputs)
-            files = [f for f in sorted(p.rglob("*"))
-                     if f.is_file() and _is_media(f) and PARTIAL not in f.name and ".redacted." not in f.name
-                     and (p.resolve() == out_dir or not f.resolve().is_relative_to(out_dir))]
+            files, left = [], []
+            for f in sorted(p.rglob("*")):
+                if PARTIAL in f.name or (p.resolve() != out_dir and f.resolve().is_relative_to(out_dir)):
+                    continue
+                if f.is_dir():  # (rglob does not enter a link to a folder: named below, not silently passed)
+                    if f.is_symlink():
+                        left.append(f)
+                    continue
+                if f.is_file() and _is_media(f) and ".redacted." not in f.name:
+                    files.append(f)
+                elif not (opts.same_folder and ".redacted." in f.name):  # (there: earlier outputs)
+                    left.append(f)
+            if not files:
+                raise RedactError(f"input folder {p} holds no image or video ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})"
+                                  + (f"; left out: {_names(left, p)}" if left else ""))
+            if left and skipped is not None:
+                skipped[str(p)] = (f"{len(left)} file(s) left out, not redacted (not an image or video suffix, a "
+                                   f"name like an output, a broken link or a link to a folder, which is not "
+                                   f"followed): {_names(left, p)}")
             for f in files:
                 pairs.append((f, out_dir / f.relative_to(p).parent / output_name(f, infix)))
         else:
@@ -237,6 +266,30 @@ def plan(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions) -> 
         if dst.exists() and not opts.overwrite:
             raise RedactError(f"output {dst} exists; pass --overwrite to replace it")
     return pairs
+
+
+def _check_kind(flag: str, specs, kind: str) -> None:
+    """Raise :class:`RedactError` when a registered detector of ``specs`` finds another kind of object than
+    ``kind`` (a face detector's boxes cut to a person's head region would leave all but the forehead visible)."""
+    from anonlab.detectors import DETECTORS
+
+    names = DETECTORS.names()
+    for name, _ in specs:
+        if name in names and DETECTORS.get(name).kind != kind:
+            valid = ", ".join(n for n in names if DETECTORS.get(n).kind == kind)
+            raise RedactError(f"{flag}: {name} is a {DETECTORS.get(name).kind} detector; expected a {kind} "
+                              f"detector ({valid})")
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` once a tensor could be made there; raises :class:`RedactError` (one line)
+    for an unknown device type, a CUDA device on a machine without one, or a missing device index."""
+    try:
+        dev = torch.device(device)
+        torch.empty(0, device=dev)  # an unknown type, a missing driver or index fails here, not in a model's .to()
+    except (RuntimeError, AssertionError, NotImplementedError) as e:
+        raise RedactError(f"--device {device!r} cannot be used: {str(e).strip().splitlines()[0]}") from None
+    return dev
 
 
 @contextmanager
@@ -338,9 +391,20 @@ class Redactor:
             raise RedactError(f"--threads must be an integer >= 1 (or 0 for torch's default), got {opts.threads!r}")
         if not opts.refine_below >= 0:
             raise RedactError(f"--refine-below must be >= 0 (pixels), got {opts.refine_below!r}")
+        # (checked here, not where they are first used: a video or a JPEG late in the list would otherwise stop the
+        # run after the files before it were written)
+        for flag, value, lo, hi, what in (("--batch", opts.batch, 1, None, "frames per detector call"),
+                                          ("--crf", opts.crf, 0, 51, "H.264 constant rate factor"),
+                                          ("--jpeg-quality", opts.jpeg_quality, 1, 95, "Pillow's JPEG quality")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+                span = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+                raise RedactError(f"{flag} must be an integer {span} ({what}), got {value!r}")
+        for flag, specs, kind in (("--faces", opts.faces, "face"), ("--roi", opts.roi, "face"),
+                                  ("--person-detectors", tuple(opts.persons) + tuple(opts.heads), "person")):
+            _check_kind(flag, specs, kind)
+        self.device = check_device(opts.device)
         self.opts = opts
         bound_heap()  # memory flat in the video's length
-        self.device = torch.device(opts.device)
         self.defense = build_defense(opts).to(self.device)
         faces = tuple(opts.faces)
         if self.device.type == "cpu":
@@ -351,12 +415,6 @@ class Redactor:
         self.head_regions = not opts.persons  # the person members' boxes are cut to their heads
         self.has_persons = bool(people)
         self.roi = Ensemble(tuple(opts.roi), opts.device) if opts.roi and opts.faces else None
-        expected = [("--faces", "face")] * len(faces) + [("--person-detectors", "person")] * len(people)
-        checks = list(zip(expected, self.ensemble.members))
-        checks += [(("--roi", "face"), m) for m in (self.roi.members if self.roi else [])]
-        for (flag, want), (name, _, det) in checks:
-            if det.kind != want:  # a face detector's "head region" would leave the face visible
-                raise RedactError(f"{flag}: {name} is a {det.kind} detector; {flag} takes {want} detectors")
         self.record_boxes = record_boxes
         self.last_boxes: list[Tensor] = []
         self.low_score = min(t for _, t, _ in self.ensemble.members + (self.roi.members if self.roi else []))
@@ -435,6 +493,10 @@ class Redactor:
             for k in range(start, min(n, start + self.opts.batch)):
                 cpu.append(reader.read(k))
                 pts.append(reader.last_pts)
+                if tuple(cpu[-1].shape[1:]) != tuple(reader.size_hw):  # one encoder, one frame size
+                    (h, w), (h0, w0) = cpu[-1].shape[1:], reader.size_hw
+                    raise ImageReadError(f"video {reader.path}: frame {k} is {w}x{h}, the first frame {w0}x{h0}; "
+                                         f"a video whose frame size changes is not redacted")
             frames = torch.stack(cpu).to(self.device)
             keys = [i for i in range(frames.shape[0]) if (start + i) % every == 0]
             pkeys = [i for i in range(frames.shape[0]) if (start + i) % p_every == 0] if self.has_persons else []
@@ -499,19 +561,28 @@ class Redactor:
                 tick(len(part))
 
         try:
-            with atomic_path(dst) as tmp, VideoWriter(
-                    tmp, reader.size_hw, reader.rate or 25, format="mp4", crf=opts.crf, preset=opts.x264_preset,
-                    time_base=reader.time_base, audio_from=src if opts.audio == "keep" else None) as writer:
-                for frames, pts, raw, tracked in self.detect_track(reader, temporal):
-                    for img, p, r, t in zip(frames, pts, raw, tracked):
-                        waiting.append((img, p))
-                        for boxes in filler.push(r, t):
-                            ready.append((*waiting.popleft(), boxes))
-                    write(writer, final=False)
-                for boxes in filler.finish():
-                    ready.append((*waiting.popleft(), boxes))
-                write(writer, final=True)
-                writer.copy_audio()
+            with atomic_path(dst) as tmp:
+                try:
+                    writer = VideoWriter(tmp, reader.size_hw, reader.rate or 25, format="mp4", crf=opts.crf,
+                                         preset=opts.x264_preset, time_base=reader.time_base,
+                                         sample_aspect_ratio=reader.sample_aspect_ratio,
+                                         audio_from=src if opts.audio == "keep" else None)
+                except ValueError as e:  # (crf and codec are checked before any work: here the audio codec)
+                    if opts.audio != "keep":
+                        raise
+                    raise ImageReadError(f"video {src}: its audio cannot be kept in the MP4 output ({e}); not "
+                                         f"redacted (pass --audio drop to drop it)") from None
+                with writer:
+                    for frames, pts, raw, tracked in self.detect_track(reader, temporal):
+                        for img, p, r, t in zip(frames, pts, raw, tracked):
+                            waiting.append((img, p))
+                            for boxes in filler.push(r, t):
+                                ready.append((*waiting.popleft(), boxes))
+                        write(writer, final=False)
+                    for boxes in filler.finish():
+                        ready.append((*waiting.popleft(), boxes))
+                    write(writer, final=True)
+                    writer.copy_audio()
         finally:
             reader.close()
         return n, reader.notes
@@ -620,12 +691,16 @@ def redact(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions = 
     Returns a :class:`RedactReport`; raises :class:`RedactError` for a bad option or location, before any work."""
     from anonlab.progress import progress_bar
 
-    pairs = plan(inputs, out_dir, opts)
+    skipped: dict[str, str] = {}
+    pairs = plan(inputs, out_dir, opts, skipped)
     redactor = Redactor(opts)  # every component is built (and checked) before any output is touched
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RedactError(f"--out {out}: cannot create the folder ({e.strerror or e})") from None
     remove_partials(out)
-    report = RedactReport()
+    report = RedactReport(notes=dict(skipped))
     t0 = time.perf_counter()
     bar = progress_bar(opts.progress, "{task.fields[fps]} frames/s")
     task = None
@@ -641,8 +716,8 @@ def redact(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions = 
 
     try:
         for src, dst in pairs:
-            dst.parent.mkdir(parents=True, exist_ok=True)
             try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
                 if src.suffix.lower() in VIDEO_SUFFIXES:
                     frames, note = redactor.video(src, dst, tick)
                 else:
@@ -651,6 +726,9 @@ def redact(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions = 
                     tick(1)
             except (ImageReadError, FileNotFoundError) as e:
                 report.failures.append(str(e).splitlines()[0])
+                continue
+            except OSError as e:  # a full disk, a folder not writable (PyAV's av.error.OSError too): that file only
+                report.failures.append(f"{src} not redacted, {dst} not written: {str(e).splitlines()[0]}")
                 continue
             report.frames += frames
             report.outputs[str(src)] = str(dst)

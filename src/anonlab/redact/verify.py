@@ -115,6 +115,9 @@ def _identity(file: str, frames: Tensor, clean: Tensor | None, frame_ids: list[i
     dets = Detections.cat(found, device="cpu") if found else Detections.empty("cpu")
     if len(dets) == 0 or not recognizers:
         return []
+    if clean is not None and frames.shape[:2] == clean.shape[:2] and all(
+            0 <= a - b <= 1 for a, b in zip(frames.shape[2:], clean.shape[2:])):
+        frames = frames[..., :clean.shape[2], :clean.shape[3]]  # VideoWriter pads odd sizes by a row/column
     if clean is None or clean.shape != frames.shape:
         stats.skipped += len(dets) * len(recognizers)
         return []
@@ -206,18 +209,37 @@ def verify(outputs: list[str | Path], checks: list[LeakCheck], device: str = "cp
     return leaks, crops, failures
 
 
-def write_leaks(out_dir: Path, leaks: list[Leak], crops: list[Tensor]) -> tuple[Path, Path | None]:
-    """Write ``leaks.json`` (always) and ``leaks.png`` (contact sheet, when there are crops) atomically into
-    ``out_dir`` (an old ``leaks.png`` is removed when nothing leaks)."""
+def earlier_leaks(out_dir: Path, rewritten: set[str]) -> list[dict]:
+    """The records of an existing ``out_dir/leaks.json`` (an earlier run's) about files that are still there and
+    that this run did not write (``rewritten``: output paths as in :attr:`Leak.file`). A later run into the same
+    folder keeps them, so the findings about a leaking file do not vanish because other files were redacted next
+    to it (found by the breaker: a second run wrote ``[]`` and removed leaks.png while the leaking file stayed).
+    An unreadable file gives none."""
+    try:
+        doc = json.loads((out_dir / "leaks.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(doc, list):
+        return []
+    return [x for x in doc if isinstance(x, dict) and isinstance(x.get("file"), str)
+            and x["file"] not in rewritten and Path(x["file"]).is_file()]
+
+
+def write_leaks(out_dir: Path, leaks: list[Leak], crops: list[Tensor],
+                earlier: list[dict] = ()) -> tuple[Path, Path | None]:
+    """Write ``leaks.json`` (``earlier`` records, :func:`earlier_leaks`, then ``leaks``; always) and ``leaks.png``
+    (contact sheet of this run's crops, when there are some) atomically into ``out_dir``. An old ``leaks.png`` is
+    kept when only earlier records remain, and removed when nothing leaks at all."""
     from torchvision.utils import make_grid
 
     from anonlab.io.atomic import atomic_path, write_text
 
-    path = write_text(out_dir / "leaks.json", json.dumps([asdict(x) for x in leaks], indent=1))
+    path = write_text(out_dir / "leaks.json", json.dumps(list(earlier) + [asdict(x) for x in leaks], indent=1))
     sheet = out_dir / "leaks.png"
     if not crops:
-        sheet.unlink(missing_ok=True)
-        return path, None
+        if not earlier:
+            sheet.unlink(missing_ok=True)
+        return path, sheet if sheet.exists() else None
     grid = make_grid(torch.stack(crops[:400]), nrow=min(10, len(crops)), padding=2, pad_value=255)
     with atomic_path(sheet) as tmp:
         write_image(tmp, grid.round().clamp(0, 255).to(torch.uint8), "PNG")
