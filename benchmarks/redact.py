@@ -143,8 +143,9 @@ def run_deface(frames, faces, clip: Path | None = None) -> dict:
     def one(fr):
         img = fr.permute(1, 2, 0).contiguous().numpy()
         dets, _ = cf(img, threshold=DEFACE_THRESH)
-        out = anonymize_frame(dets, img.copy(), mask_scale=DEFACE_MASK_SCALE, replacewith="blur", ellipse=True,
-                              draw_scores=False, replaceimg=None, mosaicsize=20)
+        out = img.copy()  # (anonymize_frame draws in place)
+        anonymize_frame(dets, out, mask_scale=DEFACE_MASK_SCALE, replacewith="blur", ellipse=True,
+                        draw_scores=False, replaceimg=None, mosaicsize=20)
         return dets, out
 
     theirs = []
