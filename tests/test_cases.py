@@ -230,7 +230,7 @@ def test_row_counts_agree_with_pycocotools_matching(images, iou, thr):
     ("device=gpu", "device must be"),
     ("device=cuda:abc", "device must be"),
     ("regions.threshold=5", "regions.threshold must be"),
-    ("sweep=[gaussian_blur]", "each sweep item needs a 'name'"),
+    ("sweep=[gaussian_blur]", "sweep item 0 must be a mapping with a 'name' (a defense)"),
 ])
 def test_bad_values_found_by_a_new_user_are_one_line_exit_2(override, key):
     """Values a new user tried (the review of 2026-11-30) that used to end in a traceback or be ignored."""

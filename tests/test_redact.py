@@ -42,25 +42,31 @@ def _frame(name: str, size: int = 256) -> np.ndarray:
 
 
 def make_video(path: Path, frames: list[np.ndarray], fps: int = 10, tags: dict | None = None,
-               audio: bool = False) -> None:
-    """Write ``frames`` as H.264 in ``path`` (near-lossless), with container ``tags`` and a 1 kHz AAC track."""
-    with av.open(str(path), "w") as c:
+               audio: bool = False, audio_codec: str = "aac", container: str | None = None) -> None:
+    """Write ``frames`` as H.264 in ``path`` (near-lossless), with container ``tags`` and, with ``audio``, a tone:
+    AAC 1 kHz at 16 kHz, or ``audio_codec="pcm_mulaw"`` (G.711 telephone audio, 8 kHz, which MOV holds and MP4
+    cannot)."""
+    with av.open(str(path), "w", format=container) as c:
         for k, v in (tags or {}).items():
             c.metadata[k] = v
         s = c.add_stream("libx264", rate=fps, options={"crf": "1"})
         s.height, s.width, s.pix_fmt = *frames[0].shape[:2], "yuv420p"
-        a = c.add_stream("aac", rate=16000) if audio else None
+        rate = 16000 if audio_codec == "aac" else 8000
+        a = c.add_stream(audio_codec, rate=rate) if audio else None
         for f in frames:
             for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
         if a is not None:
-            n = int(16000 * len(frames) / fps)
-            t = np.arange(n) / 16000
-            samples = (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)[None]
-            af = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-            af.sample_rate, af.pts, af.time_base = 16000, 0, fractions.Fraction(1, 16000)
+            t = np.arange(int(rate * len(frames) / fps)) / rate
+            if audio_codec == "aac":
+                af = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)[None],
+                                                format="fltp", layout="mono")
+            else:
+                af = av.AudioFrame.from_ndarray((3000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)[None],
+                                                format="s16", layout="mono")
+            af.sample_rate, af.pts, af.time_base = rate, 0, fractions.Fraction(1, rate)
             for p in a.encode(af):
                 c.mux(p)
             for p in a.encode():
@@ -439,27 +445,6 @@ def test_bad_values_refused_before_any_file_is_written(tmp_path, capsys):
     assert (tmp_path / "file").read_text() == "not a folder"
 
 
-def _mulaw_mov(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
-    """H.264 video with a G.711 mu-law audio track (telephone audio; MOV holds it, MP4 cannot)."""
-    with av.open(str(path), "w", format="mov") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.height, s.width, s.pix_fmt = *frames[0].shape[:2], "yuv420p"
-        a = c.add_stream("pcm_mulaw", rate=8000)
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-        n = 8000 * len(frames) // fps
-        tone = (3000 * np.sin(2 * np.pi * 440 * np.arange(n) / 8000)).astype(np.int16)[None]
-        af = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
-        af.sample_rate, af.pts, af.time_base = 8000, 0, fractions.Fraction(1, 8000)
-        for p in a.encode(af):
-            c.mux(p)
-        for p in a.encode():
-            c.mux(p)
-
-
 def test_video_problems_of_one_file_do_not_stop_the_run(tmp_path, capsys):
     """A stream whose frame size changes part-way (two MPEG-TS recordings joined, as cameras and cat(1) make them)
     and ``--audio keep`` on audio that MP4 cannot hold (mu-law) are per-file problems: one ``error:`` line naming
@@ -480,7 +465,8 @@ def test_video_problems_of_one_file_do_not_stop_the_run(tmp_path, capsys):
             for p in s.encode():
                 c.mux(p)
     (src / "joined.ts").write_bytes(b"".join(p.read_bytes() for p in parts))
-    _mulaw_mov(src / "phone_call.mov", [_frame("camera.png", 64)] * 3)
+    make_video(src / "phone_call.mov", [_frame("camera.png", 64)] * 3, audio=True, audio_codec="pcm_mulaw",
+               container="mov")  # G.711 telephone audio: MOV holds it, MP4 cannot
     shutil.copy(default_photos()["camera.png"], src / "z.png")
     out = tmp_path / "out"
     assert run(src, "--out", out, "--no-verify", "--audio", "keep") == 3
