@@ -23,8 +23,8 @@ class TemporalOptions:
     """``hold``: frames a detection is also redacted before and after its own (>= 0). 4: on PETS09 S2L1 frames
     101-400 (2x, heads of the MOT tracks; a walker behind a sign post, whose box loses its head for a few frames)
     holds of 2 / 3 / 4 / 5 frames left 25 / 20 / 14 / 11 flicker frames and covered 98.5 / 98.8 / 99.2 / 99.4 % of
-    head-frames (default ensemble, 2026-11-30; chosen on the frames benchmarks/redact.py scores); ``max_gap``: longest run of missed frames between two hits of one track that is filled by
-    interpolation (frames, >= 0); ``grow``: how much a held box grows per frame away from its hit, as a fraction
+    head-frames (default ensemble, 2026-11-30; chosen on the frames benchmarks/redact.py scores); ``max_gap``:
+    longest run of missed frames between two hits of one track that is filled by interpolation (frames, >= 0); ``grow``: how much a held box grows per frame away from its hit, as a fraction
     of its size (0.05 = 5 % per frame), plus the object's own motion per frame (pixels, measured between hits).
     """
 
