@@ -84,6 +84,8 @@ def test_area_resize_is_cv2_inter_area():
         got = area_resize(torch.from_numpy(rgb).permute(2, 0, 1)[None].float(), hw)[0].permute(1, 2, 0).numpy()
         assert np.abs(got - ref_f).max() < 0.05, hw  # float32 cumulative sums
         assert np.abs(got - ref_u8).max() <= (0.51 if hw[0] < rgb.shape[0] else 1.0), hw
+        from_u8 = area_resize(torch.from_numpy(rgb).permute(2, 0, 1)[None], hw)[0].permute(1, 2, 0).numpy()
+        assert np.abs(from_u8 - got).max() < 1e-3, hw  # forward resizes the uint8 frame itself
 
 
 @pytest.mark.parametrize("which", [BUS, ZIDANE], ids=["bus", "zidane"])

@@ -385,6 +385,29 @@ def test_roi_redetection_places_a_tiny_face():
     assert box_iou(shifted, truth).max() < 0.5  # the shifted box was not already right
 
 
+def test_roi_windows_are_the_whole_frame_samples():
+    """roi_detect converts only each window's pixels to float: the windows it passes on equal roi_align over the whole
+    frame (within one grey level of float rounding), also for windows cut by the frame's edges."""
+    from torchvision.ops import roi_align
+
+    from anonlab.redact.core import ROI_SIDE, roi_detect
+    from anonlab.types import Detections
+
+    img = load_image(default_photos()["grace_hopper.jpg"]).image
+    images = torch.stack([img, img.flip(-1)])
+    h, w = img.shape[1:]
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 12.0], [w - 9.5, h - 7.2, w, h], [100.3, 50.7, 130.2, 90.1],
+                          [5.0, 100.0, 60.0, h - 1.0]])
+    batch_idx = torch.tensor([0, 1, 0, 1])
+    seen = []
+    roi_detect(images, boxes, batch_idx, lambda crops: seen.append(crops) or Detections.empty())
+    centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]).amax(1, keepdim=True) * 1.5
+    rois = torch.cat([batch_idx[:, None].float(), centre - half, centre + half], 1)
+    ref = roi_align(images.float(), rois, (ROI_SIDE, ROI_SIDE), 1.0, sampling_ratio=2, aligned=True)
+    diff = (seen[0].int() - ref.round().clamp(0, 255).int()).abs()
+    assert seen[0].dtype == torch.uint8 and diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
+
+
 @pytest.mark.slow
 def test_heads_of_far_pedestrians_are_covered(tmp_path):
     """PETS09 S2L1 stills (768x576 CCTV, faces 8-15 px): the face detectors find almost none of the annotated
