@@ -84,6 +84,25 @@ def test_contract_on_real_empty_tiny_and_4k_frames(name, built, device):
         assert out4k.device == img.device and out4k.boxes.dtype == torch.float32
 
 
+@pytest.mark.parametrize("name", [n for n in DETECTORS.names() if n.endswith("_ort")])
+def test_onnxruntime_backend_equals_the_torch_graph(name, built):
+    """``<name>_ort`` runs the same ONNX graph as ``<name>`` on onnxruntime (the fast CPU path of ``anonlab
+    redact``): the same boxes (IoU >= 0.999) and scores on a batch of two frames, and no gradient claimed."""
+    from torchvision.ops import box_iou
+
+    img = torch.cat([load(ZIDANE), load(ZIDANE).flip(-1)])
+    torch_graph, ort = built(name.removesuffix("_ort")), built(name)
+    with torch.inference_mode():
+        a, b = torch_graph(img).above(torch_graph.threshold), ort(img).above(torch_graph.threshold)
+    assert len(a) == len(b) >= 2
+    for i in range(img.shape[0]):
+        x, y = a.for_image(i), b.for_image(i)
+        iou, j = box_iou(x.boxes, y.boxes).max(1)
+        assert len(x) == len(y) and (iou >= 0.999).all() and len(set(j.tolist())) == len(y)
+        torch.testing.assert_close(x.scores, y.scores[j], atol=1e-3, rtol=0)
+    assert not DETECTORS.get(name).capabilities and not DETECTORS.get(name).objectives
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("name", DETECTORS.names())

