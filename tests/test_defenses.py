@@ -215,8 +215,9 @@ def test_fuzz_regions_never_touch_outside(boxes, shape, scale):
 )
 def test_owner_map_equals_one_box_at_a_time(rects, shape):
     """owner_map (boxes grouped by size, each group on its own grid) equals drawing the boxes one by one in index
-    order, each on its own extent: the highest index wins, ellipses keep the pixel centres inside."""
-    from anonlab.defenses.regions import owner_map
+    order, each on its own extent: the highest index wins, ellipses keep the pixel centres inside; region_mask (what
+    ``solid`` uses) is where any box is."""
+    from anonlab.defenses.regions import owner_map, region_mask
 
     h, w = 60, 80
     r = torch.tensor([[x, y, x + bw, y + bh] for x, y, bw, bh in rects], dtype=torch.int64).reshape(-1, 4)
@@ -231,6 +232,7 @@ def test_owner_map_equals_one_box_at_a_time(rects, shape):
             inside &= ((xx - (x1 + x2) / 2) / rx) ** 2 + ((yy - (y1 + y2) / 2) / ry) ** 2 <= 1.0
         want[b[i]][inside] = i
     assert torch.equal(owner_map(r, b, 2, (h, w), shape), want)
+    assert torch.equal(region_mask(r, b, 2, (h, w), shape), (want >= 0)[:, None])
 
 
 @pytest.mark.gpu

@@ -1,4 +1,4 @@
-"""Which pixels a defense touches: boxes -> scaled, integer pixel rectangles -> a per-pixel owner map.
+"""Which pixels a defense touches: boxes -> scaled, integer pixel rectangles -> a per-pixel owner map or mask.
 
 All functions are batched torch, CPU and CUDA alike, with no Python loop over boxes.
 """
@@ -6,6 +6,7 @@ All functions are batched torch, CPU and CUDA alike, with no Python loop over bo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -19,21 +20,31 @@ _GRID_BUDGET = 1 << 24
 
 @dataclass(frozen=True)
 class Regions:
-    """The pixels to anonymize in a batch of B images of size (H, W).
+    """The pixels to anonymize in a batch of ``batch`` images of ``size`` (H, W).
 
     rects ``(N, 4) int64`` x1, y1, x2, y2 (exclusive), clipped to the image, after mask scaling;
-    batch_idx ``(N,) int64``; owner ``(B, H, W) int64``: the index of the box that owns each pixel (the
-    highest index where boxes overlap), -1 outside every region.
+    batch_idx ``(N,) int64``; ``shape``: ``rect`` or ``ellipse`` (inscribed in each rect). Derived on first use
+    and kept: :attr:`owner` ``(B, H, W) int64``, the index of the box that owns each pixel (the highest index where
+    boxes overlap), -1 outside every region (:func:`owner_map`); :attr:`mask` ``(B, 1, H, W) bool``, True inside
+    any region (:func:`region_mask`, or from :attr:`owner` when that is built: a defense that needs only the mask,
+    such as ``solid``, never builds the 8-byte-per-pixel owner map).
     """
 
     rects: Tensor
     batch_idx: Tensor
-    owner: Tensor
+    batch: int
+    size: tuple[int, int]
+    shape: str = "rect"
 
-    @property
+    @cached_property
+    def owner(self) -> Tensor:
+        return owner_map(self.rects, self.batch_idx, self.batch, self.size, self.shape)
+
+    @cached_property
     def mask(self) -> Tensor:
-        """(B, 1, H, W) bool, True inside any region."""
-        return (self.owner >= 0)[:, None]
+        if "owner" in self.__dict__:
+            return (self.owner >= 0)[:, None]
+        return region_mask(self.rects, self.batch_idx, self.batch, self.size, self.shape)
 
 
 def scale_boxes(boxes: Tensor, factor: float) -> Tensor:
@@ -74,24 +85,24 @@ def pixel_rects(boxes: Tensor, size: tuple[int, int]) -> Tensor:
     return torch.stack([r[:, 0].clamp(0, w), r[:, 1].clamp(0, h), r[:, 2].clamp(0, w), r[:, 3].clamp(0, h)], dim=1)
 
 
-def owner_map(rects: Tensor, batch_idx: Tensor, batch: int, size: tuple[int, int], shape: str = "rect") -> Tensor:
-    """(B, H, W) int64: index of the rectangle covering each pixel (highest wins), -1 where none does.
+def _grids(rects: Tensor, batch_idx: Tensor, size: tuple[int, int], shape: str):
+    """The pixels of every rectangle, grouped by size: yields per chunk ``(ids (n,), flat (n, mh, mw), inside
+    (n, mh, mw))``, the boxes' indices, the flat index ``(b * H + y) * W + x`` of each cell of their
+    ``mh x mw`` grid, and whether that cell is a pixel of the box (inside its rect and, with ``shape="ellipse"``,
+    with its centre inside the inscribed ellipse).
 
-    ``shape="ellipse"`` keeps only pixels whose centres fall inside the ellipse inscribed in the rectangle.
     Rectangles are grouped by size (width and height each rounded up to a power of two), and each group is drawn
     on a grid of its own largest size, so one large box does not make every small one cost its size (a video
-    frame's many small held boxes and one grown box took 0.9 s a frame on one grid). One host sync per call (the
-    sizes) and one copy to the device (the grouped order), none per box; a loop over size groups and
-    ``_GRID_BUDGET`` chunks.
+    frame's many small held boxes and one grown box took 0.9 s a frame on one grid). One host sync (the sizes)
+    and one copy to the device (the grouped order), none per box; a loop over size groups and ``_GRID_BUDGET``
+    chunks.
     """
     if shape not in SHAPES:
         raise ValueError(f"unknown region shape {shape!r}; valid: {', '.join(SHAPES)}")
     h, w = size
     dev = rects.device
-    owner = torch.full((batch * h * w,), -1, dtype=torch.int64, device=dev)
-    n = rects.shape[0]
-    if n == 0 or h == 0 or w == 0:
-        return owner.view(batch, h, w)
+    if rects.shape[0] == 0 or h == 0 or w == 0:
+        return
     extent = (rects[:, 2:] - rects[:, :2]).clamp(min=0)
     ext = extent.tolist()  # the one sync (extent is w, h)
     groups: dict[tuple[int, int], list[int]] = {}
@@ -122,15 +133,41 @@ def owner_map(rects: Tensor, batch_idx: Tensor, batch: int, size: tuple[int, int
                 ry = ((r[:, 3] - r[:, 1]).float() / 2).clamp(min=0.5)[:, None, None]
                 rx = ((r[:, 2] - r[:, 0]).float() / 2).clamp(min=0.5)[:, None, None]
                 inside = inside & ((((y + 0.5) - cy) / ry) ** 2 + (((x + 0.5) - cx) / rx) ** 2 <= 1.0)
-            flat = (b[:, None, None] * h + y) * w + x
-            flat = torch.where(inside, flat, torch.zeros_like(flat))
-            val = torch.where(inside, ids[:, None, None].expand_as(inside), torch.full_like(flat, -1))
-            owner.scatter_reduce_(0, flat.reshape(-1), val.reshape(-1), reduce="amax")
+            yield ids, (b[:, None, None] * h + y) * w + x, inside
+
+
+def owner_map(rects: Tensor, batch_idx: Tensor, batch: int, size: tuple[int, int], shape: str = "rect") -> Tensor:
+    """(B, H, W) int64: index of the rectangle covering each pixel (highest wins), -1 where none does.
+
+    ``shape="ellipse"`` keeps only pixels whose centres fall inside the ellipse inscribed in the rectangle
+    (:func:`_grids`: no Python loop over boxes, one host sync). Raises ``ValueError`` for an unknown shape.
+    """
+    h, w = size
+    owner = torch.full((batch * h * w,), -1, dtype=torch.int64, device=rects.device)
+    for ids, flat, inside in _grids(rects, batch_idx, size, shape):
+        flat = torch.where(inside, flat, torch.zeros_like(flat))
+        val = torch.where(inside, ids[:, None, None].expand_as(inside), torch.full_like(flat, -1))
+        owner.scatter_reduce_(0, flat.reshape(-1), val.reshape(-1), reduce="amax")
     return owner.view(batch, h, w)
+
+
+def region_mask(rects: Tensor, batch_idx: Tensor, batch: int, size: tuple[int, int], shape: str = "rect") -> Tensor:
+    """(B, 1, H, W) bool: True where any rectangle (or, with ``shape="ellipse"``, its inscribed ellipse) covers
+    the pixel; ``owner_map(...) >= 0`` at an eighth of the memory (:func:`_grids`). Raises ``ValueError`` for an
+    unknown shape."""
+    h, w = size
+    n = batch * h * w
+    mask = torch.zeros(n + 1, dtype=torch.bool, device=rects.device)  # the last element takes the cells outside
+    for _, flat, inside in _grids(rects, batch_idx, size, shape):
+        mask.index_fill_(0, torch.where(inside, flat, n).reshape(-1), True)
+    return mask[:n].view(batch, 1, h, w)
 
 
 def make_regions(dets: Detections, batch: int, size: tuple[int, int], shape: str = "rect",
                  mask_scale: float = 1.0) -> Regions:
-    """Scale ``dets.boxes`` by ``mask_scale``, snap to pixels and build the owner map."""
+    """Scale ``dets.boxes`` by ``mask_scale`` and snap them to pixels: the :class:`Regions` of a batch (its owner
+    map and mask are built on first use). Raises ``ValueError`` for an unknown ``shape``."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown region shape {shape!r}; valid: {', '.join(SHAPES)}")
     rects = pixel_rects(scale_boxes(dets.boxes, mask_scale), size)
-    return Regions(rects, dets.batch_idx, owner_map(rects, dets.batch_idx, batch, size, shape))
+    return Regions(rects, dets.batch_idx, batch, tuple(size), shape)
