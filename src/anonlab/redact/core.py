@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,9 +97,11 @@ class RedactOptions:
     ``persons_every``: the person detectors of ``heads``/``persons`` run on every Nth video frame (default 1: every
     frame, as a far walker's head is not re-found by a face window; the ``hold`` grows to at least N - 1 frames);
     ``x264_preset``: the encoder's speed preset (``veryfast``: faster than x264's ``medium``, a larger file at the
-    same ``crf`` quality); on CPU a face detector with a faster backend runs on it
+    same ``crf`` quality); on CPU a detector with a faster backend runs on it
     (:data:`CPU_BACKENDS`);
-    ``threads``: torch intra-op CPU threads while redacting (:func:`torch_threads`; None = torch's setting);
+    ``threads``: torch intra-op CPU threads while redacting (:func:`torch_threads`; None = torch's setting,
+    all cores: on 2 idle cores the speed setting ran at 13.0 vs 10.4 frames/s on one, 720p, 2026-12-01; 1 on
+    cores shared with other jobs);
     ``crf``: H.264 quality of the output video; ``jpeg_quality``: of JPEG outputs; ``overwrite``: replace existing
     outputs; ``same_folder``: allow an output folder equal to an input folder (outputs then get a ``.redacted``
     infix, so no input is ever replaced); ``batch``: frames per detector call; ``device``: torch device.
@@ -119,7 +122,7 @@ class RedactOptions:
     audio: str = "drop"
     crf: int = 18
     x264_preset: str = "veryfast"
-    threads: int | None = 1
+    threads: int | None = None
     jpeg_quality: int = 95
     overwrite: bool = False
     same_folder: bool = False
@@ -299,9 +302,9 @@ def check_device(device: str | torch.device) -> torch.device:
 def torch_threads(n: int | None):
     """``n`` torch intra-op CPU threads inside (None: unchanged); the previous setting is restored on exit.
     Small inputs (ROI windows, YuNet's 640 px frames, heatmap decoding) lose more to splitting each operation over
-    threads than they gain: YuNet on four 144 px windows took 0.16 s on one thread and 1.27 s on two, and the
-    whole ``--detect-every 8`` pass ran at 4.8 vs 1.6 frames/s (720p, 2 CPU cores shared with other jobs,
-    2026-11-30). onnxruntime (CenterFace on CPU) keeps its own thread pool."""
+    threads than they gain: YuNet on four 144 px windows took 0.16 s on one thread and 1.27 s on two (2 CPU cores
+    shared with other jobs, 2026-11-30), so :func:`roi_detect` runs on one. An onnxruntime session takes as many
+    threads as torch has when it is made (:class:`~anonlab.detectors._common.OrtGraph`)."""
     before = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(n)
@@ -565,18 +568,27 @@ class Redactor:
         ready: list[tuple[Tensor, int | None, Tensor]] = []  # (frame, pts, boxes) to redact and encode
         self.last_boxes = []  # with record_boxes: benchmarks/redact.py and the tests score the written boxes
 
-        def write(writer: VideoWriter, final: bool) -> None:
+        encoding: list[Future] = []  # the batch the encoder thread is on (at most one)
+
+        def encode(writer: VideoWriter, out: Tensor, pts: list[int | None]) -> None:
+            for img, p in zip(out, pts):
+                writer.write(img, p)
+
+        def write(writer: VideoWriter, encoder: ThreadPoolExecutor, final: bool) -> None:
             while len(ready) >= opts.batch or (final and ready):
                 part = ready[:opts.batch]
                 del ready[:opts.batch]
                 batch = torch.stack([img for img, _, _ in part]).to(self.device)
                 boxes = [b for _, _, b in part]
                 out = self.redact(batch, _dets(boxes, self.device)).cpu()
-                for img, (_, p, _) in zip(out, part):
-                    writer.write(img, p)
+                if encoding:  # one batch in the encoder at a time: frames stay in order, memory stays bounded
+                    encoding.pop().result()
+                encoding.append(encoder.submit(encode, writer, out, [p for _, p, _ in part]))
                 if self.record_boxes:
                     self.last_boxes += boxes
                 tick(len(part))
+            if final and encoding:
+                encoding.pop().result()
 
         try:
             with atomic_path(dst) as tmp:
@@ -590,16 +602,21 @@ class Redactor:
                         raise
                     raise ImageReadError(f"video {src}: its audio cannot be kept in the MP4 output ({e}); not "
                                          f"redacted (pass --audio drop to drop it)") from None
-                with writer:
-                    for frames, pts, raw, tracked in self.detect_track(reader, temporal):
-                        for img, p, r, t in zip(frames, pts, raw, tracked):
-                            waiting.append((img, p))
-                            for boxes in filler.push(r, t):
-                                ready.append((*waiting.popleft(), boxes))
-                        write(writer, final=False)
-                    for boxes in filler.finish():
-                        ready.append((*waiting.popleft(), boxes))
-                    write(writer, final=True)
+                # the encoder (PyAV releases the GIL) works on one batch while the next is decoded and detected
+                with writer, ThreadPoolExecutor(1, thread_name_prefix="anonlab-encode") as encoder:
+                    try:
+                        for frames, pts, raw, tracked in self.detect_track(reader, temporal):
+                            for img, p, r, t in zip(frames, pts, raw, tracked):
+                                waiting.append((img, p))
+                                for boxes in filler.push(r, t):
+                                    ready.append((*waiting.popleft(), boxes))
+                            write(writer, encoder, final=False)
+                        for boxes in filler.finish():
+                            ready.append((*waiting.popleft(), boxes))
+                        write(writer, encoder, final=True)
+                    finally:  # an error here: the encoder finishes its batch before the writer is closed
+                        for f in encoding:
+                            f.exception()
                     writer.copy_audio()
         finally:
             reader.close()
