@@ -92,6 +92,17 @@ def test_non_differentiable_detector_is_refused_naming_the_differentiable_ones(t
     assert not list(tmp_path.iterdir())  # failed before any work
 
 
+@pytest.mark.parametrize("device", ["gpu", "cuda:abc"])
+def test_a_malformed_device_is_refused_before_any_work(tmp_path, device):
+    """``device=gpu`` ended in torch's RuntimeError traceback (found 2026-12-01): now one line, nothing written."""
+    from anonlab.attacks.train import PatchTrainingError
+
+    cfg = _compose("patch/train", [f"device={device}", f"out={tmp_path}"])
+    with pytest.raises(PatchTrainingError, match=rf"^device must be cpu, cuda or cuda:N, got '{device}'$"):
+        train_patch(cfg, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.slow  # ~11 s on 2 cores (a CLI subprocess importing torch)
 def test_cli_patch_train_bad_detector_is_a_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "anonlab.cli.main", "patch", "train", "detector=hog_person",

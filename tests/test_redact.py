@@ -449,15 +449,19 @@ def test_bad_values_refused_before_any_file_is_written(tmp_path, capsys):
     """A value only a video or a JPEG uses (``--crf``, ``--batch``, ``--jpeg-quality``), an unusable ``--device``
     and an ``--out`` that is a file stop the run with one ``error:`` line naming the flag, exit 2, before the
     first file is written. Before: a PNG was written, then ``--crf 99`` stopped the run at the video (exit 2, the
-    files after it never done); ``--batch -1`` and ``--device tpu`` ended in a traceback."""
+    files after it never done); ``--batch -1`` and ``--device tpu`` ended in a traceback; ``--max-gap`` had no
+    upper bound."""
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(default_photos()["camera.png"], src / "a.png")
     make_video(src / "b.mp4", [_frame("camera.png", 64)] * 2)
     (tmp_path / "file").write_text("not a folder")
     for flags, word in (("--crf 99", "--crf"), ("--batch 0", "--batch"), ("--batch -1", "--batch"),
-                        ("--jpeg-quality 500", "--jpeg-quality"), ("--device tpu", "--device 'tpu'"),
-                        ("--device cuda:99", "--device 'cuda:99'")):
+                        ("--jpeg-quality 500", "--jpeg-quality"), ("--device tpu", "--device must be cpu, cuda, mps, xpu or cuda:N, got 'tpu'"),
+                        ("--device cuda:99", "--device=cuda:99"),
+                        # a look-ahead of a whole video would hold it all in memory
+                        ("--max-gap 100000", "max_gap must be an integer in [0, 250]"),
+                        ("--detect-every 100000", "--detect-every must be an integer in [1, 251]")):
         out = tmp_path / flags.replace(" ", "")
         assert run(src, "--out", out, "--no-verify", *flags.split()) == 2, flags  # (the panel needs dlib)
         err = capsys.readouterr().err.strip().splitlines()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
+
 
 def _fail(name: str, value: Any, rule: str, where: str, note: str) -> ValueError:
     prefix = f"{where}: " if where else ""
@@ -88,3 +90,22 @@ def exactly_one(where: str, **options: Any) -> tuple[str, Any]:
     if len(given) != 1:
         raise ValueError(f"{where}: give exactly one of {', '.join(options)}, got {given or 'none'}")
     return next(iter(given.items()))
+
+
+def usable_device(value: Any, name: str = "device", types: tuple[str, ...] = ("cpu", "cuda")) -> torch.device:
+    """``value`` as a ``torch.device`` of one of ``types`` on which a tensor can be made. Raises ``ValueError``, one
+    line naming ``name`` and the value, for a malformed device name, a type not in ``types``, a CUDA device on a
+    machine without one, or a device index the machine lacks (``cuda:3`` with one GPU)."""
+    try:
+        dev = torch.device(str(value))
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in types:
+        raise ValueError(f"{name} must be {', '.join(types)} or cuda:N, got {value!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}={value} but torch sees no CUDA device; use {name}=cpu")
+    try:
+        torch.empty(0, device=dev)  # a missing driver or index fails here, not in a model's .to()
+    except (RuntimeError, AssertionError, NotImplementedError) as e:
+        raise ValueError(f"{name}={value} cannot be used: {str(e).strip().splitlines()[0]}") from None
+    return dev

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from anonlab._checks import usable_device
 from anonlab.build import BenchError
 from anonlab.io.images import DEFAULT_MAX_PIXELS
 from anonlab.types import PRECISIONS
@@ -64,13 +65,9 @@ class JobOptions:
 def read_options(cfg: DictConfig) -> JobOptions:
     """Every scalar option of ``cfg``, type- and range-checked before anything is built."""
     try:
-        device = torch.device(str(cfg.device))
-    except RuntimeError:
-        raise BenchError(f"device must be cpu, cuda or cuda:N, got {cfg.device!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise BenchError(f"device must be cpu, cuda or cuda:N, got {cfg.device!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"device={cfg.device} but torch sees no CUDA device; use device=cpu")
+        device = usable_device(cfg.device)
+    except ValueError as e:
+        raise BenchError(str(e)) from None
     decode = OmegaConf.select(cfg, "loader.decode", default="cpu")
     if decode not in ("cpu", "device"):
         raise BenchError(f"loader.decode must be cpu or device, got {decode!r}")

@@ -26,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from anonlab._checks import usable_device
 from anonlab.attacks.eot import EOT, photometric, sample_pose
 from anonlab.attacks.objectives import (
     check_differentiable,
@@ -207,9 +208,10 @@ def train_patch(cfg: DictConfig, progress: bool = True, log=None, write: bool = 
         check_objective(DETECTORS.get(name), str(objective))
     except ValueError as e:
         raise PatchTrainingError(str(e)) from None
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PatchTrainingError(f"device={cfg.device} but torch sees no CUDA device; use device=cpu")
+    try:
+        device = usable_device(cfg.device)
+    except ValueError as e:
+        raise PatchTrainingError(str(e)) from None
     target = str(cfg.target)
     if target not in TARGETS:
         raise PatchTrainingError(f"unknown target {target!r}; valid: {', '.join(TARGETS)}")

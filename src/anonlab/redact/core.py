@@ -29,10 +29,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from anonlab._checks import usable_device
 from anonlab.io.atomic import PARTIAL, atomic_path, remove_partials
 from anonlab.io.images import IMAGE_SUFFIXES, ImageReadError, load_image, write_image
 from anonlab.io.video import VIDEO_SUFFIXES, VideoReader, VideoWriter
-from anonlab.redact.temporal import Filler, TemporalOptions, Tracker, fill
+from anonlab.redact.temporal import MAX_FRAMES, Filler, TemporalOptions, Tracker, fill
 from anonlab.types import Detections
 
 #: default face ensemble: (detector, threshold). Low thresholds: a false box costs a little picture, a missed face
@@ -288,14 +289,12 @@ def _check_kind(flag: str, specs, kind: str) -> None:
 
 
 def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device`` once a tensor could be made there; raises :class:`RedactError` (one line)
-    for an unknown device type, a CUDA device on a machine without one, or a missing device index."""
+    """``device`` as a ``torch.device`` once a tensor could be made there (any torch device type); raises
+    :class:`RedactError` (one line) otherwise (:func:`anonlab._checks.usable_device`)."""
     try:
-        dev = torch.device(device)
-        torch.empty(0, device=dev)  # an unknown type, a missing driver or index fails here, not in a model's .to()
-    except (RuntimeError, AssertionError, NotImplementedError) as e:
-        raise RedactError(f"--device {device!r} cannot be used: {str(e).strip().splitlines()[0]}") from None
-    return dev
+        return usable_device(device, "--device", ("cpu", "cuda", "mps", "xpu"))
+    except ValueError as e:
+        raise RedactError(str(e)) from None
 
 
 @contextmanager
@@ -404,8 +403,9 @@ class Redactor:
         if not opts.faces and not opts.persons and not opts.heads:
             raise RedactError("no detector: give at least one face or person detector")
         for flag, v in (("--detect-every", opts.detect_every), ("--persons-every", opts.persons_every)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise RedactError(f"{flag} must be an integer >= 1 (frames), got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_FRAMES + 1:
+                raise RedactError(f"{flag} must be an integer in [1, {MAX_FRAMES + 1}] (frames; the hold grows to "
+                                  f"N - 1), got {v!r}")
         if opts.threads is not None and (isinstance(opts.threads, bool) or not isinstance(opts.threads, int)
                                          or opts.threads < 1):
             raise RedactError(f"--threads must be an integer >= 1 (or 0 for torch's default), got {opts.threads!r}")

@@ -17,15 +17,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+#: upper bound of ``hold`` and ``max_gap`` (frames; 10 s at 25 frames/s): a video is streamed with
+#: ``hold + max_gap + 1`` decoded frames waiting (:func:`look_ahead`), at the bounds 501 frames, 3.1 GB at 1080p;
+#: an unbounded value would hold the whole video in memory
+MAX_FRAMES = 250
+
 
 @dataclass(frozen=True)
 class TemporalOptions:
-    """``hold``: frames a detection is also redacted before and after its own (>= 0). 4: on PETS09 S2L1 frames
-    101-400 (2x, heads of the MOT tracks; a walker behind a sign post, whose box loses its head for a few frames)
-    holds of 2 / 3 / 4 / 5 frames left 25 / 20 / 14 / 11 flicker frames and covered 98.5 / 98.8 / 99.2 / 99.4 % of
-    head-frames (default ensemble, 2026-11-30; chosen on the frames benchmarks/redact.py scores); ``max_gap``:
-    longest run of missed frames between two hits of one track that is filled by interpolation (frames, >= 0); ``grow``: how much a held box grows per frame away from its hit, as a fraction
-    of its size (0.05 = 5 % per frame), plus the object's own motion per frame (pixels, measured between hits).
+    """``hold``: frames a detection is also redacted before and after its own (0 to :data:`MAX_FRAMES`). 4: on
+    PETS09 S2L1 frames 101-400 (2x, heads of the MOT tracks; a walker behind a sign post, whose box loses its head
+    for a few frames) holds of 2 / 3 / 4 / 5 frames left 25 / 20 / 14 / 11 flicker frames and covered 98.5 / 98.8 /
+    99.2 / 99.4 % of head-frames (default ensemble, 2026-11-30; chosen on the frames benchmarks/redact.py scores);
+    ``max_gap``: longest run of missed frames between two hits of one track that is filled by interpolation
+    (frames, 0 to :data:`MAX_FRAMES`); ``grow``: how much a held box grows per frame away from its hit, as a
+    fraction of its size (0.05 = 5 % per frame), plus the object's own motion per frame (pixels, measured between
+    hits).
     """
 
     hold: int = 4
@@ -35,8 +42,8 @@ class TemporalOptions:
     def __post_init__(self) -> None:
         for name in ("hold", "max_gap"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0 (frames), got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_FRAMES:
+                raise ValueError(f"{name} must be an integer in [0, {MAX_FRAMES}] (frames), got {v!r}")
         if not self.grow >= 0:
             raise ValueError(f"grow must be >= 0 (fraction of the box size per frame), got {self.grow!r}")
 
