@@ -474,6 +474,20 @@ def test_bad_values_refused_before_any_file_is_written(tmp_path, capsys):
     assert (tmp_path / "file").read_text() == "not a folder"
 
 
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an MPS device")
+def test_an_unavailable_device_type_is_a_short_line():
+    """``anonlab redact --device mps`` on a machine without MPS printed torch's whole dispatcher message as its
+    one error line (2,400 characters listing every backend, found 2026-12-01). Right: the line names the flag and
+    the value and keeps torch's first sentence only."""
+    from anonlab.redact import RedactError
+    from anonlab.redact.core import check_device
+
+    with pytest.raises(RedactError) as e:
+        check_device("mps")
+    line = str(e.value)
+    assert "\n" not in line and line.startswith("--device=mps cannot be used: ") and len(line) < 200, line
+
+
 def test_video_problems_of_one_file_do_not_stop_the_run(tmp_path, capsys):
     """A stream whose frame size changes part-way (two MPEG-TS recordings joined, as cameras and cat(1) make them)
     and ``--audio keep`` on audio that MP4 cannot hold (mu-law) are per-file problems: one ``error:`` line naming
