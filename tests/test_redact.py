@@ -488,6 +488,36 @@ def test_an_unavailable_device_type_is_a_short_line():
     assert "\n" not in line and line.startswith("--device=mps cannot be used: ") and len(line) < 200, line
 
 
+@pytest.mark.slow  # ~6 s on 2 cores (models, a 24-frame video)
+def test_an_output_folder_removed_mid_video_is_named_in_the_error(tmp_path, capsys):
+    """The output folder removed while a video is written (a USB disk pulled, a clean-up script): the encoder's
+    first write failed with PyAV's FileNotFoundError, which carries no file name, and the run printed
+    ``error: [Errno 2] No such file or directory`` naming neither the input nor the output (found 2026-12-01).
+    Right: one line naming both, exit 3, nothing left under the final name."""
+    import threading
+    import time
+
+    src = tmp_path / "clip.mp4"
+    make_video(src, [np.roll(_frame("camera.png", 256), 4 * k, axis=1) for k in range(24)])
+    out = tmp_path / "out"
+    gone = threading.Event()
+
+    def remove_when_started() -> None:  # the partial file exists from the writer's start, before its first frame
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120 and not (out.is_dir() and any(out.iterdir())):
+            time.sleep(0.005)
+        shutil.rmtree(out, ignore_errors=True)
+        gone.set()
+
+    threading.Thread(target=remove_when_started, daemon=True).start()
+    code = run(src, "--out", out, "--no-verify")
+    assert gone.wait(5)
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.startswith("error: ")]
+    assert code == 3 and len(err) == 1, err
+    assert str(src) in err[0] and str(out / "clip.mp4") in err[0] and "No such file or directory" in err[0], err
+    assert not (out / "clip.mp4").exists()
+
+
 def test_video_problems_of_one_file_do_not_stop_the_run(tmp_path, capsys):
     """A stream whose frame size changes part-way (two MPEG-TS recordings joined, as cameras and cat(1) make them)
     and ``--audio keep`` on audio that MP4 cannot hold (mu-law) are per-file problems: one ``error:`` line naming

@@ -759,10 +759,12 @@ def redact(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions = 
                     _, note = redactor.image(src, dst)
                     frames = 1
                     tick(1)
-            except (ImageReadError, FileNotFoundError) as e:
+            except ImageReadError as e:
                 report.failures.append(str(e).splitlines()[0])
                 continue
-            except OSError as e:  # a full disk, a folder not writable (PyAV's av.error.OSError too): that file only
+            # a full disk, a folder not writable or removed, an input gone (PyAV's av.error.OSError too, whose
+            # FileNotFoundError names no file): that file only
+            except OSError as e:
                 report.failures.append(f"{src} not redacted, {dst} not written: {str(e).splitlines()[0]}")
                 continue
             report.frames += frames
