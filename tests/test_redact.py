@@ -189,7 +189,7 @@ def test_bad_person_cadence_refused(tmp_path, capsys):
     shutil.copy(default_photos()["camera.png"], src)
     assert run(src, "--out", tmp_path / "out", "--no-verify", "--persons-every", "0") == 2
     err = capsys.readouterr().err
-    assert "--persons-every must be an integer >= 1" in err and len(err.strip().splitlines()) == 1, err
+    assert "--persons-every must be an integer in [1, 251]" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out" / "camera.png").exists()
 
 
