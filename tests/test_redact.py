@@ -410,6 +410,31 @@ def test_roi_windows_are_the_whole_frame_samples():
     assert seen[0].dtype == torch.uint8 and diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
 
 
+def test_roi_windows_past_the_frame_edge_do_not_crash():
+    """ROI windows are cropped from the frame before roi_align: a window wholly past the right or bottom edge
+    (a re-detected box is not clipped to the frame, and the next frame's window is made around it) gave an empty
+    crop, and roi_align on it ended the process with a segmentation fault (found 2026-12-01). Right: such a
+    window holds roi_align's samples over the whole frame (zeros: every sample is outside), as do windows past
+    the left and top edges."""
+    from torchvision.ops import roi_align
+
+    from anonlab.redact.core import ROI_SIDE, roi_detect
+    from anonlab.types import Detections
+
+    img = load_image(default_photos()["grace_hopper.jpg"]).image[None]
+    h, w = img.shape[-2:]
+    boxes = torch.tensor([[w + 40.0, 10.0, w + 50.0, 20.0], [10.0, h + 40.0, 20.0, h + 50.0],
+                          [-50.0, -50.0, -40.0, -40.0], [w - 5.0, 30.0, w + 30.0, 60.0]])
+    seen = []
+    roi_detect(img, boxes, torch.zeros(4, dtype=torch.int64), lambda crops: seen.append(crops) or Detections.empty())
+    centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]).amax(1, keepdim=True) * 1.5
+    rois = torch.cat([torch.zeros(4, 1), centre - half, centre + half], 1)
+    ref = roi_align(img.float(), rois, (ROI_SIDE, ROI_SIDE), 1.0, sampling_ratio=1, aligned=True)
+    assert seen[0].shape == (4, 3, ROI_SIDE, ROI_SIDE)
+    assert (seen[0][:3] == 0).all() and (ref[:3] == 0).all()  # wholly outside: nothing of the frame
+    assert (seen[0][3].int() - ref[3].round().clamp(0, 255).int()).abs().max() <= 1 and seen[0][3].any()
+
+
 @pytest.mark.slow
 def test_heads_of_far_pedestrians_are_covered(tmp_path):
     """PETS09 S2L1 stills (768x576 CCTV, faces 8-15 px): the face detectors find almost none of the annotated

@@ -336,7 +336,10 @@ def roi_detect(images: Tensor, boxes: Tensor, batch_idx: Tensor, detect: Callabl
     # it is shrunk (an average over each output pixel's footprint)
     h, w = images.shape[-2:]
     lo = (win[:, :2].floor() - 1).clamp(min=0)
-    hi = torch.minimum(win[:, 2:].ceil() + 2, win.new_tensor([w, h]))
+    hi = torch.minimum(win[:, 2:].ceil() + 2, win.new_tensor([w, h])).clamp(min=1)
+    # a window wholly past an edge keeps the frame's last row or column there: an empty crop ended the process in
+    # roi_align (a segmentation fault); its samples are all outside, 0, as over the whole frame
+    lo = torch.minimum(lo, hi - 1)
     ratio = (2 * half[:, 0] / side).ceil().clamp(min=1)
     crops = []
     for k, (b, x0, y0, x1, y1, r) in enumerate(
