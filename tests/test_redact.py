@@ -410,6 +410,31 @@ def test_roi_windows_are_the_whole_frame_samples():
     assert seen[0].dtype == torch.uint8 and diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
 
 
+def test_roi_windows_past_the_frame_edge_do_not_crash():
+    """ROI windows are cropped from the frame before roi_align: a window wholly past the right or bottom edge
+    (a re-detected box is not clipped to the frame, and the next frame's window is made around it) gave an empty
+    crop, and roi_align on it ended the process with a segmentation fault (found 2026-12-01). Right: such a
+    window holds roi_align's samples over the whole frame (zeros: every sample is outside), as do windows past
+    the left and top edges."""
+    from torchvision.ops import roi_align
+
+    from anonlab.redact.core import ROI_SIDE, roi_detect
+    from anonlab.types import Detections
+
+    img = load_image(default_photos()["grace_hopper.jpg"]).image[None]
+    h, w = img.shape[-2:]
+    boxes = torch.tensor([[w + 40.0, 10.0, w + 50.0, 20.0], [10.0, h + 40.0, 20.0, h + 50.0],
+                          [-50.0, -50.0, -40.0, -40.0], [w - 5.0, 30.0, w + 30.0, 60.0]])
+    seen = []
+    roi_detect(img, boxes, torch.zeros(4, dtype=torch.int64), lambda crops: seen.append(crops) or Detections.empty())
+    centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]).amax(1, keepdim=True) * 1.5
+    rois = torch.cat([torch.zeros(4, 1), centre - half, centre + half], 1)
+    ref = roi_align(img.float(), rois, (ROI_SIDE, ROI_SIDE), 1.0, sampling_ratio=1, aligned=True)
+    assert seen[0].shape == (4, 3, ROI_SIDE, ROI_SIDE)
+    assert (seen[0][:3] == 0).all() and (ref[:3] == 0).all()  # wholly outside: nothing of the frame
+    assert (seen[0][3].int() - ref[3].round().clamp(0, 255).int()).abs().max() <= 1 and seen[0][3].any()
+
+
 @pytest.mark.slow
 def test_heads_of_far_pedestrians_are_covered(tmp_path):
     """PETS09 S2L1 stills (768x576 CCTV, faces 8-15 px): the face detectors find almost none of the annotated
@@ -472,6 +497,50 @@ def test_bad_values_refused_before_any_file_is_written(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(out) in err[0], err
     assert (tmp_path / "file").read_text() == "not a folder"
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an MPS device")
+def test_an_unavailable_device_type_is_a_short_line():
+    """``anonlab redact --device mps`` on a machine without MPS printed torch's whole dispatcher message as its
+    one error line (2,400 characters listing every backend, found 2026-12-01). Right: the line names the flag and
+    the value and keeps torch's first sentence only."""
+    from anonlab.redact import RedactError
+    from anonlab.redact.core import check_device
+
+    with pytest.raises(RedactError) as e:
+        check_device("mps")
+    line = str(e.value)
+    assert "\n" not in line and line.startswith("--device=mps cannot be used: ") and len(line) < 200, line
+
+
+@pytest.mark.slow  # ~6 s on 2 cores (models, a 24-frame video)
+def test_an_output_folder_removed_mid_video_is_named_in_the_error(tmp_path, capsys):
+    """The output folder removed while a video is written (a USB disk pulled, a clean-up script): the encoder's
+    first write failed with PyAV's FileNotFoundError, which carries no file name, and the run printed
+    ``error: [Errno 2] No such file or directory`` naming neither the input nor the output (found 2026-12-01).
+    Right: one line naming both, exit 3, nothing left under the final name."""
+    import threading
+    import time
+
+    src = tmp_path / "clip.mp4"
+    make_video(src, [np.roll(_frame("camera.png", 256), 4 * k, axis=1) for k in range(24)])
+    out = tmp_path / "out"
+    gone = threading.Event()
+
+    def remove_when_started() -> None:  # the partial file exists from the writer's start, before its first frame
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120 and not (out.is_dir() and any(out.iterdir())):
+            time.sleep(0.005)
+        shutil.rmtree(out, ignore_errors=True)
+        gone.set()
+
+    threading.Thread(target=remove_when_started, daemon=True).start()
+    code = run(src, "--out", out, "--no-verify")
+    assert gone.wait(5)
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.startswith("error: ")]
+    assert code == 3 and len(err) == 1, err
+    assert str(src) in err[0] and str(out / "clip.mp4") in err[0] and "No such file or directory" in err[0], err
+    assert not (out / "clip.mp4").exists()
 
 
 def test_video_problems_of_one_file_do_not_stop_the_run(tmp_path, capsys):

@@ -95,7 +95,8 @@ def exactly_one(where: str, **options: Any) -> tuple[str, Any]:
 def usable_device(value: Any, name: str = "device", types: tuple[str, ...] = ("cpu", "cuda")) -> torch.device:
     """``value`` as a ``torch.device`` of one of ``types`` on which a tensor can be made. Raises ``ValueError``, one
     line naming ``name`` and the value, for a malformed device name, a type not in ``types``, a CUDA device on a
-    machine without one, or a device index the machine lacks (``cuda:3`` with one GPU)."""
+    machine without one, a device index the machine lacks (``cuda:3`` with one GPU), or a type this torch has no
+    backend for (the first sentence of torch's error)."""
     try:
         dev = torch.device(str(value))
     except RuntimeError:
@@ -107,5 +108,7 @@ def usable_device(value: Any, name: str = "device", types: tuple[str, ...] = ("c
     try:
         torch.empty(0, device=dev)  # a missing driver or index fails here, not in a model's .to()
     except (RuntimeError, AssertionError, NotImplementedError) as e:
-        raise ValueError(f"{name}={value} cannot be used: {str(e).strip().splitlines()[0]}") from None
+        # torch's first sentence: a device type without a backend ("mps" on Linux) continues with every backend
+        reason = str(e).strip().splitlines()[0].split(". ")[0].rstrip(".")
+        raise ValueError(f"{name}={value} cannot be used: {reason}") from None
     return dev

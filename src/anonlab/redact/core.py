@@ -336,7 +336,10 @@ def roi_detect(images: Tensor, boxes: Tensor, batch_idx: Tensor, detect: Callabl
     # it is shrunk (an average over each output pixel's footprint)
     h, w = images.shape[-2:]
     lo = (win[:, :2].floor() - 1).clamp(min=0)
-    hi = torch.minimum(win[:, 2:].ceil() + 2, win.new_tensor([w, h]))
+    hi = torch.minimum(win[:, 2:].ceil() + 2, win.new_tensor([w, h])).clamp(min=1)
+    # a window wholly past an edge keeps the frame's last row or column there: an empty crop ended the process in
+    # roi_align (a segmentation fault); its samples are all outside, 0, as over the whole frame
+    lo = torch.minimum(lo, hi - 1)
     ratio = (2 * half[:, 0] / side).ceil().clamp(min=1)
     crops = []
     for k, (b, x0, y0, x1, y1, r) in enumerate(
@@ -759,10 +762,12 @@ def redact(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions = 
                     _, note = redactor.image(src, dst)
                     frames = 1
                     tick(1)
-            except (ImageReadError, FileNotFoundError) as e:
+            except ImageReadError as e:
                 report.failures.append(str(e).splitlines()[0])
                 continue
-            except OSError as e:  # a full disk, a folder not writable (PyAV's av.error.OSError too): that file only
+            # a full disk, a folder not writable or removed, an input gone (PyAV's av.error.OSError too, whose
+            # FileNotFoundError names no file): that file only
+            except OSError as e:
                 report.failures.append(f"{src} not redacted, {dst} not written: {str(e).splitlines()[0]}")
                 continue
             report.frames += frames
