@@ -385,6 +385,39 @@ def test_roi_redetection_places_a_tiny_face():
     assert box_iou(shifted, truth).max() < 0.5  # the shifted box was not already right
 
 
+def test_large_frames_are_detected_in_chunks_with_their_batch_indices():
+    """A batch of 4K frames goes to each detector a frame at a time (memory grows with a call's pixels): the
+    detections equal one call per frame, with ``batch_idx`` naming the frame of the whole batch."""
+    from anonlab.redact.core import PIXELS_PER_CALL, detect_chunked
+
+    img = load_image(default_photos()["grace_hopper.jpg"]).image
+    big = torch.nn.functional.interpolate(img[None].float(), size=(2160, 3840), mode="bilinear").round().byte()[0]
+    batch = torch.stack([big, big.flip(-1), big])
+    assert 2 * 2160 * 3840 > PIXELS_PER_CALL  # precondition: split into calls
+    det = Ensemble((("yunet_ort", 0.4),), "cpu").members[0][2]
+    seen = []
+    got = detect_chunked(lambda x: seen.append(x.shape[0]) or det(x), batch).above(0.4)
+    assert seen == [1, 1, 1] and len(got) >= 3
+    for i in range(3):
+        want = det(batch[i:i + 1]).above(0.4)
+        assert torch.equal(got.for_image(i).boxes, want.boxes)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_an_onnxruntime_twin_that_cannot_run_on_cuda_is_refused_when_built():
+    """``--faces yunet_ort --device cuda`` with a CPU-only onnxruntime (the device image's) failed at the first frame
+    with a traceback; now building the ensemble refuses it, naming the detector."""
+    import onnxruntime
+
+    from anonlab.redact.core import RedactError
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed: yunet_ort runs on CUDA")
+    with pytest.raises(RedactError, match="detector yunet_ort cannot run on cuda"):
+        Ensemble((("yunet_ort", 0.4),), "cuda").check()
+
+
 def test_roi_windows_are_the_whole_frame_samples():
     """roi_detect converts only each window's pixels to float: the windows it passes on equal roi_align over the whole
     frame (within one grey level of float rounding), also for windows cut by the frame's edges."""

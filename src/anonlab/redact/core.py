@@ -18,6 +18,8 @@ a file that cannot be read becomes one line in :attr:`RedactReport.failures` and
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -165,10 +167,45 @@ class Ensemble:
                 raise RedactError(str(e)) from None
             self.members.append((name, float(det.threshold), det.to(device).eval()))
         self.names = [n for n, _, _ in self.members]
+        self.device = torch.device(device)
 
     def __call__(self, images: Tensor) -> Detections:
-        parts = [det(images).above(thr) for _, thr, det in self.members]
+        parts = [detect_chunked(det, images).above(thr) for _, thr, det in self.members]
         return Detections.cat(parts, device=images.device) if parts else Detections.empty(images.device)
+
+    def check(self) -> None:
+        """Run every member once on a blank 32 x 32 frame on the ensemble's device, so that a detector that cannot
+        run there (an ``_ort`` twin on CUDA without onnxruntime-gpu) stops the run before any file is touched;
+        raises :class:`RedactError` naming it. (Also makes the onnxruntime sessions: call it under the torch
+        thread count the run uses, :func:`torch_threads`.)"""
+        blank = torch.zeros(1, 3, 32, 32, dtype=torch.uint8, device=self.device)
+        for name, _, det in self.members:
+            try:
+                with torch.inference_mode():
+                    det(blank)
+            except RuntimeError as e:
+                raise RedactError(f"detector {name} cannot run on {self.device}: "
+                                  f"{str(e).strip().splitlines()[0]}") from None
+
+
+#: most pixels one detector call sees (one 3840 x 2160 frame, four 1080p ones): a detector's memory grows with the
+#: pixels of its batch (CenterFace on onnxruntime took ~10 GB for six 4K frames at once, 2026-12-01), so a batch
+#: of large frames is split (a 720p batch of 8, 7.4 Mpx, is not)
+PIXELS_PER_CALL = 3840 * 2160
+
+
+def detect_chunked(det: Callable[[Tensor], Detections], images: Tensor) -> Detections:
+    """``det(images)`` for ``images`` ``uint8 (B, 3, H, W)``, in chunks of at most :data:`PIXELS_PER_CALL` pixels
+    (at least one frame each); the detections' ``batch_idx`` index ``images`` as one call's would."""
+    b, _, h, w = images.shape
+    step = max(1, PIXELS_PER_CALL // max(1, h * w))
+    if b <= step:
+        return det(images)
+    parts = []
+    for start in range(0, b, step):
+        d = det(images[start:start + step])
+        parts.append(Detections(d.boxes, d.scores, d.labels, d.batch_idx + start))
+    return Detections.cat(parts, device=images.device)
 
 
 def build_defense(opts: RedactOptions):
@@ -442,6 +479,11 @@ class Redactor:
         self.record_boxes = record_boxes
         self.last_boxes: list[Tensor] = []
         self.low_score = min(t for _, t, _ in self.ensemble.members + (self.roi.members if self.roi else []))
+        with torch_threads(opts.threads):
+            self.ensemble.check()
+        if self.roi is not None:
+            with torch_threads(1):  # as roi_detect runs it
+                self.roi.check()
         import trackers  # noqa: F401  (imported once here: its import takes seconds, not a video's time)
 
     def detect(self, images: Tensor, faces: bool = True, persons: bool = True) -> Detections:
@@ -452,13 +494,13 @@ class Redactor:
         from anonlab.defenses.regions import head_boxes
 
         face_members = self.ensemble.members[:self.n_face_members] if faces else []
-        parts = [_labelled(det(images).above(thr), FACE) for _, thr, det in face_members]
+        parts = [_labelled(detect_chunked(det, images).above(thr), FACE) for _, thr, det in face_members]
         if faces and self.roi is not None:
             found = Detections.cat(parts, device=images.device)
             small = (found.boxes[:, 2:] - found.boxes[:, :2]).amin(1) < self.opts.refine_below
             parts.append(_labelled(roi_detect(images, found.boxes[small], found.batch_idx[small], self.roi), FACE))
         for _, thr, det in self.ensemble.members[self.n_face_members:] if persons else []:
-            p = det(images).above(thr)
+            p = detect_chunked(det, images).above(thr)
             head = head_boxes(p.boxes, HEAD_REGION, HEAD_REGION_ABOVE) if self.head_regions else None
             parts.append(_labelled(p, PERSON, head))
         return Detections.cat(parts, device=images.device)
@@ -472,7 +514,8 @@ class Redactor:
 
     def video(self, src: Path, dst: Path, tick) -> tuple[int, str | None]:
         """Redact one video into ``dst`` (see the module docstring); returns (frames, reader notes).
-        ``tick(k)`` is called as each batch of ``k`` frames is written (once per frame)."""
+        ``tick(k)`` is called as each batch of ``k`` frames is written (once per frame), and ``tick(0)`` as each
+        batch is decoded (:func:`redact` raises a deferred Ctrl-C there)."""
         with torch_threads(self.opts.threads):
             return self._video(src, dst, tick)
 
@@ -609,6 +652,7 @@ class Redactor:
                 with writer, ThreadPoolExecutor(1, thread_name_prefix="anonlab-encode") as encoder:
                     try:
                         for frames, pts, raw, tracked in self.detect_track(reader, temporal):
+                            tick(0)  # (a Ctrl-C is raised here too, while the look-ahead buffer fills)
                             for img, p, r, t in zip(frames, pts, raw, tracked):
                                 waiting.append((img, p))
                                 for boxes in filler.push(r, t):
@@ -747,35 +791,67 @@ def redact(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions = 
         task = bar.add_task("redact", total=max(1, count_frames(pairs)), fps="-")
 
     def tick(k: float) -> None:
-        if bar is not None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        if bar is not None and k:
             bar.advance(task, k)
             done = bar.tasks[0].completed
             bar.update(task, fps=f"{done / max(1e-9, time.perf_counter() - t0):.1f}")
 
+    interrupted = threading.Event()
     try:
-        for src, dst in pairs:
-            try:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                if src.suffix.lower() in VIDEO_SUFFIXES:
-                    frames, note = redactor.video(src, dst, tick)
-                else:
-                    _, note = redactor.image(src, dst)
-                    frames = 1
-                    tick(1)
-            except ImageReadError as e:
-                report.failures.append(str(e).splitlines()[0])
-                continue
-            # a full disk, a folder not writable or removed, an input gone (PyAV's av.error.OSError too, whose
-            # FileNotFoundError names no file): that file only
-            except OSError as e:
-                report.failures.append(f"{src} not redacted, {dst} not written: {str(e).splitlines()[0]}")
-                continue
-            report.frames += frames
-            report.outputs[str(src)] = str(dst)
-            if note:
-                report.notes[str(src)] = note
+        with _deferred_sigint(interrupted):
+            _redact_all(pairs, redactor, report, tick)
     finally:
         if bar is not None:
             bar.stop()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+@contextmanager
+def _deferred_sigint(flag: threading.Event):
+    """Inside, a first Ctrl-C (SIGINT) only sets ``flag``; the run raises ``KeyboardInterrupt`` at its next
+    batch (``tick``), from its own code, so the ``finally`` blocks that remove a partial file run. Raised by the
+    default handler inside whatever library the main thread is in (PyAV, onnxruntime, torch), it could be lost:
+    once in a full test run the video was finished and renamed (2026-12-01). A second Ctrl-C raises at once. Only
+    in the main thread (signal handlers can be set nowhere else); the previous handler is restored on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def first(signum, frame) -> None:
+        flag.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _redact_all(pairs: list[tuple[Path, Path]], redactor: Redactor, report: RedactReport, tick) -> None:
+    """Redact every (input, output) pair into ``report``: a file that cannot be read or written becomes one line
+    in its failures and the run goes on."""
+    for src, dst in pairs:
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.suffix.lower() in VIDEO_SUFFIXES:
+                frames, note = redactor.video(src, dst, tick)
+            else:
+                _, note = redactor.image(src, dst)
+                frames = 1
+                tick(1)
+        except ImageReadError as e:
+            report.failures.append(str(e).splitlines()[0])
+            continue
+        # a full disk, a folder not writable or removed, an input gone (PyAV's av.error.OSError too, whose
+        # FileNotFoundError names no file): that file only
+        except OSError as e:
+            report.failures.append(f"{src} not redacted, {dst} not written: {str(e).splitlines()[0]}")
+            continue
+        report.frames += frames
+        report.outputs[str(src)] = str(dst)
+        if note:
+            report.notes[str(src)] = note

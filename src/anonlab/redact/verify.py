@@ -70,7 +70,9 @@ class _DetectorCheck:
         self.name, self.threshold, self.det = name, threshold, det
 
     def __call__(self, images: Tensor) -> Detections:
-        return self.det(images).above(self.threshold)
+        from anonlab.redact.core import detect_chunked
+
+        return detect_chunked(self.det, images).above(self.threshold)
 
 
 def build_recognizers(names, device: str) -> list:
@@ -93,10 +95,13 @@ def build_recognizers(names, device: str) -> list:
 
 def panel_checks(specs, device: str) -> list[LeakCheck]:
     """Build the panel from ``(detector name, threshold)`` pairs (conf/detector/<name>.yaml, threshold
-    overridden); raises :class:`~anonlab.redact.core.RedactError` for an unknown name or bad value."""
+    overridden); raises :class:`~anonlab.redact.core.RedactError` for an unknown name, a bad value, or a detector
+    that cannot run on ``device`` (:meth:`~anonlab.redact.core.Ensemble.check`)."""
     from anonlab.redact.core import Ensemble
 
-    return [_DetectorCheck(n, t, d) for n, t, d in Ensemble(tuple(specs), device).members]
+    panel = Ensemble(tuple(specs), device)
+    panel.check()
+    return [_DetectorCheck(n, t, d) for n, t, d in panel.members]
 
 
 class IdentityStats:
