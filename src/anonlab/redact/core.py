@@ -813,8 +813,9 @@ def redact(inputs: list[str | Path], out_dir: str | Path, opts: RedactOptions = 
 def _deferred_sigint(flag: threading.Event):
     """Inside, a first Ctrl-C (SIGINT) only sets ``flag``; the run raises ``KeyboardInterrupt`` at its next
     batch (``tick``), from its own code, so the ``finally`` blocks that remove a partial file run. Raised by the
-    default handler inside whatever library the main thread is in (PyAV, onnxruntime, torch), it could be lost:
-    once in a full test run the video was finished and renamed (2026-12-01). A second Ctrl-C raises at once. Only
+    default handler inside whatever library the main thread is in (PyAV, onnxruntime, torch), it may be lost (the
+    suspected cause of one full test run, 2026-12-01, in which the interrupted video was finished, renamed and exit
+    0 returned; not reproduced alone). A second Ctrl-C raises at once. Only
     in the main thread (signal handlers can be set nowhere else); the previous handler is restored on exit."""
     if threading.current_thread() is not threading.main_thread():
         yield
