@@ -231,6 +231,7 @@ def test_row_counts_agree_with_pycocotools_matching(images, iou, thr):
     ("device=cuda:abc", "device must be"),
     ("regions.threshold=5", "regions.threshold must be"),
     ("sweep=[gaussian_blur]", "sweep item 0 must be a mapping with a 'name' (a defense)"),
+    ("detectors.centerface.max_side=320", "set a detector's parameter with +detector_overrides.centerface.max_side=320"),
 ])
 def test_bad_values_found_by_a_new_user_are_one_line_exit_2(override, key):
     """Values a new user tried (the review of 2026-11-30) that used to end in a traceback or be ignored."""

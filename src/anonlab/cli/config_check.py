@@ -65,6 +65,8 @@ def config_error(conf_dir: Path, config_name: str, argv: list[str]) -> str | Non
                         or _one_line(str(e)))
             except OmegaConfBaseException as e:
                 return _omegaconf_line(e)
+            except TypeError as e:  # OmegaConf: a key into a list, e.g. detectors.centerface.max_side=320
+                return _key_into_list(overrides) or _one_line(str(e))
             problem = _replaced_mapping(conf_dir, config_name, overrides, cfg)
             if problem:
                 return problem
@@ -210,6 +212,20 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]] | str:
         return _one_line(str(e))
     batches = BasicSweeper.split_arguments(parsed, None)
     return [list(job) for batch in batches for job in batch] or [overrides]
+
+
+def _key_into_list(overrides: list[str]) -> str | None:
+    """The message for an override that sets a key inside ``detectors`` (a list of names; found by a new user,
+    2026-12-01, as an OmegaConf TypeError traceback): a scored detector's parameters are set under
+    ``detector_overrides``."""
+    for o in overrides:
+        key, _, value = o.partition("=")
+        parts = key.lstrip("+~").split(".")
+        if parts[0] == "detectors" and len(parts) >= 3:
+            name, param = parts[1], ".".join(parts[2:])
+            return (f"{o}: detectors is a list of names; set a detector's parameter with "
+                    f"+detector_overrides.{name}.{param}={value}")
+    return None
 
 
 def _one_line(message: str) -> str:
