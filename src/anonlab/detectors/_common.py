@@ -69,11 +69,11 @@ def ort_session(path: Path, name: str, device: torch.device | str = "cpu", model
     return sess
 
 
-def ort_model(path: Path, input_dims: list | None = None, output_dims: dict[str, list] | None = None) -> bytes:
+def ort_model(path: Path, input_dims: list | None = None) -> bytes:
     """The ONNX file ``path`` prepared for onnxruntime, serialized: its weights taken out of the graph inputs (so
     onnxruntime may fold and fuse them: conv + BN + activation) and, with ``input_dims``, the first input's
-    dimensions set (a string makes one dynamic; ``onnx.tools.update_model_dims``), ``output_dims`` likewise per
-    output name (every output: dims of ``-1`` are made dynamic). Raises ``RuntimeError`` naming the file."""
+    dimensions set (a string makes one dynamic; ``onnx.tools.update_model_dims``) and every output's made dynamic.
+    Raises ``RuntimeError`` naming the file."""
     import onnx
     from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
@@ -84,7 +84,7 @@ def ort_model(path: Path, input_dims: list | None = None, output_dims: dict[str,
         del model.graph.input[:]
         model.graph.input.extend(keep)
         if input_dims is not None:
-            outputs = output_dims or {o.name: [-1] * len(o.type.tensor_type.shape.dim) for o in model.graph.output}
+            outputs = {o.name: [-1] * len(o.type.tensor_type.shape.dim) for o in model.graph.output}
             model = update_inputs_outputs_dims(model, {keep[0].name: input_dims}, outputs)
         return model.SerializeToString()
     except Exception as e:  # noqa: BLE001 - re-raised with the file named

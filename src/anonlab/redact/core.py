@@ -326,8 +326,8 @@ def _check_kind(flag: str, specs, kind: str) -> None:
 
 
 def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device`` once a tensor could be made there (any torch device type); raises
-    :class:`RedactError` (one line) otherwise (:func:`anonlab._checks.usable_device`)."""
+    """``device`` (cpu, cuda, mps or xpu, with an optional ``:N``) as a ``torch.device`` once a tensor could be made
+    there; raises :class:`RedactError` (one line) otherwise (:func:`anonlab._checks.usable_device`)."""
     try:
         return usable_device(device, "--device", ("cpu", "cuda", "mps", "xpu"))
     except ValueError as e:
@@ -466,6 +466,7 @@ class Redactor:
         self.opts = opts
         bound_heap()  # memory flat in the video's length
         self.defense = build_defense(opts).to(self.device)
+
         def backend(specs) -> tuple[tuple[str, float], ...]:
             return tuple((CPU_BACKENDS.get(n, n) if self.device.type == "cpu" else n, t) for n, t in specs)
 
