@@ -189,8 +189,9 @@ class Ensemble:
 
 
 #: most pixels one detector call sees (one 3840 x 2160 frame, four 1080p ones): a detector's memory grows with the
-#: pixels of its batch (CenterFace on onnxruntime took ~10 GB for six 4K frames at once, 2026-12-01), so a batch
-#: of large frames is split (a 720p batch of 8, 7.4 Mpx, is not)
+#: pixels of its batch (CenterFace on onnxruntime: ~10 GB for six 4K frames at once; four at once 6.1 GB above the
+#: process's start, one at a time 2.8 GB, 2026-12-01), so a batch of large frames is split (a 720p batch of 8,
+#: 7.4 Mpx, is not)
 PIXELS_PER_CALL = 3840 * 2160
 
 
