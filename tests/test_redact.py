@@ -518,7 +518,8 @@ def test_bad_values_refused_before_any_file_is_written(tmp_path, capsys):
                         ("--jpeg-quality 500", "--jpeg-quality"), ("--device tpu", "--device must be cpu, cuda, mps, xpu or cuda:N, got 'tpu'"),
                         ("--device cuda:99", "--device=cuda:99"),
                         # a look-ahead of a whole video would hold it all in memory
-                        ("--max-gap 100000", "max_gap must be an integer in [0, 250]"),
+                        ("--max-gap 100000", "--max-gap must be an integer in [0, 250]"),
+                        ("--hold 251", "--hold must be an integer in [0, 250]"),
                         ("--detect-every 100000", "--detect-every must be an integer in [1, 251]")):
         out = tmp_path / flags.replace(" ", "")
         assert run(src, "--out", out, "--no-verify", *flags.split()) == 2, flags  # (the panel needs dlib)

@@ -211,9 +211,17 @@ def _redact_cmd(argv: list[str]) -> int:
         return EXIT_BAD_CONFIG
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
+        temporal = TemporalOptions(args.hold, args.max_gap, args.grow)
+    except ValueError as e:  # named by its flag: "max_gap must be ..." -> "--max-gap must be ..."
+        text = str(e)
+        key = text.partition(" ")[0]
+        flag = f"--{key.replace('_', '-')}" if key in ("hold", "max_gap", "grow") else key
+        print(f"error: {flag}{text[len(key):]}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    try:
         opts = RedactOptions(faces=faces, persons=persons, heads=heads, defense=args.defense, defense_params=params,
                              shape=args.shape, mask_scale=args.mask_scale,
-                             temporal=TemporalOptions(args.hold, args.max_gap, args.grow),
+                             temporal=temporal,
                              roi=roi, refine_below=args.refine_below,
                              detect_every=args.detect_every, persons_every=args.persons_every, audio=args.audio,
                              crf=args.crf, x264_preset=args.x264_preset,
