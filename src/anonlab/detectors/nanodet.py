@@ -15,7 +15,8 @@ with ``cv2.INTER_AREA``; here :func:`area_resize` computes the same box-filter a
 of the input over its footprint, fractional pixels weighted by overlap) as a few weighted row gathers, on the uint8
 frame (no full-size float copy), differentiably and batched (tests/test_detector_nanodet.py: equal to ``cv2.resize``
 of float input within 0.05 grey levels when shrinking and at the enlargement tested, 1.4x; OpenCV enlarges by
-larger factors bilinearly, e.g. 30x7 -> 416x97 differs by up to 51 grey levels). OpenCV resizes the uint8 frame to uint8, so :meth:`NanoDetM.forward` rounds the resized pixels too and matches
+larger factors bilinearly, e.g. 30x7 -> 416x97 differs by up to 51 grey levels). OpenCV resizes the uint8 frame to
+uint8, so :meth:`NanoDetM.forward` rounds the resized pixels too and matches
 the upstream onnxruntime pipeline box for box (IoU >= 0.99); :meth:`NanoDetM.forward_float` (patch training) does not
 round, which would stop the gradient: at most 0.5 grey levels apart, which moved the weakest zidane.jpg box
 (score 0.37) to IoU 0.983 with the upstream one. A square image is resized to ``S x S`` with no padding.
@@ -39,12 +40,11 @@ from torch import Tensor
 from anonlab import weights
 from anonlab._checks import check_range
 from anonlab.detectors._common import (
-    OrtGraph,
+    OrtBackend,
     check_input_size,
     clip_boxes,
     nms_detections,
     onnx_to_torch,
-    ort_model,
     quiet_onnx2torch,
     unbake_reshapes,
 )
@@ -253,23 +253,19 @@ class NanoDetM(Detector):
 
 
 @DETECTORS.register("nanodet_m_ort")
-class NanoDetMORT(NanoDetM):
+class NanoDetMORT(OrtBackend, NanoDetM):
     """The same NanoDet-m (graph, pre/post-processing and NMS) with the graph run by onnxruntime as exported (batch
     1, 416 x 416: the channel shuffles' reshapes are baked; frames run one by one): the faster path on CPU
     (measured: 24 vs 36 ms a frame, one thread, 2026-12-01). ``input_size`` must be 416. Not differentiable; the
     provider follows the input's device (:class:`~anonlab.detectors._common.OrtGraph`)."""
 
-    capabilities = frozenset()
-    objectives = ()  # onnxruntime: no gradient to an attack
+    ort_per_image = True
 
     def _load(self) -> None:
         if self.input_size != EXPORTED_SIZE:
             raise ValueError(f"{self.name}: input_size must be {EXPORTED_SIZE} (the exported graph's), got "
                              f"{self.input_size}; nanodet_m runs other sizes")
-        self.graph = OrtGraph(self.weights_path, self.name, ort_model(self.weights_path), per_image=True)
-
-    def network(self, net_in: Tensor) -> tuple[Tensor, ...]:
-        return self.graph(net_in)
+        super()._load()
 
 
 def _resolve(path: str | None) -> Path:

@@ -19,9 +19,8 @@ from torch import Tensor
 from anonlab import weights as _weights
 from anonlab._checks import check_range
 from anonlab.detectors._common import (
-    OrtGraph,
+    OrtBackend,
     onnx_to_torch,
-    ort_model,
     quiet_onnx2torch,
 )
 from anonlab.detectors.base import DETECTORS, DenseDetector
@@ -88,16 +87,9 @@ class UltraFace(DenseDetector):
 
 
 @DETECTORS.register("ultraface_ort")
-class UltraFaceORT(UltraFace):
+class UltraFaceORT(OrtBackend, UltraFace):
     """The same UltraFace (graph, pre/post-processing and NMS) with the graph run by onnxruntime as shipped (opset 9,
     batch 1: frames run one by one): the faster path on CPU. Not differentiable; the provider follows the input's
     device (:class:`~anonlab.detectors._common.OrtGraph`)."""
 
-    capabilities = frozenset()
-    objectives = ()  # onnxruntime: no gradient to an attack
-
-    def _load(self) -> None:
-        self.graph = OrtGraph(self.weights_path, self.name, ort_model(self.weights_path), per_image=True)
-
-    def network(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.graph(x)
+    ort_per_image = True

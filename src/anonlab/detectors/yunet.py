@@ -31,7 +31,7 @@ from torch import Tensor
 
 from anonlab import weights as _weights
 from anonlab._checks import check_int, check_range
-from anonlab.detectors._common import OrtGraph, onnx_to_torch, ort_model
+from anonlab.detectors._common import OrtBackend, onnx_to_torch
 from anonlab.detectors.base import DETECTORS, DenseDetector
 
 STRIDES = (8, 16, 32)
@@ -124,17 +124,10 @@ class YuNet(DenseDetector):
 
 
 @DETECTORS.register("yunet_ort")
-class YuNetORT(YuNet):
+class YuNetORT(OrtBackend, YuNet):
     """The same YuNet (graph, pre/post-processing and NMS) with the graph run by onnxruntime, batch, height and width
     made dynamic: the faster path on CPU (measured: 3.1 vs 28 ms for five 160 px windows, 5.6 vs 44 ms for a
     640x384 frame, one thread, 2026-12-01). Not differentiable; the provider follows the input's device
     (:class:`~anonlab.detectors._common.OrtGraph`)."""
 
-    capabilities = frozenset()
-    objectives = ()  # onnxruntime: no gradient to an attack
-
-    def _load(self) -> None:
-        self.graph = OrtGraph(self.weights_path, self.name, ort_model(self.weights_path, ["B", 3, "H", "W"]))
-
-    def network(self, x: Tensor) -> tuple[Tensor, ...]:
-        return self.graph(x)
+    ort_input_dims = ["B", 3, "H", "W"]
