@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 
 EXIT_OK, EXIT_BAD_CONFIG, EXIT_PARTIAL, EXIT_LEAK = 0, 2, 3, 4
 
@@ -215,7 +216,7 @@ def _redact_cmd(argv: list[str]) -> int:
     except ValueError as e:  # named by its flag: "max_gap must be ..." -> "--max-gap must be ..."
         text = str(e)
         key = text.partition(" ")[0]
-        flag = f"--{key.replace('_', '-')}" if key in ("hold", "max_gap", "grow") else key
+        flag = f"--{key.replace('_', '-')}" if key in {f.name for f in fields(TemporalOptions)} else key
         print(f"error: {flag}{text[len(key):]}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     try:

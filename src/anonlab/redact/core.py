@@ -650,22 +650,19 @@ class Redactor:
                         raise
                     raise ImageReadError(f"video {src}: its audio cannot be kept in the MP4 output ({e}); not "
                                          f"redacted (pass --audio drop to drop it)") from None
-                # the encoder (PyAV releases the GIL) works on one batch while the next is decoded and detected
+                # the encoder (PyAV releases the GIL) works on one batch while the next is decoded and detected; on
+                # an error the executor, leaving first, waits for that batch before the writer is closed
                 with writer, ThreadPoolExecutor(1, thread_name_prefix="anonlab-encode") as encoder:
-                    try:
-                        for frames, pts, raw, tracked in self.detect_track(reader, temporal):
-                            tick(0)  # (a Ctrl-C is raised here too, while the look-ahead buffer fills)
-                            for img, p, r, t in zip(frames, pts, raw, tracked):
-                                waiting.append((img, p))
-                                for boxes in filler.push(r, t):
-                                    ready.append((*waiting.popleft(), boxes))
-                            write(writer, encoder, final=False)
-                        for boxes in filler.finish():
-                            ready.append((*waiting.popleft(), boxes))
-                        write(writer, encoder, final=True)
-                    finally:  # an error here: the encoder finishes its batch before the writer is closed
-                        for f in encoding:
-                            f.exception()
+                    for frames, pts, raw, tracked in self.detect_track(reader, temporal):
+                        tick(0)  # (a Ctrl-C is raised here too, while the look-ahead buffer fills)
+                        for img, p, r, t in zip(frames, pts, raw, tracked):
+                            waiting.append((img, p))
+                            for boxes in filler.push(r, t):
+                                ready.append((*waiting.popleft(), boxes))
+                        write(writer, encoder, final=False)
+                    for boxes in filler.finish():
+                        ready.append((*waiting.popleft(), boxes))
+                    write(writer, encoder, final=True)
                     writer.copy_audio()
         finally:
             reader.close()
